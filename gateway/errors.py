@@ -1,0 +1,95 @@
+"""One exception tree for the whole gateway.
+
+Callers decide what to do by the class they catch, not by parsing messages:
+
+    GatewayError
+    ├── ConfigError            installer must fix the config file (exit code 2)
+    ├── ProfileError           a firmware profile file is invalid or unknown
+    ├── LedgerError            the SQLite ledger cannot be opened, migrated or written
+    │   └── LedgerIntegrityError   the database file is damaged; restore or move it aside
+    ├── AcquisitionError       reading a meter failed (retryable per device)
+    │   ├── DeviceTimeout          no answer within the bus timeout
+    │   ├── DeviceException        the device answered with a Modbus exception code
+    │   └── ValueRejected          decoded value failed a validity/plausibility check
+    ├── PayloadError           an MQTT payload could not be mapped to a reading
+    └── UplinkError            delivering to a sink failed
+        ├── UplinkRetryable        try the same batch again later
+        └── UplinkRejected         the sink refused the batch; dead-letter it
+
+Messages are written for the person who has to act on them: they say what was
+wrong and, where there is one, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The configuration cannot be used as written."""
+
+
+class ProfileError(GatewayError):
+    """A firmware profile is unknown or its data file is invalid."""
+
+
+class LedgerError(GatewayError):
+    """The ledger could not complete a durable operation."""
+
+
+class LedgerIntegrityError(LedgerError):
+    """SQLite reports the database file as damaged."""
+
+
+class AcquisitionError(GatewayError):
+    """A read from a meter failed; the device may recover on its own."""
+
+
+class DeviceTimeout(AcquisitionError):
+    """The device did not answer in time."""
+
+
+class DeviceException(AcquisitionError):
+    """The device answered with a Modbus exception response."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ValueRejected(AcquisitionError):
+    """A decoded value is invalid (sentinel, NaN) or implausible."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class PayloadError(GatewayError):
+    """An MQTT payload is malformed, oversized or of the wrong type."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class UplinkError(GatewayError):
+    """Delivery to a sink failed."""
+
+
+class UplinkRetryable(UplinkError):
+    """A transient failure: resend the same batch after a backoff."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UplinkRejected(UplinkError):
+    """The sink refused the batch for good (4xx): keep it, but stop retrying it."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
