@@ -1,0 +1,162 @@
+"""Uplink to the central billing API (contract: ``cloud_sync/openapi.yaml``).
+
+Delivery is at-least-once with idempotent receivers, which gives
+exactly-once effect: a batch is fixed in the ledger (its credits and its
+Idempotency-Key) before the first attempt, every retry resends the same
+bytes, and the ledger marks it delivered only after a clear success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import structlog
+
+from cloud_sync.backoff import Backoff
+from gateway.clock import Clock
+from gateway.config import BillingApiConfig
+from gateway.errors import UplinkRejected, UplinkRetryable
+from gateway.ledger.store import Ledger, PendingBatch
+
+log = structlog.get_logger("cloud_sync.billing_api")
+
+NAME = "billing_api"
+IDLE_RECHECK_S = 30.0
+"""Clock seconds between looks at the outbox when nothing wakes the uplink."""
+AUTH_STATUSES = (401, 403)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def classify(response: httpx.Response) -> dict[str, Any]:
+    """Turn an HTTP answer into a result, or raise the error that says what to do next."""
+    status = response.status_code
+    if status in (200, 201):
+        try:
+            body = response.json()
+        except json.JSONDecodeError:
+            raise UplinkRetryable(f"HTTP {status} with a body that is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("results"), list):
+            raise UplinkRetryable(f"HTTP {status} without a 'results' list")
+        return body
+    if status == 429 or status == 408 or status >= 500:
+        raise UplinkRetryable(f"HTTP {status}", _retry_after(response.headers.get("Retry-After")))
+    if status in AUTH_STATUSES:
+        raise UplinkRetryable(f"HTTP {status}: the billing API refused our credentials; check token_file")
+    raise UplinkRejected(f"HTTP {status}: {response.text[:300]}", status)
+
+
+class BillingApiUplink:
+    def __init__(self, cfg: BillingApiConfig, ledger: Ledger, clock: Clock, *, gateway_id: str,
+                 token: str | None, wakeup: Callable[[], asyncio.Event]) -> None:
+        self.cfg = cfg
+        self._ledger = ledger
+        self._clock = clock
+        self._gateway_id = gateway_id
+        self._wakeup = wakeup
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._backoff = Backoff(base_s=1.0, max_s=cfg.backoff_max_s)
+        self.delivered = 0
+
+    async def run(self) -> None:
+        await self._ledger.register_uplink(NAME)
+        async with httpx.AsyncClient(base_url=self.cfg.url, timeout=self.cfg.timeout_s,
+                                     headers=self._headers) as http:
+            while True:
+                batch = await self._ready_batch()
+                await self._deliver(http, batch)
+
+    async def drain(self, deadline_s: float) -> int:
+        """Send whatever is pending until nothing is left or ``deadline_s`` host seconds pass.
+
+        Used at shutdown to give the last closed intervals a chance to leave the
+        box; anything left stays queued for the next start.
+        """
+        await self._ledger.register_uplink(NAME)
+        sent = 0
+        try:
+            async with asyncio.timeout(deadline_s), httpx.AsyncClient(
+                base_url=self.cfg.url, timeout=self.cfg.timeout_s, headers=self._headers
+            ) as http:
+                while batch := await self._ledger.next_batch(NAME, self.cfg.batch_size,
+                                                             now_ms=self._now_ms()):
+                    if not await self._deliver(http, batch):
+                        break
+                    sent += len(batch.wire)
+        except TimeoutError:
+            log.info("drain_incomplete", sent=sent)
+        return sent
+
+    def _now_ms(self) -> int:
+        return int(self._clock.now() * 1000)
+
+    async def _ready_batch(self) -> PendingBatch:
+        """Wait until a batch is due: full, or its oldest credit is max_batch_age_s old."""
+        while True:
+            event = self._wakeup()
+            count, oldest_ms = await self._ledger.pending_count(NAME)
+            if count:
+                age = self._clock.now() - (oldest_ms or 0) / 1000
+                if count >= self.cfg.batch_size or age >= self.cfg.max_batch_age_s:
+                    batch = await self._ledger.next_batch(NAME, self.cfg.batch_size, now_ms=self._now_ms())
+                    if batch:
+                        return batch
+                wait = max(0.0, self.cfg.max_batch_age_s - age)
+            else:
+                wait = IDLE_RECHECK_S
+            try:
+                async with asyncio.timeout(self._clock.host_seconds(wait) + 0.001):
+                    await event.wait()
+            except TimeoutError:
+                pass
+
+    async def _deliver(self, http: httpx.AsyncClient, batch: PendingBatch) -> bool:
+        """One attempt. True when the batch is settled (delivered or dead-lettered)."""
+        ctx = {"uplink": NAME, "batch": batch.batch_key, "credits": len(batch.wire)}
+        payload = {"gateway": self._gateway_id, "batch": batch.batch_key, "credits": batch.wire}
+        try:
+            try:
+                response = await http.post("/v1/batches", json=payload,
+                                           headers={"Idempotency-Key": batch.batch_key})
+            except httpx.TransportError as exc:
+                raise UplinkRetryable(f"{type(exc).__name__}: {exc}") from exc
+            body = classify(response)
+        except UplinkRetryable as exc:
+            auth = "credentials" in str(exc)
+            delay = self._backoff.give_up_to_max() if auth else self._backoff.next_delay(exc.retry_after)
+            first = self._backoff.attempts <= 1
+            (log.warning if first or auth else log.debug)("batch_retry", error=str(exc), retry_in_s=round(delay, 1),
+                                                          **ctx)
+            await self._ledger.note_attempt_failed(batch, now_ms=self._now_ms(), error=str(exc))
+            await self._clock.sleep(delay)
+            return False
+        except UplinkRejected as exc:
+            log.error("batch_dead_lettered", status=exc.status, error=str(exc), **ctx)
+            await self._ledger.settle_batch(batch, delivered=False, now_ms=self._now_ms(), detail=str(exc))
+            return True
+        rejected = [r for r in body["results"] if r.get("status") not in ("accepted", "duplicate")]
+        if rejected:
+            detail = "; ".join(f"{r.get('meter')}#{r.get('seq')}: {r.get('reason')}" for r in rejected[:5])
+            log.error("batch_partly_rejected", rejected=len(rejected), detail=detail, **ctx)
+            await self._ledger.settle_batch(batch, delivered=False, now_ms=self._now_ms(),
+                                            detail=f"{len(rejected)} rejected: {detail}")
+            return True
+        await self._ledger.settle_batch(batch, delivered=True, now_ms=self._now_ms())
+        self._backoff.reset()
+        self.delivered += len(batch.wire)
+        log.info("batch_delivered", **ctx)
+        return True

@@ -1,0 +1,1 @@
+"""Getting readings from meters: Modbus buses and MQTT."""

@@ -1,0 +1,149 @@
+"""The configuration file's schema.
+
+Models are frozen and forbid unknown keys, so a typo (``pol_s``) is an error
+with a path instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MeterId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="Stable meter identifier: letters, digits, '.', '_' and '-'",
+    ),
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModbusMeterConfig(_Model):
+    id: MeterId
+    unit_id: int = Field(ge=1, le=247, description="Modbus device address on the bus")
+    profile: str = Field(min_length=1, description="built-in profile id or path to a profile file")
+    poll_s: float = Field(default=60.0, gt=0, le=900)
+    nmi: str | None = None
+
+    @field_validator("poll_s")
+    @classmethod
+    def _aligned(cls, value: float) -> float:
+        if 900 % value and value % 900:
+            raise ValueError(
+                "must divide 900 (e.g. 10, 15, 30, 60, 300) so that a poll lands on every "
+                "15-minute boundary"
+            )
+        return value
+
+
+class BusConfig(_Model):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    kind: Literal["tcp", "rtu", "rtu-over-tcp"] = "tcp"
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    device: str | None = Field(default=None, description="serial device node, e.g. /dev/ttyUSB0")
+    baud: int = Field(default=9600, ge=1200, le=115200)
+    framing: Literal["8N1", "8E1", "8N2", "8O1"] = "8N1"
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+    retries: int = Field(default=1, ge=0, le=5)
+    meters: tuple[ModbusMeterConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> BusConfig:
+        if self.kind in ("tcp", "rtu-over-tcp") and not self.host:
+            raise ValueError(f"a '{self.kind}' bus needs 'host' (and usually 'port')")
+        if self.kind == "rtu" and not self.device:
+            raise ValueError("an 'rtu' bus needs 'device', e.g. device = \"/dev/ttyUSB0\"")
+        return self
+
+
+class MqttMeterConfig(_Model):
+    id: MeterId
+    topic: str = Field(min_length=1)
+    format: Literal["json", "number"] = "json"
+    value_path: str | None = Field(
+        default=None, description="dotted path to the cumulative energy in a JSON payload"
+    )
+    time_path: str | None = Field(default=None, description="dotted path to a Unix timestamp, optional")
+    unit: Literal["Wh", "kWh", "MWh"] = "kWh"
+    nmi: str | None = None
+
+    @model_validator(mode="after")
+    def _path_for_json(self) -> MqttMeterConfig:
+        if self.format == "json" and not self.value_path:
+            raise ValueError("format 'json' needs value_path, e.g. value_path = \"ENERGY.Total\"")
+        return self
+
+
+class MqttConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    max_payload_bytes: int = Field(default=4096, ge=64, le=1_048_576)
+    meters: tuple[MqttMeterConfig, ...] = ()
+
+
+class BillingApiConfig(_Model):
+    url: str = Field(pattern=r"^https?://", description="base URL of the central billing API")
+    token_file: Path | None = None
+    batch_size: int = Field(default=500, ge=1, le=5000)
+    max_batch_age_s: float = Field(default=10.0, ge=0, le=3600)
+    timeout_s: float = Field(default=10.0, gt=0, le=120)
+    backoff_max_s: float = Field(default=300.0, ge=1, le=3600)
+
+
+class UplinksConfig(_Model):
+    billing_api: BillingApiConfig | None = None
+
+
+class WebConfig(_Model):
+    listen: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    enabled: bool = True
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+
+class GatewayConfig(_Model):
+    gateway_id: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="this box's name in the central billing system",
+    )
+    site_timezone: str = "UTC"
+    data_dir: Path = Path("/var/lib/meter-gateway")
+    buses: tuple[BusConfig, ...] = ()
+    mqtt: MqttConfig | None = None
+    uplinks: UplinksConfig = UplinksConfig()
+    web: WebConfig = WebConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("site_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown IANA time zone {value!r}; use a name like 'Europe/Berlin' or 'UTC'"
+            ) from None
+        return value
+
+    def all_meter_ids(self) -> list[str]:
+        ids = [m.id for bus in self.buses for m in bus.meters]
+        if self.mqtt:
+            ids.extend(m.id for m in self.mqtt.meters)
+        return ids

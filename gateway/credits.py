@@ -1,0 +1,39 @@
+"""Turning closed intervals into signed, chained credits (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stellar_sdk import Keypair
+
+from cloud_sync.credit import GENESIS_HASH, CreditBody, SignedCredit, sign
+from gateway.intervals import Interval
+
+
+@dataclass(frozen=True, slots=True)
+class Tip:
+    """The last credit issued for a meter: where the next one links on."""
+
+    seq: int = 0
+    hash: str = GENESIS_HASH
+
+
+def credit_for_interval(
+    interval: Interval, tip: Tip, *, gateway_id: str, keypair: Keypair, created_ms: int
+) -> tuple[SignedCredit, Tip]:
+    body = CreditBody(
+        gateway=gateway_id,
+        gateway_key=keypair.public_key,
+        meter=interval.meter,
+        seq=tip.seq + 1,
+        start=interval.start,
+        end=interval.end,
+        wh=interval.wh,
+        quality=interval.quality.value,
+        register_start_wh=interval.register_start_wh,
+        register_end_wh=interval.register_end_wh,
+        prev_hash=tip.hash,
+        created_ms=created_ms,
+    )
+    signed = sign(body, keypair)
+    return signed, Tip(body.seq, signed.hash)

@@ -1,0 +1,363 @@
+"""The ledger: one SQLite file per gateway.
+
+Durability rules (see ARCHITECTURE.md, principles 1 and 5):
+
+* WAL mode with ``synchronous=FULL``: a COMMIT returns only after the WAL is
+  fsynced, so a credit that exists for an uplink survives a power cut.
+* One write connection, guarded by a lock, is the only writer. Readers (web,
+  uplinks) use their own read-only connection and never block it.
+* Readings reach the ledger in batches (see :mod:`gateway.ledger.writer`);
+  a batch, the intervals it closes, their credits and the engine state are one
+  transaction: either all of it is on disk or none of it is.
+* The schema is versioned by ``PRAGMA user_version``; migrations are the
+  numbered ``.sql`` files next to this module, each applied in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import structlog
+from stellar_sdk import Keypair
+
+from gateway.credits import Tip, credit_for_interval
+from gateway.errors import LedgerError, LedgerIntegrityError
+from gateway.intervals import Disposition, Interval, MeterState, Quality, Reading, feed
+
+log = structlog.get_logger("gateway.ledger")
+
+DB_FILE = "ledger.db"
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = resources.files("gateway.ledger") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+SCHEMA_VERSION = max(v for v, _ in _migrations())
+
+
+async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in await db.execute_fetchall(sql, params)]
+
+
+@dataclass
+class CommitResult:
+    intervals: list[Interval] = field(default_factory=list)
+    dispositions: list[tuple[Reading, Disposition]] = field(default_factory=list)
+
+    @property
+    def credits_created(self) -> int:
+        return len(self.intervals)
+
+
+@dataclass(frozen=True)
+class PendingBatch:
+    uplink: str
+    batch_key: str
+    first_id: int
+    last_id: int
+    wire: list[dict[str, Any]]
+    attempts: int
+
+
+@dataclass(frozen=True)
+class UplinkSummary:
+    uplink: str
+    delivered_id: int
+    backlog: int
+    oldest_pending_ms: int | None
+    last_success_ms: int | None
+    last_error: str | None
+    last_error_ms: int | None
+    dead_batches: int
+    dead_credits: int
+
+
+class Ledger:
+    """Durable store of readings, intervals, credits and delivery state."""
+
+    def __init__(self, path: Path, write: aiosqlite.Connection, read: aiosqlite.Connection,
+                 gateway_id: str, keypair: Keypair) -> None:
+        self.path = path
+        self._w = write
+        self._r = read
+        self._gateway_id = gateway_id
+        self._keypair = keypair
+        self._states: dict[str, MeterState] = {}
+        self._tips: dict[str, Tip] = {}
+        self._max_credit_id = 0
+        # Every use of the write connection holds this lock, so one task's
+        # transaction can never swallow another task's statements.
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction on the single write connection."""
+        async with self._lock:
+            await self._w.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._w
+            except BaseException:
+                await self._w.execute("ROLLBACK")
+                raise
+            await self._w.execute("COMMIT")
+
+    # ---- lifecycle -------------------------------------------------------
+
+    @classmethod
+    async def open(cls, data_dir: Path, *, gateway_id: str, keypair: Keypair) -> Ledger:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / DB_FILE
+        try:
+            write = await aiosqlite.connect(path, isolation_level=None)
+        except Exception as exc:
+            raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
+        try:
+            await write.execute("PRAGMA journal_mode=WAL")
+            await write.execute("PRAGMA synchronous=FULL")
+            await write.execute("PRAGMA busy_timeout=5000")
+            rows = await _rows(write, "PRAGMA quick_check")
+            verdict = [r[0] for r in rows]
+            if verdict != ["ok"]:
+                raise LedgerIntegrityError(
+                    f"ledger {path} failed its integrity check ({'; '.join(map(str, verdict[:3]))}); "
+                    "stop the gateway, move the file aside and restore from backup"
+                )
+            await cls._migrate(write, path)
+        except BaseException:
+            await write.close()
+            raise
+        read = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        await read.execute("PRAGMA busy_timeout=5000")
+        ledger = cls(path, write, read, gateway_id, keypair)
+        await ledger._load_states()
+        return ledger
+
+    @staticmethod
+    async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
+        (current,) = (await _rows(conn, "PRAGMA user_version"))[0]
+        if current > SCHEMA_VERSION:
+            raise LedgerError(
+                f"ledger {path} has schema version {current}, newer than this gateway knows "
+                f"({SCHEMA_VERSION}); install the newer gateway version again"
+            )
+        for version, sql in _migrations():
+            if version <= current:
+                continue
+            try:
+                await conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={version};\nCOMMIT;")
+            except Exception as exc:
+                await conn.execute("ROLLBACK") if conn.in_transaction else None
+                raise LedgerError(f"migration {version} of {path} failed: {exc}") from exc
+            log.info("ledger_migrated", path=str(path), version=version)
+
+    async def _load_states(self) -> None:
+        rows = await _rows(self._w,
+            "SELECT meter, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, last_hash FROM meters"
+        )
+        for meter, t, wh, a_s, a_wh, a_q, seq, digest in rows:
+            self._states[meter] = MeterState(meter, t, wh, a_s, a_wh, Quality(a_q))
+            self._tips[meter] = Tip(seq, digest)
+        (max_id,) = (await _rows(self._w, "SELECT COALESCE(MAX(id), 0) FROM credits"))[0]
+        self._max_credit_id = max_id
+
+    async def close(self) -> None:
+        try:
+            async with self._lock:
+                await self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            await self._r.close()
+            await self._w.close()
+
+    # ---- ingest (the single writer) ------------------------------------------
+
+    def meter_state(self, meter: str) -> MeterState:
+        return self._states.get(meter, MeterState(meter))
+
+    @property
+    def max_credit_id(self) -> int:
+        return self._max_credit_id
+
+    async def commit_readings(self, readings: Sequence[Reading], *, now_ms: int) -> CommitResult:
+        """Feed readings through the interval engine and commit everything durably.
+
+        The in-memory engine state only moves forward once the COMMIT has
+        returned, so a failed commit leaves memory and disk in agreement.
+        """
+        result = CommitResult()
+        states = dict(self._states)
+        tips = dict(self._tips)
+        reading_rows = []
+        interval_rows = []
+        credit_rows = []
+        touched: set[str] = set()
+        for reading in readings:
+            step = feed(states.get(reading.meter, MeterState(reading.meter)), reading)
+            result.dispositions.append((reading, step.disposition))
+            reading_rows.append((reading.meter, reading.t_ms, reading.register_wh, reading.source,
+                                 step.disposition.value))
+            if step.disposition is not Disposition.ACCEPTED:
+                continue
+            states[reading.meter] = step.state
+            touched.add(reading.meter)
+            for interval in step.intervals:
+                signed, tip = credit_for_interval(
+                    interval, tips.get(reading.meter, Tip()),
+                    gateway_id=self._gateway_id, keypair=self._keypair, created_ms=now_ms,
+                )
+                tips[reading.meter] = tip
+                interval_rows.append((interval.meter, interval.start, interval.end, interval.wh,
+                                      interval.quality.value, interval.register_start_wh,
+                                      interval.register_end_wh, tip.seq))
+                credit_rows.append((interval.meter, tip.seq, interval.start, interval.wh, signed.hash,
+                                    json.dumps(signed.to_wire(), separators=(",", ":")), now_ms))
+                result.intervals.append(interval)
+        meter_rows = []
+        for meter in touched:
+            s, tip = states[meter], tips.get(meter, Tip())
+            meter_rows.append((meter, s.last_t_ms, s.last_wh, s.anchor_s, s.anchor_wh, s.anchor_quality.value,
+                               tip.seq, tip.hash))
+        try:
+            async with self._transaction() as db:
+                await db.executemany("INSERT INTO readings VALUES (?,?,?,?,?)", reading_rows)
+                await db.executemany("INSERT INTO intervals VALUES (?,?,?,?,?,?,?,?)", interval_rows)
+                await db.executemany(
+                    "INSERT INTO credits (meter, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?)",
+                    credit_rows,
+                )
+                await db.executemany(
+                    "INSERT INTO meters VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(meter) DO UPDATE SET "
+                    "last_t_ms=excluded.last_t_ms, last_wh=excluded.last_wh, anchor_s=excluded.anchor_s, "
+                    "anchor_wh=excluded.anchor_wh, anchor_quality=excluded.anchor_quality, "
+                    "last_seq=excluded.last_seq, last_hash=excluded.last_hash",
+                    meter_rows,
+                )
+                if credit_rows:
+                    (max_id,) = (await _rows(db, "SELECT MAX(id) FROM credits"))[0]
+                    self._max_credit_id = int(max_id)
+        except Exception as exc:
+            raise LedgerError(f"could not commit {len(readings)} readings to {self.path}: {exc}") from exc
+        self._states = states
+        self._tips = tips
+        return result
+
+    async def record_event(self, kind: str, *, t_ms: int, meter: str | None = None, detail: str = "") -> None:
+        async with self._transaction() as db:
+            await db.execute("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)",
+                             (t_ms, meter, kind, detail))
+
+    # ---- outbox side (uplinks) ---------------------------------------------
+
+    async def register_uplink(self, uplink: str) -> None:
+        async with self._transaction() as db:
+            await db.execute("INSERT OR IGNORE INTO uplink_cursor (uplink) VALUES (?)", (uplink,))
+
+    async def _delivered_id(self, uplink: str) -> int:
+        rows = await _rows(self._r, "SELECT delivered_id FROM uplink_cursor WHERE uplink=?", (uplink,))
+        return int(rows[0][0]) if rows else 0
+
+    async def pending_count(self, uplink: str) -> tuple[int, int | None]:
+        """Credits not yet settled for ``uplink`` and the creation time of the oldest."""
+        cursor = await self._delivered_id(uplink)
+        rows = await _rows(self._r,
+            "SELECT COUNT(*), MIN(created_ms) FROM credits WHERE id > ?", (cursor,))
+        count, oldest = rows[0]
+        return int(count), oldest
+
+    async def next_batch(self, uplink: str, limit: int, *, now_ms: int) -> PendingBatch | None:
+        """The batch to send now: an unsettled one from before, or a new one.
+
+        A new batch is recorded before it is returned, so its key and contents
+        are fixed from the first attempt on, across restarts.
+        """
+        async with self._transaction() as db:
+            rows = await _rows(db,
+                "SELECT batch_key, first_id, last_id, attempts FROM uplink_batches "
+                "WHERE uplink=? AND state='inflight' ORDER BY first_id LIMIT 1", (uplink,))
+            if rows:
+                key, first, last, attempts = rows[0]
+            else:
+                (cursor,) = (await _rows(db,
+                    "SELECT delivered_id FROM uplink_cursor WHERE uplink=?", (uplink,)))[0]
+                ids = await _rows(db,
+                    "SELECT MIN(id), MAX(id), COUNT(*) FROM "
+                    "(SELECT id FROM credits WHERE id > ? ORDER BY id LIMIT ?)", (cursor, limit))
+                first, last, n = ids[0]
+                if not n:
+                    return None
+                key = f"{self._gateway_id}:{uplink}:{first}-{last}"
+                attempts = 0
+                await db.execute(
+                    "INSERT INTO uplink_batches (uplink, batch_key, first_id, last_id, n_credits, state, "
+                    "created_ms) VALUES (?,?,?,?,?, 'inflight', ?)", (uplink, key, first, last, n, now_ms))
+            wire_rows = await _rows(db,
+                "SELECT wire FROM credits WHERE id BETWEEN ? AND ? ORDER BY id", (first, last))
+        return PendingBatch(uplink, key, first, last, [json.loads(w) for (w,) in wire_rows], attempts)
+
+    async def settle_batch(self, batch: PendingBatch, *, delivered: bool, now_ms: int, detail: str = "") -> None:
+        """Mark a batch delivered (or dead-lettered) and move the cursor past it, atomically."""
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE uplink_batches SET state=?, settled_ms=?, detail=?, attempts=attempts+1 "
+                "WHERE uplink=? AND batch_key=?",
+                ("delivered" if delivered else "dead", now_ms, detail or None, batch.uplink, batch.batch_key))
+            await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?) WHERE uplink=?",
+                             (batch.last_id, batch.uplink))
+            if delivered:
+                await db.execute("UPDATE uplink_cursor SET last_success_ms=? WHERE uplink=?",
+                                 (now_ms, batch.uplink))
+            else:
+                await db.execute("UPDATE uplink_cursor SET last_error=?, last_error_ms=? WHERE uplink=?",
+                                 (f"dead-lettered {batch.batch_key}: {detail}", now_ms, batch.uplink))
+
+    async def note_attempt_failed(self, batch: PendingBatch, *, now_ms: int, error: str) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE uplink_batches SET attempts=attempts+1, detail=? WHERE uplink=? AND batch_key=?",
+                (error, batch.uplink, batch.batch_key))
+            await db.execute("UPDATE uplink_cursor SET last_error=?, last_error_ms=? WHERE uplink=?",
+                             (error, now_ms, batch.uplink))
+
+    async def uplink_summary(self, uplink: str) -> UplinkSummary:
+        rows = await _rows(self._r,
+            "SELECT delivered_id, last_success_ms, last_error, last_error_ms FROM uplink_cursor WHERE uplink=?",
+            (uplink,))
+        cursor, success, error, error_ms = rows[0] if rows else (0, None, None, None)
+        backlog, oldest = await self.pending_count(uplink)
+        (dead,) = await _rows(self._r,
+            "SELECT COUNT(*), COALESCE(SUM(n_credits), 0) FROM uplink_batches WHERE uplink=? AND state='dead'",
+            (uplink,))
+        return UplinkSummary(uplink, int(cursor), backlog, oldest, success, error, error_ms,
+                             int(dead[0]), int(dead[1]))
+
+    # ---- queries for the web and CLI -------------------------------------------
+
+    async def last_intervals(self) -> dict[str, tuple[int, int, str]]:
+        rows = await _rows(self._r,
+            "SELECT meter, start, wh, quality FROM intervals i WHERE start = "
+            "(SELECT MAX(start) FROM intervals WHERE meter = i.meter)")
+        return {m: (s, wh, q) for m, s, wh, q in rows}
+
+    async def intervals(self, meter: str, start: int, end: int) -> list[tuple[int, int, int, str]]:
+        rows = await _rows(self._r,
+            'SELECT start, "end", wh, quality FROM intervals WHERE meter=? AND start>=? AND start<? ORDER BY start',
+            (meter, start, end))
+        return [(int(a), int(b), int(c), str(d)) for a, b, c, d in rows]
+
+    async def credit_count(self) -> int:
+        (row,) = await _rows(self._r, "SELECT COUNT(*) FROM credits")
+        return int(row[0])
+

@@ -1,0 +1,1 @@
+"""Simulated meters for the demo and the tests (no hardware needed)."""

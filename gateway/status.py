@@ -1,0 +1,79 @@
+"""Live status shared by the daemon's tasks and shown by the web page.
+
+Plain mutable dataclasses owned by the event loop thread: tasks update their
+own entries, the web layer only reads. Nothing here is persisted; the ledger
+is the durable record.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class MeterHealth(StrEnum):
+    UNKNOWN = "unknown"
+    """Not read yet since start."""
+    ONLINE = "online"
+    DEGRADED = "degraded"
+    """The last read failed but not enough times in a row to call it offline."""
+    OFFLINE = "offline"
+
+
+OFFLINE_AFTER = 3
+"""Consecutive failed reads before a meter is shown offline (and backed off)."""
+
+
+@dataclass
+class MeterStatus:
+    meter: str
+    source: str
+    where: str
+    profile: str = ""
+    health: MeterHealth = MeterHealth.UNKNOWN
+    last_read_t: float | None = None
+    last_register_wh: int | None = None
+    last_power_w: float | None = None
+    last_voltage_v: float | None = None
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    reads_ok: int = 0
+    reads_failed: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    def read_ok(self, t: float) -> None:
+        self.health = MeterHealth.ONLINE
+        self.last_read_t = t
+        self.consecutive_failures = 0
+        self.last_error = None
+        self.reads_ok += 1
+
+    def read_failed(self, error: str) -> None:
+        self.consecutive_failures += 1
+        self.reads_failed += 1
+        self.last_error = error
+        self.health = MeterHealth.OFFLINE if self.consecutive_failures >= OFFLINE_AFTER else MeterHealth.DEGRADED
+
+
+@dataclass
+class QuarantinedPayload:
+    t: float
+    topic: str
+    reason: str
+    payload: bytes
+
+
+@dataclass
+class GatewayStatus:
+    gateway_id: str
+    public_key: str
+    started_t: float
+    meters: dict[str, MeterStatus] = field(default_factory=dict)
+    readings_committed: int = 0
+    credits_created: int = 0
+    commit_errors: int = 0
+    mqtt_connected: bool | None = None
+    quarantine: deque[QuarantinedPayload] = field(default_factory=lambda: deque(maxlen=100))
+    """Last rejected MQTT payloads, raw, for a technician to look at (bounded)."""
+    payloads_rejected: Counter[str] = field(default_factory=Counter)

@@ -1,0 +1,217 @@
+"""Local HTTP API and technician page.
+
+Everything is computed on request from the live status and the ledger's
+read-only connection, so the web layer holds no state of its own and can
+never block the writer.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.clock import Clock
+from gateway.intervals import INTERVAL_S
+from gateway.ledger.store import Ledger, UplinkSummary
+from gateway.status import GatewayStatus, MeterHealth
+
+COOKIE = "gw_token"
+
+
+@dataclass
+class WebContext:
+    status: GatewayStatus
+    ledger: Ledger
+    clock: Clock
+    token: str
+    uplinks: tuple[str, ...]
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def meters_view(ctx: WebContext) -> list[dict[str, Any]]:
+    last = await ctx.ledger.last_intervals()
+    out = []
+    for meter in sorted(ctx.status.meters.values(), key=lambda m: m.meter):
+        interval = last.get(meter.meter)
+        out.append({
+            "meter": meter.meter,
+            "source": meter.source,
+            "where": meter.where,
+            "profile": meter.profile or None,
+            "state": meter.health.value,
+            "last_reading": _iso(meter.last_read_t),
+            "register_wh": meter.last_register_wh,
+            "register_kwh": None if meter.last_register_wh is None else f"{meter.last_register_wh / 1000:.3f}",
+            "power_w": None if meter.last_power_w is None else round(meter.last_power_w, 1),
+            "last_interval": None if interval is None else {
+                "start": _iso(interval[0]), "end": _iso(interval[0] + INTERVAL_S),
+                "wh": interval[1], "quality": interval[2]},
+            "consecutive_failures": meter.consecutive_failures,
+            "reads_ok": meter.reads_ok,
+            "reads_failed": meter.reads_failed,
+            "rejected": dict(meter.rejected),
+            "last_error": meter.last_error,
+        })
+    return out
+
+
+def _uplink_view(u: UplinkSummary, now: float) -> dict[str, Any]:
+    return {
+        "uplink": u.uplink,
+        "backlog": u.backlog,
+        "oldest_pending": _iso(u.oldest_pending_ms / 1000) if u.oldest_pending_ms else None,
+        "oldest_pending_age_s": round(now - u.oldest_pending_ms / 1000) if u.oldest_pending_ms else None,
+        "last_success": _iso(u.last_success_ms / 1000) if u.last_success_ms else None,
+        "last_error": u.last_error,
+        "last_error_at": _iso(u.last_error_ms / 1000) if u.last_error_ms else None,
+        "dead_batches": u.dead_batches,
+        "dead_credits": u.dead_credits,
+    }
+
+
+async def sync_view(ctx: WebContext) -> list[dict[str, Any]]:
+    now = ctx.clock.now()
+    return [_uplink_view(await ctx.ledger.uplink_summary(name), now) for name in ctx.uplinks]
+
+
+def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], status: GatewayStatus) -> list[str]:
+    found = []
+    for m in meters:
+        if m["state"] == MeterHealth.OFFLINE.value:
+            found.append(f"Meter {m['meter']} ({m['where']}) is offline: {m['last_error']}. "
+                         "Check wiring, power, unit id and serial settings.")
+        elif m["state"] == MeterHealth.DEGRADED.value:
+            found.append(f"Meter {m['meter']} missed its last read: {m['last_error']}.")
+        if m["rejected"]:
+            found.append(f"Meter {m['meter']} had values rejected: {m['rejected']}.")
+    for u in uplinks:
+        if u["dead_credits"]:
+            found.append(f"Uplink {u['uplink']}: {u['dead_credits']} credits were refused by the server "
+                         f"(dead-lettered). Last error: {u['last_error']}")
+        age = u["oldest_pending_age_s"]
+        if age is not None and age > 3600:
+            found.append(f"Uplink {u['uplink']}: {u['backlog']} credits waiting, the oldest for {age // 60} min. "
+                         f"Last error: {u['last_error']}")
+    if status.mqtt_connected is False:
+        found.append("The MQTT broker is not reachable; MQTT meters are not being read.")
+    if status.commit_errors:
+        found.append(f"The ledger failed to commit {status.commit_errors} times: check the SD card and free space.")
+    return found
+
+
+class _StatusCollector(Collector):
+    """Prometheus metrics computed from the live status at scrape time."""
+
+    def __init__(self, status: GatewayStatus) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._status
+        up = GaugeMetricFamily("gateway_meter_up", "1 if the meter's last read succeeded", labels=["meter"])
+        fails = GaugeMetricFamily("gateway_meter_consecutive_failures", "failed reads in a row", labels=["meter"])
+        ok = CounterMetricFamily("gateway_meter_reads", "successful meter reads", labels=["meter"])
+        bad = CounterMetricFamily("gateway_meter_read_failures", "failed meter reads", labels=["meter"])
+        rej = CounterMetricFamily("gateway_values_rejected", "values rejected", labels=["meter", "reason"])
+        for m in s.meters.values():
+            up.add_metric([m.meter], 1.0 if m.health is MeterHealth.ONLINE else 0.0)
+            fails.add_metric([m.meter], m.consecutive_failures)
+            ok.add_metric([m.meter], m.reads_ok)
+            bad.add_metric([m.meter], m.reads_failed)
+            for reason, n in m.rejected.items():
+                rej.add_metric([m.meter, reason], n)
+        yield from (up, fails, ok, bad, rej)
+        yield CounterMetricFamily("gateway_readings_committed", "readings committed to the ledger",
+                                  value=s.readings_committed)
+        yield CounterMetricFamily("gateway_credits_created", "credits created", value=s.credits_created)
+        payloads = CounterMetricFamily("gateway_payloads_rejected", "MQTT payloads rejected", labels=["reason"])
+        for reason, n in s.payloads_rejected.items():
+            payloads.add_metric([reason], n)
+        yield payloads
+
+
+def create_app(ctx: WebContext) -> Starlette:
+    templates = Environment(loader=PackageLoader("gateway.web", "templates"), autoescape=select_autoescape())
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_StatusCollector(ctx.status))
+
+    def authorised(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        candidates = [header.removeprefix("Bearer ").strip(), request.cookies.get(COOKIE, ""),
+                      request.query_params.get("token", "")]
+        return any(c and secrets.compare_digest(c, ctx.token) for c in candidates)
+
+    def denied() -> Response:
+        return JSONResponse({"error": "this needs the gateway's web token: send 'Authorization: Bearer <token>' "
+                                      "or open the page once with ?token=<token> (see web.token in the data dir)"},
+                            status_code=401)
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"ok": True, "gateway": ctx.status.gateway_id})
+
+    async def meters(request: Request) -> Response:
+        if not authorised(request):
+            return denied()
+        return JSONResponse({"meters": await meters_view(ctx)})
+
+    async def meter(request: Request) -> Response:
+        if not authorised(request):
+            return denied()
+        wanted = request.path_params["meter"]
+        for m in await meters_view(ctx):
+            if m["meter"] == wanted:
+                return JSONResponse(m)
+        return JSONResponse({"error": f"no meter {wanted!r}"}, status_code=404)
+
+    async def sync(request: Request) -> Response:
+        if not authorised(request):
+            return denied()
+        return JSONResponse({"uplinks": await sync_view(ctx), "credits_total": await ctx.ledger.credit_count()})
+
+    async def metrics(request: Request) -> Response:
+        if not authorised(request):
+            return denied()
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    async def page(request: Request) -> Response:
+        if not authorised(request):
+            return HTMLResponse("<h1>Meter gateway</h1><p>Open this page with <code>?token=…</code>: the token is in "
+                                "<code>web.token</code> in the gateway's data directory.</p>", status_code=401)
+        meter_rows = await meters_view(ctx)
+        uplink_rows = await sync_view(ctx)
+        now = ctx.clock.now()
+        up_s = int(now - ctx.status.started_t)
+        html = templates.get_template("status.html").render(
+            s=ctx.status, meters=meter_rows, uplinks=uplink_rows,
+            problems=_problems(meter_rows, uplink_rows, ctx.status),
+            now=_iso(now), uptime=f"{up_s // 3600} h {up_s % 3600 // 60} min",
+        )
+        response = HTMLResponse(html)
+        if request.query_params.get("token"):
+            response.set_cookie(COOKIE, ctx.token, httponly=True, samesite="strict")
+        return response
+
+    return Starlette(routes=[
+        Route("/", page),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/api/v1/meters", meters),
+        Route("/api/v1/meters/{meter}", meter),
+        Route("/api/v1/sync", sync),
+    ])

@@ -1,0 +1,27 @@
+"""The per-box web secret.
+
+Generated at first start into the data dir (0600). Anything beyond the
+read-only health check needs it, as ``Authorization: Bearer <token>`` or, for a
+technician's browser, once as ``?token=`` which sets an HttpOnly cookie.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+TOKEN_FILE = "web.token"
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    path = data_dir / TOKEN_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text(encoding="ascii").strip()
+    token = secrets.token_urlsafe(24)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(token + "\n")
+    return token

@@ -1,0 +1,40 @@
+"""Run an ASGI app inside the daemon's TaskGroup.
+
+uvicorn normally owns the process: it installs its own SIGINT/SIGTERM
+handlers. Here the daemon owns signals and shutdown order, so the server is
+started without them and stopped by the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+
+class EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    @property
+    def bound_port(self) -> int | None:
+        for server in getattr(self, "servers", []):
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return None
+
+
+def make_server(app: Any, host: str, port: int) -> EmbeddedServer:
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            lifespan="off", timeout_graceful_shutdown=2)
+    return EmbeddedServer(config)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

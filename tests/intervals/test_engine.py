@@ -1,0 +1,93 @@
+"""Properties of the interval engine: conservation, no negative energy, alignment."""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.intervals import INTERVAL_S, Disposition, MeterState, Quality, Reading, feed, feed_many
+
+T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z in ms, a boundary
+
+
+def _readings(steps: list[tuple[int, int]], start_ms: int = T0 + 123_000, start_wh: int = 1_000_000) -> list[Reading]:
+    out = []
+    t, e = start_ms, start_wh
+    for dt, de in steps:
+        t += dt
+        e += de
+        out.append(Reading("m1", t, e))
+    return [Reading("m1", start_ms, start_wh), *out]
+
+
+steps_strategy = st.lists(
+    st.tuples(st.integers(1, 3 * INTERVAL_S * 1000), st.integers(0, 5_000)), min_size=1, max_size=60
+)
+
+
+@given(steps_strategy)
+@settings(max_examples=300)
+def test_intervals_telescope_to_boundary_register_values(steps: list[tuple[int, int]]) -> None:
+    readings = _readings(steps)
+    _, intervals = feed_many(MeterState("m1"), readings)
+    for a, b in itertools.pairwise(intervals):
+        assert a.end == b.start, "intervals are contiguous"
+        assert a.register_end_wh == b.register_start_wh, "boundary value shared by neighbours"
+    if intervals:
+        assert sum(i.wh for i in intervals) == intervals[-1].register_end_wh - intervals[0].register_start_wh
+    for i in intervals:
+        assert i.wh >= 0
+        assert i.start % INTERVAL_S == 0
+        assert i.end - i.start == INTERVAL_S
+        assert i.wh == i.register_end_wh - i.register_start_wh
+
+
+@given(steps_strategy)
+def test_boundary_value_equals_register_when_a_reading_falls_on_it(steps: list[tuple[int, int]]) -> None:
+    readings = _readings(steps, start_ms=T0)
+    on_boundary = {r.t_ms // 1000: r.register_wh for r in readings if r.t_ms % (INTERVAL_S * 1000) == 0}
+    _, intervals = feed_many(MeterState("m1"), readings)
+    for i in intervals:
+        if i.start in on_boundary:
+            assert i.register_start_wh == on_boundary[i.start]
+        if i.end in on_boundary:
+            assert i.register_end_wh == on_boundary[i.end]
+
+
+@given(steps_strategy, st.integers(1, 59))
+def test_splitting_the_stream_anywhere_gives_the_same_intervals(steps: list[tuple[int, int]], cut: int) -> None:
+    """Persisting state and resuming (a restart) must not change the result."""
+    readings = _readings(steps)
+    _, whole = feed_many(MeterState("m1"), readings)
+    k = min(cut, len(readings))
+    state, first = feed_many(MeterState("m1"), readings[:k])
+    _, second = feed_many(state, readings[k:])
+    assert first + second == whole
+
+
+def test_readings_on_every_minute_give_exact_actual_intervals() -> None:
+    readings = [Reading("m1", T0 + k * 60_000, 5_000 + 7 * k) for k in range(46)]
+    _, intervals = feed_many(MeterState("m1"), readings)
+    assert [i.wh for i in intervals] == [105, 105, 105]
+    assert all(i.quality is Quality.ACTUAL for i in intervals)
+    assert intervals[0].start == T0 // 1000
+
+
+def test_gap_is_flagged_substituted_and_split_pro_rata() -> None:
+    readings = [Reading("m1", T0, 0), Reading("m1", T0 + 3 * 900_000, 3001)]
+    _, intervals = feed_many(MeterState("m1"), readings)
+    assert [i.wh for i in intervals] == [1000, 1001, 1000]
+    assert {i.quality for i in intervals} == {Quality.SUBSTITUTED}
+
+
+def test_duplicate_and_backwards_readings_change_nothing() -> None:
+    state = feed(MeterState("m1"), Reading("m1", T0, 100)).state
+    dup = feed(state, Reading("m1", T0, 100))
+    assert dup.disposition is Disposition.DUPLICATE
+    assert dup.state == state
+    back = feed(state, Reading("m1", T0 + 60_000, 99))
+    assert back.disposition is Disposition.BACKWARDS
+    assert back.state == state
+    assert back.intervals == ()
