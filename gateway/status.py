@@ -57,6 +57,34 @@ class MeterStatus:
 
 
 @dataclass
+class LineStatus:
+    """One serial line or TCP endpoint, as its bus scheduler sees it.
+
+    Rates and utilisation cover the last ``window_s`` seconds (monotonic), so a
+    technician sees the line as it is now, not averaged since boot.
+    """
+
+    name: str
+    kind: str
+    endpoint: str
+    connected: bool = False
+    transactions: int = 0
+    errors: int = 0
+    cycle_overruns: int = 0
+    """Polls that started so late that their next slot had already come: the line is overbooked."""
+    utilisation: float = 0.0
+    """Fraction of wall time a transaction was in flight."""
+    transactions_per_s: float = 0.0
+    errors_per_s: float = 0.0
+    last_cycle_s: float | None = None
+    """From a poll slot to the end of the last poll due in it."""
+    noise_bytes: int = 0
+    """Unrequested bytes discarded (noise, late answers, a second master)."""
+    last_error: str | None = None
+    window_s: float = 60.0
+
+
+@dataclass
 class QuarantinedPayload:
     t: float
     topic: str
@@ -77,3 +105,5 @@ class GatewayStatus:
     quarantine: deque[QuarantinedPayload] = field(default_factory=lambda: deque(maxlen=100))
     """Last rejected MQTT payloads, raw, for a technician to look at (bounded)."""
     payloads_rejected: Counter[str] = field(default_factory=Counter)
+    lines: dict[str, LineStatus] = field(default_factory=dict)
+    """Per Modbus line / endpoint, by bus name."""

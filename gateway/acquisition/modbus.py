@@ -1,33 +1,56 @@
-"""Polling meters on one Modbus line or TCP endpoint.
+"""The bus scheduler: everything that talks on one Modbus line or TCP endpoint.
 
-One :class:`ModbusBus` task per physical line/endpoint, one pymodbus client,
-so exactly one transaction is ever in flight on the wire. Polls are placed on
-a fixed grid (multiples of each meter's poll period in wall time) instead of
-"sleep N seconds after the last poll": the schedule cannot drift, and a poll
-lands on every 15-minute boundary, which is where the interval engine wants a
-real register value.
+One :class:`ModbusBus` task per physical line/endpoint owns its transport, so
+exactly one transaction is ever in flight on the wire. Every reader goes
+through it: the periodic polls, one-off reads from the local API or CLI
+(:meth:`ModbusBus.request`, :meth:`ModbusBus.read_values`), scans.
 
-A meter that fails is backed off on its own; the others keep their grid.
+Polls are placed on a fixed grid (multiples of each poll period in wall time)
+instead of "sleep N seconds after the last poll": the schedule cannot drift,
+and a poll lands on every 15-minute boundary, which is where the interval
+engine wants a real register value. A meter may poll its instantaneous values
+on a different period than its energy register.
+
+Order when several polls are due: earliest slot first; within a slot, healthy
+meters before failing ones (a silent meter eats a whole timeout, and putting
+it last keeps everyone else's period steady), then configuration order.
+One-off requests are interleaved one per poll, so neither side starves.
+
+Faults stay local: bounded retries per transaction, then the meter alone is
+backed off (capped exponential, still on its grid) and shown offline; it
+recovers by itself on the first good answer. A vanished line (USB adapter
+unplugged) is a line fault: it is reopened with its own backoff and does not
+push any meter into backoff.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 
 import structlog
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
 
-from gateway.acquisition.read_plan import ReadPlan, WireCost, plan_reads
+from gateway.acquisition.portlock import PortBusy, PortLock, endpoint_key
+from gateway.acquisition.read_plan import ReadPlan, plan_reads, split_block
+from gateway.acquisition.transport import (
+    FrameError,
+    ModbusTcpTransport,
+    PortUnavailable,
+    RtuTransport,
+    Transport,
+    make_transport,
+    wire_cost,
+)
 from gateway.clock import Clock
 from gateway.config import BusConfig, ModbusMeterConfig
-from gateway.errors import AcquisitionError, DeviceException, DeviceTimeout, ValueRejected
+from gateway.errors import AcquisitionError, DeviceException, DeviceTimeout, GatewayError, ValueRejected
 from gateway.intervals import Reading
 from gateway.profiles import Profile, Quantity, decode
-from gateway.status import OFFLINE_AFTER, GatewayStatus, MeterStatus
+from gateway.status import OFFLINE_AFTER, GatewayStatus, LineStatus, MeterHealth, MeterStatus
 
 log = structlog.get_logger("gateway.modbus")
 
@@ -38,117 +61,366 @@ not used: its timestamp would be too uncertain to place energy in an interval.""
 BACKOFF_MAX_S = 900.0
 """A meter that stays offline is still tried at least once per interval."""
 
-WANTED = ("energy_import", "power_total", "voltage_l1")
-"""Quantities polled each cycle: the energy register, plus two for the status page."""
+REOPEN_MIN_S = 0.5
+REOPEN_MAX_S = 30.0
+"""Host seconds between attempts to reopen a vanished line: a replugged USB adapter
+reappears within a second or two; a dead one should not spin the CPU."""
+
+LOCK_RETRY_S = 5.0
+"""Host seconds between attempts to take a line a commissioning tool is using."""
+
+RATE_WINDOW_S = 60.0
+"""Line rates and utilisation cover this much recent (monotonic) time."""
+
+MAX_PENDING_REQUESTS = 32
+"""One-off reads queued at once; more means a client is hammering the API."""
+
+ENERGY = ("energy_import",)
+INSTANT = ("power_total", "voltage_l1")
+WANTED = ENERGY + INSTANT
+"""Quantities polled: the energy register, plus two for the status page."""
 
 Submit = Callable[[Reading], Awaitable[None]]
+
+
+class BusBusy(GatewayError):
+    """Too many one-off requests are already waiting for this line."""
 
 
 @dataclass
 class _Meter:
     cfg: ModbusMeterConfig
     profile: Profile
-    plan: ReadPlan
     quantities: dict[str, Quantity]
     status: MeterStatus
-    next_due: float
+    order: int
     last: Reading | None = None
+    device_failures: int = 0
+    """Failures the device is to blame for (not line outages): drives its backoff."""
+    backoff_until: float = 0.0
 
 
-def _make_client(bus: BusConfig) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-    # reconnect_delay=0: this module decides when to reconnect, per poll.
-    if bus.kind == "rtu":
-        assert bus.device is not None
-        return AsyncModbusSerialClient(
-            bus.device, framer=FramerType.RTU, baudrate=bus.baud, bytesize=8,
-            parity=bus.framing[1], stopbits=int(bus.framing[2]),
-            timeout=bus.timeout_s, retries=bus.retries, reconnect_delay=0,
-        )
-    assert bus.host is not None
-    return AsyncModbusTcpClient(
-        bus.host, port=bus.port or 502,
-        framer=FramerType.RTU if bus.kind == "rtu-over-tcp" else FramerType.SOCKET,
-        timeout=bus.timeout_s, retries=bus.retries, reconnect_delay=0,
-    )
+@dataclass
+class _Job:
+    """A periodic read of one meter: its energy, its instantaneous values, or both."""
+
+    meter: _Meter
+    names: tuple[str, ...]
+    plan: ReadPlan
+    period: float
+    next_due: float
+    energy: bool
 
 
-def wire_cost(bus: BusConfig) -> WireCost:
-    bits = 11 if bus.framing in ("8E1", "8O1", "8N2") else 10
-    return WireCost(bits_per_char=bits, baud=bus.baud)
+@dataclass
+class _Request:
+    unit: int
+    function: int
+    start: int
+    count: int
+    turnaround_s: float
+    future: asyncio.Future[list[int]] = field(repr=False)
 
 
 class ModbusBus:
+    """Scheduler and sole user of one line. Construct, then ``await run()``."""
+
     def __init__(self, bus: BusConfig, profiles: dict[str, Profile], clock: Clock, submit: Submit,
-                 status: GatewayStatus) -> None:
+                 status: GatewayStatus, *, transport: Transport | None = None, use_lock: bool = True) -> None:
         self.cfg = bus
         self._clock = clock
         self._submit = submit
+        self._transport: Transport = transport or make_transport(bus)
+        self._use_lock = use_lock
+        self._jobs: list[_Job] = []
         self._meters: list[_Meter] = []
-        self.cycle_overruns = 0
+        self._requests: deque[_Request] = deque()
+        self._wake = asyncio.Event()
+        self._serve_request_next = True
+        self._window: deque[tuple[float, float, bool]] = deque()
+        self._started_mono: float | None = None
+        self.line = status.lines.setdefault(bus.name, LineStatus(bus.name, bus.kind, self._transport.endpoint,
+                                                                 window_s=RATE_WINDOW_S))
         now = clock.now()
-        for meter_cfg in bus.meters:
+        for order, meter_cfg in enumerate(bus.meters):
             profile = profiles[meter_cfg.id]
-            wanted = [profile.quantities[name] for name in WANTED if name in profile.quantities]
-            plan = plan_reads(wanted, max_registers=profile.max_registers_per_read,
-                              even_only=profile.registers_even_only, cost=wire_cost(bus))
+            wanted = {name: profile.quantities[name] for name in WANTED if name in profile.quantities}
             where = f"{bus.name}#{meter_cfg.unit_id}"
             meter_status = status.meters.setdefault(
                 meter_cfg.id, MeterStatus(meter_cfg.id, "modbus", where, profile.id))
-            self._meters.append(_Meter(meter_cfg, profile, plan, {q.name: q for q in wanted}, meter_status,
-                                       next_due=_next_slot(now, meter_cfg.poll_s)))
+            meter = _Meter(meter_cfg, profile, wanted, meter_status, order)
+            self._meters.append(meter)
+            instant_period = meter_cfg.poll_instant_s
+            if instant_period is None or instant_period == meter_cfg.poll_s:
+                self._add_job(meter, tuple(wanted), meter_cfg.poll_s, now, energy=True)
+            else:
+                self._add_job(meter, tuple(n for n in ENERGY if n in wanted), meter_cfg.poll_s, now, energy=True)
+                self._add_job(meter, tuple(n for n in INSTANT if n in wanted), instant_period, now, energy=False)
+
+    def _add_job(self, meter: _Meter, names: tuple[str, ...], period: float, now: float, *, energy: bool) -> None:
+        if not names:
+            return
+        qs = [meter.quantities[n] for n in names]
+        plan = plan_reads(qs, max_registers=meter.profile.max_registers_per_read,
+                          even_only=meter.profile.registers_even_only,
+                          cost=wire_cost(self.cfg, meter.cfg.turnaround_s))
+        self._jobs.append(_Job(meter, names, plan, period, _next_slot(now, period), energy))
+
+    # ---- public API for one-off reads -------------------------------------------------
+
+    async def request(self, unit: int, function: int, start: int, count: int, *,
+                      turnaround_s: float = 0.0) -> list[int]:
+        """One read transaction, queued behind the one in flight; the bus must be running.
+
+        Raises the same errors as a poll would (DeviceTimeout, DeviceException,
+        FrameError, PortUnavailable) after the bus's retries.
+        """
+        if len(self._requests) >= MAX_PENDING_REQUESTS:
+            raise BusBusy(f"{len(self._requests)} requests already queued on bus {self.cfg.name!r}")
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._requests.append(_Request(unit, function, start, count, turnaround_s, future))
+        self._wake.set()
+        return await future
+
+    async def read_values(self, unit: int, profile: Profile,
+                          names: Iterable[str] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+        """Decode a profile's quantities once (every one by default), through the scheduler.
+
+        Returns (values, problems): a quantity that failed decoding or whose
+        block failed is listed in problems with the reason, not silently missing.
+        """
+        wanted = [profile.quantities[n] for n in (names or profile.quantities)]
+        plan = plan_reads(wanted, max_registers=profile.max_registers_per_read,
+                          even_only=profile.registers_even_only, cost=wire_cost(self.cfg))
+        by_name = {q.name: q for q in wanted}
+        values: dict[str, float] = {}
+        problems: dict[str, str] = {}
+        for block in plan.blocks:
+            try:
+                registers = await self.request(unit, block.function, block.start, block.count)
+                chunks = split_block(block, registers)
+            except AcquisitionError as exc:
+                problems.update({name: str(exc) for name in block.quantities})
+                if isinstance(exc, PortUnavailable | DeviceTimeout):
+                    break
+                continue
+            for name, chunk in chunks.items():
+                try:
+                    values[name] = decode(by_name[name], chunk)
+                except ValueRejected as exc:
+                    problems[name] = f"{exc.reason}: {exc}"
+        return values, problems
+
+    # ---- the scheduler loop -------------------------------------------------------------
 
     async def run(self) -> None:
-        """Poll until cancelled. Never raises for a meter's fault."""
-        if not self._meters:
-            return
-        client = _make_client(self.cfg)
-        log.info("bus_started", bus=self.cfg.name, kind=self.cfg.kind, meters=len(self._meters))
+        """Poll and serve requests until cancelled. Never raises for a meter's fault."""
+        lock = PortLock(self._lock_key(), owner=f"meter-gateway bus {self.cfg.name}") if self._use_lock else None
         try:
+            if lock is not None:
+                await self._take_lock(lock)
+            log.info("bus_started", bus=self.cfg.name, kind=self.cfg.kind, endpoint=self._transport.endpoint,
+                     meters=len(self._meters))
+            self._started_mono = self._clock.monotonic()
+            reopen_delay = REOPEN_MIN_S
             while True:
-                meter = min(self._meters, key=lambda m: m.next_due)
-                await self._clock.sleep_until(meter.next_due)
-                await self._poll(client, meter)
-                self._reschedule(meter)
+                job = await self._next_work()
+                try:
+                    if job is None:
+                        await self._serve_request()
+                    else:
+                        await self._poll(job)
+                        self._reschedule(job)
+                    reopen_delay = REOPEN_MIN_S
+                except PortUnavailable as exc:
+                    self._line_down(str(exc), reopen_delay)
+                    # Line outage: wait in host time (a physical replug), then try again.
+                    await asyncio.sleep(reopen_delay)
+                    reopen_delay = min(reopen_delay * 2, REOPEN_MAX_S)
         finally:
-            client.close()
+            self._transport.close()
+            self.line.connected = False
+            for req in self._requests:
+                if not req.future.done():
+                    req.future.cancel()
+            self._requests.clear()
+            if lock is not None:
+                lock.release()
 
-    def _reschedule(self, meter: _Meter) -> None:
-        period = meter.cfg.poll_s
-        now = self._clock.now()
-        failures = meter.status.consecutive_failures
-        if failures >= OFFLINE_AFTER:
-            wait = min(period * 2 ** (failures - OFFLINE_AFTER + 1), max(BACKOFF_MAX_S, period))
-            meter.next_due = _next_slot(now + wait - period, period)
+    def _lock_key(self) -> str:
+        if self.cfg.kind == "rtu":
+            return endpoint_key(device=self.cfg.device)
+        return endpoint_key(host=self.cfg.host, port=self.cfg.port or 502)
+
+    async def _take_lock(self, lock: PortLock) -> None:
+        warned = False
+        while True:
+            try:
+                lock.acquire()
+                return
+            except PortBusy as exc:
+                if not warned:
+                    log.warning("bus_waiting_for_line", bus=self.cfg.name, error=str(exc))
+                    warned = True
+                await asyncio.sleep(LOCK_RETRY_S)
+
+    def _line_down(self, error: str, retry_in: float) -> None:
+        first = self.line.connected or self.line.last_error != error
+        self.line.connected = False
+        self.line.last_error = error
+        (log.warning if first else log.debug)("line_unavailable", bus=self.cfg.name, error=error,
+                                              retry_in_s=retry_in)
+
+    def _pick(self) -> _Job | None:
+        if not self._jobs:
+            return None
+        return min(self._jobs, key=lambda j: (j.next_due, j.meter.status.consecutive_failures > 0,
+                                              j.meter.order, not j.energy))
+
+    async def _next_work(self) -> _Job | None:
+        """The next poll to run, or None to serve a queued request."""
+        while True:
+            job = self._pick()
+            due = job is not None and job.next_due <= self._clock.now()
+            if self._requests and (not due or self._serve_request_next):
+                self._serve_request_next = False
+                return None
+            if due:
+                self._serve_request_next = True
+                return job
+            self._wake.clear()
+            waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
+            if job is not None:
+                waiters.append(asyncio.ensure_future(self._sleep_until(job.next_due)))
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+                for w in waiters:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await w
+
+    async def _sleep_until(self, wall: float) -> object:
+        await self._clock.sleep_until(wall)
+        return None
+
+    async def _serve_request(self) -> None:
+        req = self._requests.popleft()
+        if req.future.done():  # the caller gave up
             return
-        meter.next_due += period
-        if meter.next_due <= now:
-            # The bus could not keep up (or the box was suspended): skip the missed
-            # slots rather than firing a burst of late polls.
-            self.cycle_overruns += 1
-            meter.next_due = _next_slot(now, period)
+        try:
+            registers = await self._transact(req.unit, req.function, req.start, req.count, req.turnaround_s)
+        except PortUnavailable as exc:
+            req.future.set_exception(exc)
+            raise
+        except AcquisitionError as exc:
+            req.future.set_exception(exc)
+            return
+        except asyncio.CancelledError:
+            req.future.cancel()
+            raise
+        req.future.set_result(registers)
 
-    async def _poll(self, client: AsyncModbusTcpClient | AsyncModbusSerialClient, meter: _Meter) -> None:
-        log_ctx = {"bus": self.cfg.name, "meter": meter.cfg.id, "unit_id": meter.cfg.unit_id}
+    async def _transact(self, unit: int, function: int, start: int, count: int, turnaround_s: float) -> list[int]:
+        """One logical read with bounded retries; every attempt is counted on the line."""
+        last: AcquisitionError | None = None
+        for _attempt in range(self.cfg.retries + 1):
+            t0 = self._clock.monotonic()
+            try:
+                registers = await self._transport.transact(unit, function, start, count, turnaround_s=turnaround_s)
+            except DeviceException as exc:
+                self._record(t0, ok=False, error=str(exc))
+                raise  # the device answered: asking again gets the same answer
+            except PortUnavailable as exc:
+                self._record(t0, ok=False, error=str(exc), line_down=True)
+                raise
+            except (DeviceTimeout, FrameError) as exc:
+                self._record(t0, ok=False, error=str(exc))
+                last = exc
+                continue
+            self._record(t0, ok=True)
+            return registers
+        assert last is not None
+        raise last
+
+    def _record(self, t0: float, *, ok: bool, error: str | None = None, line_down: bool = False) -> None:
+        now = self._clock.monotonic()
+        line = self.line
+        line.transactions += 1
+        if not ok:
+            line.errors += 1
+            line.last_error = error
+        if not line_down:
+            line.connected = True
+        line.noise_bytes = self._transport.noise_bytes
+        self._window.append((now, now - t0, ok))
+        while self._window and self._window[0][0] < now - RATE_WINDOW_S:
+            self._window.popleft()
+        span = min(RATE_WINDOW_S, now - (self._started_mono if self._started_mono is not None else now))
+        if span > 0:
+            line.utilisation = min(1.0, sum(busy for _, busy, _ in self._window) / span)
+            line.transactions_per_s = len(self._window) / span
+            line.errors_per_s = sum(1 for *_, good in self._window if not good) / span
+
+    # ---- polling ------------------------------------------------------------------------
+
+    def _reschedule(self, job: _Job) -> None:
+        period = job.period
+        now = self._clock.now()
+        slot = job.next_due
+        meter = job.meter
+        if job.energy and meter.device_failures >= OFFLINE_AFTER:
+            wait = min(period * 2 ** (meter.device_failures - OFFLINE_AFTER + 1), max(BACKOFF_MAX_S, period))
+            job.next_due = _next_slot(now + wait - period, period)
+            meter.backoff_until = job.next_due
+        else:
+            job.next_due += period
+            if job.next_due <= now:
+                # The bus could not keep up (or the box was suspended): skip the missed
+                # slots rather than firing a burst of late polls.
+                self.line.cycle_overruns += 1
+                log.warning("cycle_overrun", bus=self.cfg.name, meter=meter.cfg.id, late_s=round(now - slot, 3),
+                            period_s=period)
+                job.next_due = _next_slot(now, period)
+        if not any(j.next_due <= slot for j in self._jobs):
+            self.line.last_cycle_s = now - slot
+
+    async def _poll(self, job: _Job) -> None:
+        meter = job.meter
+        if not job.energy and meter.status.health == MeterHealth.OFFLINE:
+            return  # the energy poll is the backed-off probe; do not hammer a dead device
+        log_ctx: dict[str, object] = {"bus": self.cfg.name, "meter": meter.cfg.id, "unit_id": meter.cfg.unit_id}
         before = self._clock.now()
         try:
-            if not client.connected and not await client.connect():
-                raise DeviceTimeout(f"cannot connect to {self._endpoint()}")
-            values, raw = await self._read(client, meter)
+            values, raw, decode_failed = await self._read(job)
+        except PortUnavailable as exc:
+            meter.status.read_failed(str(exc))
+            raise
         except AcquisitionError as exc:
             first = meter.status.consecutive_failures == 0
+            meter.device_failures += 1
             meter.status.read_failed(str(exc))
             # First failure is news; the rest of a streak is noise.
             (log.warning if first else log.debug)("read_failed", error=str(exc),
                                                   failures=meter.status.consecutive_failures, **log_ctx)
             return
         after = self._clock.now()
+        meter.device_failures = 0
+        if "power_total" in values:
+            meter.status.last_power_w = values["power_total"]
+        if "voltage_l1" in values:
+            meter.status.last_voltage_v = values["voltage_l1"]
+        if not job.energy:
+            return
         if after - before > MAX_STAMP_UNCERTAINTY_S:
             self._reject(meter, "slow_read", f"read took {after - before:.1f} s", raw, log_ctx)
             return
         t = (before + after) / 2
         energy = values.get("energy_import")
         if energy is None:
-            self._reject(meter, "no_energy", "profile has no readable energy_import", raw, log_ctx)
+            if "energy_import" not in decode_failed:
+                self._reject(meter, "no_energy", "profile has no readable energy_import", raw, log_ctx)
             return
         wh = round(energy)
         reading = Reading(meter.cfg.id, round(t * 1000), wh, "modbus")
@@ -159,8 +431,6 @@ class ModbusBus:
         meter.last = reading
         meter.status.read_ok(t)
         meter.status.last_register_wh = wh
-        meter.status.last_power_w = values.get("power_total")
-        meter.status.last_voltage_v = values.get("voltage_l1")
         await self._submit(reading)
 
     def _reject(self, meter: _Meter, reason: str, detail: str, raw: dict[str, list[int]],
@@ -168,38 +438,24 @@ class ModbusBus:
         meter.status.rejected[reason] += 1
         log.warning("value_rejected", reason=reason, detail=detail, raw=raw, **log_ctx)
 
-    def _endpoint(self) -> str:
-        return self.cfg.device or f"{self.cfg.host}:{self.cfg.port or 502}"
-
-    async def _read(self, client: AsyncModbusTcpClient | AsyncModbusSerialClient,
-                    meter: _Meter) -> tuple[dict[str, float], dict[str, list[int]]]:
+    async def _read(self, job: _Job) -> tuple[dict[str, float], dict[str, list[int]], set[str]]:
+        meter = job.meter
         values: dict[str, float] = {}
         raw: dict[str, list[int]] = {}
-        for block in meter.plan.blocks:
-            reader = client.read_input_registers if block.function == 4 else client.read_holding_registers
-            try:
-                response = await reader(block.start, count=block.count, device_id=meter.cfg.unit_id)
-            except ModbusException as exc:
-                client.close()
-                raise DeviceTimeout(f"no valid answer from unit {meter.cfg.unit_id} on {self._endpoint()}: "
-                                    f"{exc}") from exc
-            if response.isError():
-                code = int(getattr(response, "exception_code", 0))
-                raise DeviceException(f"unit {meter.cfg.unit_id} answered exception {code} to a read of "
-                                      f"{block.count} registers at {block.start:#06x}", code)
-            registers: Sequence[int] = response.registers
-            for name in block.quantities:
-                q = meter.quantities[name]
-                offset = q.address - block.start
-                chunk = list(registers[offset:offset + q.register_count])
+        failed: set[str] = set()
+        for block in job.plan.blocks:
+            registers = await self._transact(meter.cfg.unit_id, block.function, block.start, block.count,
+                                             meter.cfg.turnaround_s)
+            for name, chunk in split_block(block, registers).items():
                 raw[name] = chunk
                 try:
-                    values[name] = decode(q, chunk)
+                    values[name] = decode(meter.quantities[name], chunk)
                 except ValueRejected as exc:
+                    failed.add(name)
                     meter.status.rejected[exc.reason] += 1
-                    log.warning("value_rejected", meter=meter.cfg.id, quantity=name, reason=exc.reason,
-                                raw=chunk)
-        return values, raw
+                    log.warning("value_rejected", bus=self.cfg.name, meter=meter.cfg.id, quantity=name,
+                                reason=exc.reason, raw=chunk)
+        return values, raw, failed
 
 
 def _next_slot(now: float, period: float) -> float:
@@ -219,3 +475,6 @@ def _implausible(last: Reading | None, new: Reading, max_power_w: float | None) 
             return "jump", (f"{new.register_wh - last.register_wh} Wh in {hours * 3600:.0f} s exceeds the "
                             f"meter's {max_power_w:.0f} W maximum")
     return None
+
+
+__all__ = ["BusBusy", "ModbusBus", "ModbusTcpTransport", "RtuTransport", "wire_cost"]

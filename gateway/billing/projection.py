@@ -233,9 +233,7 @@ class _Clock:
     so_far_today: int
 
 
-def _resolve(
-    daily: Mapping[date, DailyUsage], period: BillingPeriod, as_of: datetime, interval: timedelta
-) -> _Clock:
+def _resolve(daily: Mapping[date, DailyUsage], period: BillingPeriod, as_of: datetime, interval: timedelta) -> _Clock:
     if not isinstance(as_of, datetime) or as_of.utcoffset() is None:
         raise BillingError(f"as_of {as_of!r} must be a timezone-aware datetime")
     if interval <= timedelta(0) or timedelta(days=1) % interval:
@@ -243,9 +241,7 @@ def _resolve(
     zone = period.zone
     as_of_utc = as_of.astimezone(UTC)
     if as_of_utc < period.start_utc:
-        raise BillingError(
-            f"as_of {as_of.isoformat()} is before the period starting {period.start} in {period.tz}"
-        )
+        raise BillingError(f"as_of {as_of.isoformat()} is before the period starting {period.start} in {period.tz}")
     real_today = as_of_utc.astimezone(zone).date()
     for day, usage in daily.items():
         if not isinstance(usage, DailyUsage):

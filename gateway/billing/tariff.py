@@ -72,7 +72,7 @@ def _no_float(value: object) -> object:
     # Runs before pydantic's own Decimal parsing, which would quietly accept 0.1 (a float).
     if isinstance(value, bool | float):
         raise ValueError(
-            "give money and rates as decimal strings (e.g. rate = \"0.10\"), not numbers with a "
+            'give money and rates as decimal strings (e.g. rate = "0.10"), not numbers with a '
             "fractional part, so they keep exactly the value the tariff publishes"
         )
     return value
@@ -110,11 +110,15 @@ class TieredEnergy(_Model):
     """Block rates: the first ``up_to_kwh`` at one rate, the next block at the next rate, and so on."""
 
     kind: Literal["tiered"] = "tiered"
-    tiers: tuple[Tier, ...] = Field(min_length=1)
+    tiers: tuple[Tier, ...]
 
     @field_validator("tiers")
     @classmethod
     def _thresholds_increase(cls, tiers: tuple[Tier, ...]) -> tuple[Tier, ...]:
+        # Checked here rather than with min_length, which pydantic also reports (confusingly) when
+        # a tier is merely invalid.
+        if not tiers:
+            raise ValueError("give at least one tier (a flat rate is one tier without up_to_kwh)")
         *bounded, last = tiers
         if last.up_to_kwh is not None:
             raise ValueError(
@@ -138,7 +142,12 @@ _DayClass = Literal["all", "weekday", "weekend"]
 
 
 class TouWindow(_Model):
-    """A local-time hour range ``[start_hour, end_hour)`` on some days; wraps midnight if start > end."""
+    """A local-time hour range ``[start_hour, end_hour)`` on some days; wraps midnight if start > end.
+
+    Weekday/weekend is decided by each interval's own local date, so a weekday window 21-7 covers
+    Friday 21:00-24:00 and Friday 00:00-07:00, not Saturday morning: a grid of (day class, hour)
+    is what regulators publish and what can be checked for gaps and overlaps.
+    """
 
     label: Label
     rate: NonNegDec
@@ -183,7 +192,7 @@ class TouEnergy(_Model):
     """
 
     kind: Literal["tou"] = "tou"
-    windows: tuple[TouWindow, ...] = Field(min_length=1)
+    windows: tuple[TouWindow, ...]
     weekend_days: tuple[Annotated[int, Field(ge=0, le=6)], ...] = (5, 6)
     holidays: tuple[date, ...] = ()
 
@@ -428,9 +437,7 @@ def _energy_lines(
         ]
     else:
         if isinstance(usage, int):
-            raise BillingError(
-                "a time-of-use tariff needs interval data or Wh per window, not a single total"
-            )
+            raise BillingError("a time-of-use tariff needs interval data or Wh per window, not a single total")
         if isinstance(usage, Mapping):
             unknown = sorted(set(usage) - set(energy.labels()))
             if unknown:

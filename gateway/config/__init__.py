@@ -7,6 +7,7 @@ wants the whole list in one go. Each problem names its path in the file
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections import Counter
 from dataclasses import dataclass
@@ -91,41 +92,55 @@ def _dotted(loc: KeyPath) -> str:
     return out or "(top level)"
 
 
-def _semantic_problems(cfg: GatewayConfig, base_dir: Path) -> list[tuple[KeyPath, str, str]]:
-    """Checks that need the whole file or the profile library."""
-    # Imported here: the profile library is heavier than the schema and
-    # only needed once the schema is known to be right.
+def _list(node: Any, key: str) -> list[Any]:
+    value = node.get(key) if isinstance(node, dict) else None
+    return value if isinstance(value, list) else []
+
+
+def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPath, str, str]]:
+    """Checks across the file and against the profile library.
+
+    They run on the raw document, so they are reported together with schema
+    errors instead of only after those are fixed.
+    """
+    # Imported here: the profile library is only needed for this check.
     from gateway.profiles import resolve_profile
 
     found: list[tuple[KeyPath, str, str]] = []
-    seen = Counter(cfg.all_meter_ids())
-    for b, bus in enumerate(cfg.buses):
-        units = Counter(m.unit_id for m in bus.meters)
-        for m, meter in enumerate(bus.meters):
+    where_ids: list[tuple[KeyPath, Any]] = []
+    buses = _list(raw, "buses")
+    bus_names = Counter(b.get("name") for b in buses if isinstance(b, dict))
+    for b, bus in enumerate(buses):
+        if isinstance(bus, dict) and bus_names[bus.get("name")] > 1:
+            found.append((("buses", b, "name"), f"bus name {bus.get('name')!r} is used more than once", ""))
+        meters = _list(bus, "meters")
+        units = Counter(m.get("unit_id") for m in meters if isinstance(m, dict))
+        for m, meter in enumerate(meters):
+            if not isinstance(meter, dict):
+                continue
             where: KeyPath = ("buses", b, "meters", m)
-            try:
-                resolve_profile(meter.profile, base_dir)
-            except ProfileError as exc:
-                found.append(
-                    ((*where, "profile"), str(exc), "run 'meter-gateway profiles list' for built-in ids")
-                )
-            if seen[meter.id] > 1:
-                found.append(((*where, "id"), f"meter id {meter.id!r} is used more than once",
-                              "every meter needs its own id"))
-            if units[meter.unit_id] > 1:
+            where_ids.append((where, meter.get("id")))
+            profile = meter.get("profile")
+            if isinstance(profile, str) and profile:
+                try:
+                    resolve_profile(profile, base_dir)
+                except ProfileError as exc:
+                    found.append(((*where, "profile"), str(exc).splitlines()[0],
+                                  "run 'meter-gateway profiles list' for built-in ids"))
+            unit = meter.get("unit_id")
+            if isinstance(unit, int) and units[unit] > 1:
                 found.append(((*where, "unit_id"),
-                              f"unit_id {meter.unit_id} is used by more than one meter on bus {bus.name!r}",
+                              f"unit_id {unit} is used by more than one meter on bus {bus.get('name')!r}",
                               "give each device on a bus its own address (meter-gateway scan finds them)"))
-    names = Counter(bus.name for bus in cfg.buses)
-    for b, bus in enumerate(cfg.buses):
-        if names[bus.name] > 1:
-            found.append((("buses", b, "name"), f"bus name {bus.name!r} is used more than once", ""))
-    if cfg.mqtt:
-        for m, mqtt_meter in enumerate(cfg.mqtt.meters):
-            if seen[mqtt_meter.id] > 1:
-                found.append(((("mqtt", "meters", m, "id")),
-                              f"meter id {mqtt_meter.id!r} is used more than once",
-                              "every meter needs its own id"))
+    mqtt = raw.get("mqtt")
+    for m, meter in enumerate(_list(mqtt, "meters")):
+        if isinstance(meter, dict):
+            where_ids.append((("mqtt", "meters", m), meter.get("id")))
+    ids = Counter(meter_id for _, meter_id in where_ids if isinstance(meter_id, str))
+    for where, meter_id in where_ids:
+        if isinstance(meter_id, str) and ids[meter_id] > 1:
+            found.append(((*where, "id"), f"meter id {meter_id!r} is used more than once",
+                          "every meter needs its own id"))
     return found
 
 
@@ -135,29 +150,29 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     try:
         raw: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
+        # Python 3.11's TOMLDecodeError carries the position only in its message.
+        found = re.search(r"at line (\d+)", str(exc))
+        line = int(found.group(1)) if found else None
         raise InvalidConfig(
             source, [ConfigProblem("(syntax)", line, f"not valid TOML: {exc}", "check quotes and brackets")]
         ) from None
     lines = key_lines(text)
+    problems: list[ConfigProblem] = []
+    cfg: GatewayConfig | None = None
     try:
         cfg = GatewayConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            msg = err["msg"]
-            if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
+            msg = err["msg"].removeprefix("Value error, ")
             problems.append(ConfigProblem(_dotted(loc), line_for(lines, loc), msg, _HINTS.get(err["type"], "")))
-        raise InvalidConfig(source, problems) from None
+    for loc, msg, hint in _semantic_problems(raw, base):
+        problems.append(ConfigProblem(_dotted(loc), line_for(lines, loc), msg, hint))
+    if problems or cfg is None:
+        problems.sort(key=lambda p: (p.line or 0, p.path))
+        raise InvalidConfig(source, problems)
     if not cfg.data_dir.is_absolute():
         cfg = cfg.model_copy(update={"data_dir": (base / cfg.data_dir).resolve()})
-    semantic = _semantic_problems(cfg, base)
-    if semantic:
-        raise InvalidConfig(
-            source, [ConfigProblem(_dotted(loc), line_for(lines, loc), msg, hint) for loc, msg, hint in semantic]
-        )
     return cfg
 
 

@@ -33,10 +33,20 @@ class ModbusMeterConfig(_Model):
     profile: str = Field(min_length=1, description="built-in profile id or path to a profile file")
     poll_s: float = Field(default=60.0, gt=0, le=900)
     nmi: str | None = None
+    poll_instant_s: float | None = Field(
+        default=None, gt=0, le=900,
+        description="period for instantaneous values (power, voltage); default: read them with the energy",
+    )
+    turnaround_s: float = Field(
+        default=0.0, ge=0, le=1.0,
+        description="the device's think time before it answers: added to its timeout and its read-plan cost",
+    )
 
-    @field_validator("poll_s")
+    @field_validator("poll_s", "poll_instant_s")
     @classmethod
-    def _aligned(cls, value: float) -> float:
+    def _aligned(cls, value: float | None) -> float | None:
+        if value is None:
+            return value
         if 900 % value and value % 900:
             raise ValueError(
                 "must divide 900 (e.g. 10, 15, 30, 60, 300) so that a poll lands on every "
@@ -56,6 +66,14 @@ class BusConfig(_Model):
     timeout_s: float = Field(default=1.0, gt=0, le=30)
     retries: int = Field(default=1, ge=0, le=5)
     meters: tuple[ModbusMeterConfig, ...] = ()
+    inter_frame_gap_s: float | None = Field(
+        default=None, ge=0, le=1.0,
+        description="silence before every request; default (and minimum) is t3.5 for the baud rate",
+    )
+    device_switch_delay_s: float = Field(
+        default=0.0, ge=0, le=2.0,
+        description="extra silence when the next request goes to a different unit id (some meters need it)",
+    )
 
     @model_validator(mode="after")
     def _endpoint(self) -> BusConfig:

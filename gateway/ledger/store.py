@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -129,8 +130,10 @@ class Ledger:
             await write.execute("PRAGMA journal_mode=WAL")
             await write.execute("PRAGMA synchronous=FULL")
             await write.execute("PRAGMA busy_timeout=5000")
-            rows = await _rows(write, "PRAGMA quick_check")
-            verdict = [r[0] for r in rows]
+            try:
+                verdict = [r[0] for r in await _rows(write, "PRAGMA quick_check")]
+            except sqlite3.DatabaseError as exc:
+                verdict = [str(exc)]
             if verdict != ["ok"]:
                 raise LedgerIntegrityError(
                     f"ledger {path} failed its integrity check ({'; '.join(map(str, verdict[:3]))}); "

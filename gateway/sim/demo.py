@@ -94,16 +94,17 @@ def models(epoch: float) -> dict[str, LoadModel]:
     return {meter: LoadModel.for_meter(meter, epoch) for meter in ids}
 
 
-def _ledger_last_t(data_dir: Path) -> float:
+def _ledger_resume_t(data_dir: Path) -> float | None:
+    """The oldest of the meters' last readings in the ledger, or None before the first."""
     path = data_dir / "ledger.db"
     if not path.exists():
-        return 0.0
+        return None
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         try:
-            (value,) = db.execute("SELECT COALESCE(MAX(last_t_ms), 0) FROM meters").fetchone()
+            (value,) = db.execute("SELECT MIN(last_t_ms) FROM meters").fetchone()
         except sqlite3.OperationalError:
-            return 0.0
-    return float(value) / 1000
+            return None
+    return None if value is None else float(value) / 1000
 
 
 def _secret_file(path: Path, make: str) -> str:
@@ -224,7 +225,9 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
     data_dir.mkdir(parents=True, exist_ok=True)
     state = DemoState.load_or_create(data_dir, time.time())
     period = poll_period(speed)
-    resume = max(state.last_meter_t, _ledger_last_t(data_dir), state.epoch)
+    # Resume just after the meter that was read least recently, so that no meter
+    # sees a gap spanning a quarter-hour boundary (which it would have to estimate).
+    resume = _ledger_resume_t(data_dir) or max(state.last_meter_t, state.epoch)
     start = math.floor(resume / period) * period + period
     clock = SimulatedClock(start=start, speed=speed, tick=period)
     truth = models(state.epoch)

@@ -1,0 +1,131 @@
+"""The daemon against real things on loopback: pymodbus TCP meters, mosquitto, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from pathlib import Path
+
+import aiomqtt
+import httpx
+
+from gateway.clock import SimulatedClock
+from gateway.config import parse_config
+from gateway.daemon import Running, run_daemon
+from gateway.profiles import builtin_profile
+from gateway.sim.load import LoadModel
+from gateway.sim.modbus_sim import MeterSimulator, SimulatedMeter
+from tests.conftest import Broker, free_port
+
+SPEED = 300.0
+PERIOD = 60
+
+
+async def test_one_broken_meter_does_not_stop_the_others(tmp_path: Path, mosquitto: Broker) -> None:
+    start = math.ceil(time.time() / 900) * 900 - 120
+    clock = SimulatedClock(start=start, speed=SPEED, tick=PERIOD)
+    profile = builtin_profile("eastron-sdm630")
+    models = {m: LoadModel.for_meter(m, start - 3600) for m in ("good-1", "good-2", "broken", "mqtt-1")}
+    sim_port = free_port()
+    broken = SimulatedMeter("broken", 3, profile, models["broken"], failing=True)
+    sim = MeterSimulator([SimulatedMeter("good-1", 1, profile, models["good-1"]),
+                          SimulatedMeter("good-2", 2, profile, models["good-2"]), broken], clock, port=sim_port)
+    dead_port = free_port()  # nothing listens here: a whole endpoint down
+    cfg = parse_config(f"""
+gateway_id = "gw-daemon-test"
+data_dir = "{tmp_path / 'data'}"
+[web]
+port = 0
+[[buses]]
+name = "line"
+host = "127.0.0.1"
+port = {sim_port}
+timeout_s = 0.3
+retries = 0
+  [[buses.meters]]
+  id = "good-1"
+  unit_id = 1
+  profile = "eastron-sdm630"
+  poll_s = {PERIOD}
+  [[buses.meters]]
+  id = "good-2"
+  unit_id = 2
+  profile = "eastron-sdm630"
+  poll_s = {PERIOD}
+  [[buses.meters]]
+  id = "broken"
+  unit_id = 3
+  profile = "eastron-sdm630"
+  poll_s = {PERIOD}
+[[buses]]
+name = "unplugged"
+host = "127.0.0.1"
+port = {dead_port}
+timeout_s = 0.3
+  [[buses.meters]]
+  id = "gone"
+  unit_id = 1
+  profile = "eastron-sdm630"
+  poll_s = {PERIOD}
+[mqtt]
+port = {mosquitto.port}
+  [[mqtt.meters]]
+  id = "mqtt-1"
+  topic = "site/mqtt-1"
+  value_path = "ENERGY.Total"
+  time_path = "Time"
+""")
+    stop = asyncio.Event()
+    running: list[Running] = []
+    await sim.start()
+    daemon = asyncio.create_task(run_daemon(cfg, clock, stop, on_started=running.append, final_sync_s=0))
+    try:
+        async with asyncio.timeout(10):
+            while not running:
+                await asyncio.sleep(0.02)
+        handle = running[0]
+        async with aiomqtt.Client("127.0.0.1", mosquitto.port) as publisher:
+            await asyncio.sleep(0.5)  # the gateway subscribes
+            t = math.floor(clock.now() / PERIOD) * PERIOD
+            for k in range(40):
+                at = t + k * PERIOD
+                await clock.sleep_until(at)
+                doc = {"Time": at, "ENERGY": {"Total": models["mqtt-1"].register_wh(at) / 1000}}
+                await publisher.publish("site/mqtt-1", json.dumps(doc), qos=1)
+            await publisher.publish("site/mqtt-1", b"{not json", qos=1)
+            await asyncio.sleep(0.5)
+        status = handle.status.meters
+        assert status["good-1"].health == "online"
+        assert status["good-2"].health == "online"
+        assert status["broken"].health == "offline"
+        assert status["gone"].health == "offline"
+        assert status["mqtt-1"].health == "online"
+        assert status["good-1"].reads_ok >= 30, "healthy meters kept their schedule"
+        assert status["mqtt-1"].rejected["malformed"] == 1
+        assert handle.status.quarantine[-1].payload == b"{not json"
+        assert handle.status.credits_created >= 6
+
+        base = f"http://127.0.0.1:{handle.web_port}"
+        async with httpx.AsyncClient(base_url=base) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/api/v1/meters")).status_code == 401
+            auth = {"Authorization": f"Bearer {handle.web_token}"}
+            meters = {m["meter"]: m for m in (await http.get("/api/v1/meters", headers=auth)).json()["meters"]}
+            assert meters["broken"]["state"] == "offline"
+            assert "exception 4" in meters["broken"]["last_error"]
+            assert meters["good-1"]["last_interval"]["quality"] == "A"
+            assert meters["good-1"]["register_wh"] > 0
+            page = await http.get("/", params={"token": handle.web_token})
+            assert "Meter broken" in page.text and "is offline" in page.text
+            assert "gw_token" in page.headers["set-cookie"]
+            metrics = (await http.get("/metrics", headers=auth)).text
+            assert 'gateway_meter_up{meter="good-1"} 1.0' in metrics
+            assert 'gateway_meter_up{meter="broken"} 0.0' in metrics
+            sync = (await http.get("/api/v1/sync", headers=auth)).json()
+            assert sync["credits_total"] == handle.status.credits_created
+    finally:
+        stop.set()
+        await asyncio.wait_for(daemon, 10)
+        await sim.stop()
