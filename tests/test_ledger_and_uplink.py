@@ -72,7 +72,7 @@ async def _receiver(tmp_path: Path, port: int, token: str = "secret") -> AsyncIt
     store = ReceiverStore(tmp_path / "receiver.db", {GW: KEY.public_key})
     server: EmbeddedServer = make_server(create_app(store, token), "127.0.0.1", port)
     task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110
+    while not server.started:
         await asyncio.sleep(0.01)
     try:
         yield store
