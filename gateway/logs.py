@@ -9,6 +9,11 @@ from typing import Literal
 import structlog
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    # Resolve sys.stderr at each use, not once: it may be replaced (tests capture it).
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure(level: str = "info", fmt: Literal["auto", "console", "json"] = "auto") -> None:
     json_lines = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
@@ -23,7 +28,7 @@ def configure(level: str = "info", fmt: Literal["auto", "console", "json"] = "au
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     # Third-party libraries log through stdlib logging; keep them quiet unless asked.

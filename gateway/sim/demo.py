@@ -80,7 +80,11 @@ class DemoState:
             doc = json.loads(path.read_text())
             return cls(float(doc["epoch"]), float(doc["last_meter_t"]))
         epoch = math.floor(now / INTERVAL_S) * INTERVAL_S
-        return cls(epoch, epoch)
+        state = cls(epoch, epoch)
+        # Saved at once: the meters' registers are a function of the epoch, so a
+        # run killed before it ends must not lose it.
+        state.save(data_dir)
+        return state
 
     def save(self, data_dir: Path) -> None:
         tmp = data_dir / (STATE_FILE + ".tmp")
