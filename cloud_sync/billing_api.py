@@ -23,6 +23,7 @@ from gateway.clock import Clock
 from gateway.config import BillingApiConfig
 from gateway.errors import UplinkRejected, UplinkRetryable
 from gateway.ledger.store import Ledger, PendingBatch
+from gateway.status import UplinkProgress
 
 log = structlog.get_logger("cloud_sync.billing_api")
 
@@ -62,7 +63,8 @@ def classify(response: httpx.Response) -> dict[str, Any]:
 
 class BillingApiUplink:
     def __init__(self, cfg: BillingApiConfig, ledger: Ledger, clock: Clock, *, gateway_id: str,
-                 token: str | None, wakeup: Callable[[], asyncio.Event]) -> None:
+                 token: str | None, wakeup: Callable[[], asyncio.Event],
+                 progress: UplinkProgress | None = None) -> None:
         self.cfg = cfg
         self._ledger = ledger
         self._clock = clock
@@ -70,7 +72,7 @@ class BillingApiUplink:
         self._wakeup = wakeup
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._backoff = Backoff(base_s=1.0, max_s=cfg.backoff_max_s)
-        self.delivered = 0
+        self.progress = progress or UplinkProgress()
 
     async def run(self) -> None:
         await self._ledger.register_uplink(NAME)
@@ -157,6 +159,6 @@ class BillingApiUplink:
             return True
         await self._ledger.settle_batch(batch, delivered=True, now_ms=self._now_ms())
         self._backoff.reset()
-        self.delivered += len(batch.wire)
+        self.progress.record(len(batch.wire), self._clock.monotonic())
         log.info("batch_delivered", **ctx)
         return True

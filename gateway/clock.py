@@ -103,7 +103,9 @@ class SimulatedClock:
         return raw
 
     def monotonic(self) -> float:
-        return (time.monotonic() - self._host0) * self._speed
+        # Quantised like now(), so that wall minus monotonic stays constant: simulated
+        # time never steps, and time-trust checks must see that.
+        return self.now() - self._start
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self._speed)

@@ -26,10 +26,12 @@ from gateway.acquisition.mqtt import MqttSource
 from gateway.clock import Clock
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
+from gateway.ledger.maintenance import maintain
 from gateway.ledger.store import Ledger
 from gateway.ledger.writer import ReadingWriter
 from gateway.profiles import Profile, resolve_profile
-from gateway.status import GatewayStatus
+from gateway.status import GatewayStatus, UplinkProgress
+from gateway.timetrust import TimeTrust, source_for
 from gateway.web.app import WebContext, create_app
 from gateway.web.auth import load_or_create_token
 from gateway.web.server import make_server
@@ -122,14 +124,16 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
              meters=len(cfg.all_meter_ids()))
     try:
         status = GatewayStatus(cfg.gateway_id, keypair.public_key, clock.now())
-        writer = ReadingWriter(ledger, clock, status)
+        trust = TimeTrust(clock, source_for(cfg.time.trust), cfg.time.max_step_s)
+        writer = ReadingWriter(ledger, clock, status, trust=trust)
         buses = [ModbusBus(bus, profiles, clock, writer.submit, status) for bus in cfg.buses]
         mqtt = MqttSource(cfg.mqtt, clock, writer.submit, status, client_id=f"meter-gateway-{cfg.gateway_id}") \
             if cfg.mqtt else None
         uplink = None
         if cfg.uplinks.billing_api:
             uplink = BillingApiUplink(cfg.uplinks.billing_api, ledger, clock, gateway_id=cfg.gateway_id,
-                                      token=api_token, wakeup=lambda: writer.credits_committed)
+                                      token=api_token, wakeup=lambda: writer.credits_committed,
+                                      progress=status.uplinks.setdefault(BILLING_API, UplinkProgress()))
         web_token = load_or_create_token(cfg.data_dir)
         server = sock = None
         if cfg.web.enabled:
@@ -146,6 +150,9 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             if uplink:
                 workers.append(tg.create_task(_supervise(BILLING_API, uplink.run), name=BILLING_API))
             workers.append(tg.create_task(_watchdog(), name="watchdog"))
+            workers.append(tg.create_task(
+                _supervise("maintenance", lambda: maintain(ledger, clock, cfg.data_dir, cfg.ledger, status)),
+                name="maintenance"))
             web_task = None
             if server and sock:
                 web_task = tg.create_task(server.serve(sockets=[sock]), name="web")

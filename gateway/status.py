@@ -93,6 +93,24 @@ class QuarantinedPayload:
 
 
 @dataclass
+class UplinkProgress:
+    """How fast an uplink drains its backlog (for the status page's progress and ETA)."""
+
+    delivered: int = 0
+    """Credits delivered since the daemon started."""
+    rate_per_s: float = 0.0
+    """Smoothed delivery rate over recent batches."""
+    last_delivery_mono: float | None = None
+
+    def record(self, n: int, mono: float) -> None:
+        if self.last_delivery_mono is not None and mono > self.last_delivery_mono:
+            instant = n / (mono - self.last_delivery_mono)
+            self.rate_per_s = instant if self.rate_per_s == 0 else 0.8 * self.rate_per_s + 0.2 * instant
+        self.last_delivery_mono = mono
+        self.delivered += n
+
+
+@dataclass
 class GatewayStatus:
     gateway_id: str
     public_key: str
@@ -105,5 +123,13 @@ class GatewayStatus:
     quarantine: deque[QuarantinedPayload] = field(default_factory=lambda: deque(maxlen=100))
     """Last rejected MQTT payloads, raw, for a technician to look at (bounded)."""
     payloads_rejected: Counter[str] = field(default_factory=Counter)
+    uplinks: dict[str, UplinkProgress] = field(default_factory=dict)
+    time_trusted: bool | None = None
+    time_trust_reason: str = ""
+    readings_held: int = 0
+    """Readings waiting for trusted time before they are placed in intervals."""
+    readings_dropped_untrusted: int = 0
+    alarms: dict[str, str] = field(default_factory=dict)
+    """Active alarms by name (e.g. disk_low), with a sentence for the technician."""
     lines: dict[str, LineStatus] = field(default_factory=dict)
     """Per Modbus line / endpoint, by bus name."""

@@ -36,6 +36,8 @@ async def test_one_broken_meter_does_not_stop_the_others(tmp_path: Path, mosquit
     cfg = parse_config(f"""
 gateway_id = "gw-daemon-test"
 data_dir = "{tmp_path / 'data'}"
+[time]
+trust = "always"
 [web]
 port = 0
 [[buses]]

@@ -202,7 +202,7 @@ async def test_refused_batch_is_dead_lettered_and_the_rest_flows(tmp_path: Path)
     assert (summary.dead_batches, summary.dead_credits) == (1, 4)
     assert "422" in (summary.last_error or "")
     assert len(seen) == 3, "the refused batch is sent once, not retried"
-    assert uplink.delivered == 6
+    assert uplink.progress.delivered == 6
     server.should_exit = True
     await serve
     await ledger.close()

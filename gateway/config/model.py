@@ -86,19 +86,34 @@ class BusConfig(_Model):
 
 class MqttMeterConfig(_Model):
     id: MeterId
-    topic: str = Field(min_length=1)
-    format: Literal["json", "number"] = "json"
+    topic: str = Field(min_length=1, description="topic or pattern with MQTT wildcards + and #")
+    format: Literal["json", "number", "tasmota", "tasmota-sml"] = "json"
     value_path: str | None = Field(
         default=None, description="dotted path to the cumulative energy in a JSON payload"
     )
-    time_path: str | None = Field(default=None, description="dotted path to a Unix timestamp, optional")
+    time_path: str | None = Field(
+        default=None, description="dotted path to a timestamp (Unix seconds or ISO 8601), optional"
+    )
     unit: Literal["Wh", "kWh", "MWh"] = "kWh"
     nmi: str | None = None
+    time_zone: str = Field(
+        default="UTC", description="zone of ISO timestamps without an offset (Tasmota sends local time)"
+    )
 
     @model_validator(mode="after")
     def _path_for_json(self) -> MqttMeterConfig:
         if self.format == "json" and not self.value_path:
             raise ValueError("format 'json' needs value_path, e.g. value_path = \"ENERGY.Total\"")
+        if self.format == "tasmota-sml" and not self.value_path:
+            raise ValueError("format 'tasmota-sml' needs value_path (sensor name and field), "
+                             "e.g. value_path = \"SML.Total_in\"")
+        if "#" in self.topic[:-1] or any(
+                ("+" in level or "#" in level) and len(level) > 1 for level in self.topic.split("/")):
+            raise ValueError("wildcards must fill a whole topic level ('a/+/b', 'a/#'), and # must come last")
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {self.time_zone!r}") from None
         return self
 
 
@@ -131,6 +146,29 @@ class WebConfig(_Model):
     enabled: bool = True
 
 
+class LedgerConfig(_Model):
+    readings_retention_days: float = Field(
+        default=35, ge=1, le=3650,
+        description="raw readings kept this long; intervals and credits are never pruned automatically",
+    )
+    min_free_mb: int = Field(
+        default=200, ge=10, le=1_000_000,
+        description="below this much free disk, raw-reading retention shrinks and an alarm is raised",
+    )
+
+
+class TimeConfig(_Model):
+    trust: Literal["ntp", "rtc", "always"] = Field(
+        default="ntp",
+        description="ntp: close intervals only once the kernel reports the clock synchronised; "
+        "rtc: the box has a battery clock, trust it from boot; always: tests and demos",
+    )
+    max_step_s: float = Field(
+        default=2.0, gt=0, le=3600,
+        description="a wall-clock jump larger than this (against the monotonic clock) suspends trust",
+    )
+
+
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = "auto"
@@ -148,6 +186,8 @@ class GatewayConfig(_Model):
     uplinks: UplinksConfig = UplinksConfig()
     web: WebConfig = WebConfig()
     logging: LoggingConfig = LoggingConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    time: TimeConfig = TimeConfig()
 
     @field_validator("site_timezone")
     @classmethod

@@ -45,6 +45,9 @@ class Reading:
     register_wh: int
     """Cumulative import energy in whole Wh."""
     source: str = "modbus"
+    meter_clock: bool = False
+    """True when ``t_ms`` comes from the meter's own clock (e.g. an MQTT payload's
+    timestamp), not the gateway's: then a step of the gateway's clock does not move it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,9 @@ class Ledger:
     @staticmethod
     async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
         (current,) = (await _rows(conn, "PRAGMA user_version"))[0]
+        if current == 0:
+            # Only possible before the first table exists: lets pruning return space to the card.
+            await conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         if current > SCHEMA_VERSION:
             raise LedgerError(
                 f"ledger {path} has schema version {current}, newer than this gateway knows "
@@ -273,12 +276,25 @@ class Ledger:
         return int(rows[0][0]) if rows else 0
 
     async def pending_count(self, uplink: str) -> tuple[int, int | None]:
-        """Credits not yet settled for ``uplink`` and the creation time of the oldest."""
+        """Credits not yet settled for ``uplink`` and the creation time of the oldest.
+
+        O(1) whatever the backlog: credit ids are contiguous (AUTOINCREMENT, a
+        rolled-back insert does not consume an id, and credits are never
+        deleted), so the backlog is the distance between the newest id and
+        the uplink's cursor.
+        """
         cursor = await self._delivered_id(uplink)
-        rows = await _rows(self._r,
-            "SELECT COUNT(*), MIN(created_ms) FROM credits WHERE id > ?", (cursor,))
-        count, oldest = rows[0]
-        return int(count), oldest
+        count = max(0, self._max_credit_id - cursor)
+        if not count:
+            return 0, None
+        rows = await _rows(self._r, "SELECT created_ms FROM credits WHERE id = ?", (cursor + 1,))
+        return count, (int(rows[0][0]) if rows else None)
+
+    async def credits_after(self, after_id: int, limit: int) -> list[tuple[int, str]]:
+        """Outbox rows in id order, for the pull API: (cursor, wire JSON text)."""
+        rows = await _rows(self._r, "SELECT id, wire FROM credits WHERE id > ? ORDER BY id LIMIT ?",
+                           (after_id, limit))
+        return [(int(i), str(w)) for i, w in rows]
 
     async def next_batch(self, uplink: str, limit: int, *, now_ms: int) -> PendingBatch | None:
         """The batch to send now: an unsettled one from before, or a new one.
@@ -345,6 +361,24 @@ class Ledger:
             (uplink,))
         return UplinkSummary(uplink, int(cursor), backlog, oldest, success, error, error_ms,
                              int(dead[0]), int(dead[1]))
+
+    # ---- retention ---------------------------------------------------------
+
+    async def prune_readings(self, *, older_than_ms: int, keep_latest: bool = False) -> int:
+        """Delete raw readings older than a time; with ``keep_latest``, keep each meter's newest."""
+        async with self._transaction() as db:
+            if keep_latest:
+                cursor = await db.execute(
+                    "DELETE FROM readings WHERE t_ms < ? AND rowid NOT IN "
+                    "(SELECT MAX(rowid) FROM readings GROUP BY meter)", (older_than_ms,))
+            else:
+                cursor = await db.execute("DELETE FROM readings WHERE t_ms < ?", (older_than_ms,))
+            return int(cursor.rowcount)
+
+    async def release_free_pages(self) -> None:
+        """Give pages freed by pruning back to the file system (incremental auto-vacuum)."""
+        async with self._lock:
+            await self._w.execute("PRAGMA incremental_vacuum")
 
     # ---- queries for the web and CLI -------------------------------------------
 

@@ -6,40 +6,74 @@ transaction. Batching spares the SD card one fsync per reading; the queue is
 bounded, so a stalled disk slows the sources down instead of growing memory.
 A reading lost from the queue in a power cut costs nothing: the meter's
 cumulative register still holds that energy and the next reading recovers it.
+
+Each reading is queued with the wall-minus-monotonic offset of the moment it
+was taken. While time is untrusted (see :mod:`gateway.timetrust`) readings are
+held, not committed; once trusted, any reading taken under a different offset
+is moved by the difference, so a clock step never misplaces energy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
+from dataclasses import dataclass, replace
 
 import structlog
 
 from gateway.clock import Clock
+from gateway.errors import LedgerError
 from gateway.intervals import Disposition, Reading
 from gateway.ledger.store import Ledger
 from gateway.status import GatewayStatus
+from gateway.timetrust import AlwaysSynced, TimeTrust
 
 log = structlog.get_logger("gateway.writer")
 
 QUEUE_LIMIT = 10_000
 """Readings waiting for a commit; about an hour of 100 meters polled every 30 s."""
+HOLD_LIMIT = 200_000
+"""Readings held while time is untrusted: two days of 70 meters read every minute.
+Past that the oldest go; their energy is still in the registers."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Taken:
+    reading: Reading
+    offset_s: float
+    """Wall minus monotonic time when the reading was taken."""
+
+    def placed(self, offset_now_ms: int, max_step_ms: float) -> Reading:
+        """The reading, moved onto today's trusted timeline if the clock stepped since."""
+        if self.reading.meter_clock:
+            return self.reading
+        shift = offset_now_ms - round(self.offset_s * 1000)
+        if abs(shift) <= max_step_ms:
+            return self.reading
+        return replace(self.reading, t_ms=self.reading.t_ms + shift)
 
 
 class ReadingWriter:
     def __init__(self, ledger: Ledger, clock: Clock, status: GatewayStatus, *,
-                 flush_s: float = 5.0, max_batch: int = 1000) -> None:
+                 flush_s: float = 5.0, max_batch: int = 1000, trust: TimeTrust | None = None) -> None:
         self._ledger = ledger
         self._clock = clock
         self._status = status
         self._flush_s = flush_s
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[Reading] = asyncio.Queue(QUEUE_LIMIT)
+        self._trust = trust or TimeTrust(clock, AlwaysSynced())
+        self._queue: asyncio.Queue[_Taken] = asyncio.Queue(QUEUE_LIMIT)
+        self._held: deque[_Taken] = deque(maxlen=HOLD_LIMIT)
         self.credits_committed = asyncio.Event()
         """Set after every commit that created credits; uplinks wait on it."""
 
     async def submit(self, reading: Reading) -> None:
-        await self._queue.put(reading)
+        await self._queue.put(_Taken(reading, self._trust.offset()))
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
 
     @property
     def queued(self) -> int:
@@ -49,7 +83,7 @@ class ReadingWriter:
         """Commit batches until cancelled; on cancellation, commit what is queued, then stop."""
         try:
             while True:
-                batch = [await self._queue.get()]
+                batch: list[_Taken] = [await self._queue.get()]
                 deadline = self._clock.monotonic() + self._flush_s
                 while len(batch) < self._max_batch:
                     remaining = deadline - self._clock.monotonic()
@@ -67,15 +101,37 @@ class ReadingWriter:
 
     async def flush(self) -> None:
         """Commit everything queued now (used at shutdown)."""
-        batch: list[Reading] = []
+        batch: list[_Taken] = []
         with contextlib.suppress(asyncio.QueueEmpty):
             while True:
                 batch.append(self._queue.get_nowait())
         if batch:
             await self._commit(batch)
 
-    async def _commit(self, batch: list[Reading]) -> None:
-        result = await self._ledger.commit_readings(batch, now_ms=int(self._clock.now() * 1000))
+    async def _commit(self, taken: list[_Taken]) -> None:
+        if not self._trust.check():
+            if len(self._held) + len(taken) > HOLD_LIMIT:
+                self._status.readings_dropped_untrusted += len(self._held) + len(taken) - HOLD_LIMIT
+            self._held.extend(taken)
+            self._status.time_trusted = False
+            self._status.time_trust_reason = self._trust.reason
+            self._status.readings_held = len(self._held)
+            return
+        self._status.time_trusted = True
+        self._status.time_trust_reason = self._trust.reason
+        if self._held:
+            taken = [*self._held, *taken]
+            self._held.clear()
+            self._status.readings_held = 0
+        offset_ms = round(self._trust.offset() * 1000)
+        max_step_ms = self._trust.max_step_s * 1000
+        batch = [t.placed(offset_ms, max_step_ms) for t in taken]
+        batch.sort(key=lambda r: r.t_ms)
+        try:
+            result = await self._ledger.commit_readings(batch, now_ms=int(self._clock.now() * 1000))
+        except LedgerError:
+            self._status.commit_errors += 1
+            raise
         self._status.readings_committed += len(batch)
         self._status.credits_created += result.credits_created
         for reading, disposition in result.dispositions:

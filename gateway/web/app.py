@@ -25,9 +25,10 @@ from starlette.routing import Route
 from gateway.clock import Clock
 from gateway.intervals import INTERVAL_S
 from gateway.ledger.store import Ledger, UplinkSummary
-from gateway.status import GatewayStatus, MeterHealth
+from gateway.status import GatewayStatus, MeterHealth, UplinkProgress
 
 COOKIE = "gw_token"
+PULL_LIMIT_MAX = 1000
 
 
 @dataclass
@@ -72,7 +73,8 @@ async def meters_view(ctx: WebContext) -> list[dict[str, Any]]:
     return out
 
 
-def _uplink_view(u: UplinkSummary, now: float) -> dict[str, Any]:
+def _uplink_view(u: UplinkSummary, now: float, progress: UplinkProgress | None) -> dict[str, Any]:
+    rate = progress.rate_per_s if progress else 0.0
     return {
         "uplink": u.uplink,
         "backlog": u.backlog,
@@ -83,12 +85,16 @@ def _uplink_view(u: UplinkSummary, now: float) -> dict[str, Any]:
         "last_error_at": _iso(u.last_error_ms / 1000) if u.last_error_ms else None,
         "dead_batches": u.dead_batches,
         "dead_credits": u.dead_credits,
+        "delivered_since_start": progress.delivered if progress else 0,
+        "drain_rate_per_s": round(rate, 1),
+        "drain_eta_s": round(u.backlog / rate) if rate > 0 and u.backlog else None,
     }
 
 
 async def sync_view(ctx: WebContext) -> list[dict[str, Any]]:
     now = ctx.clock.now()
-    return [_uplink_view(await ctx.ledger.uplink_summary(name), now) for name in ctx.uplinks]
+    return [_uplink_view(await ctx.ledger.uplink_summary(name), now, ctx.status.uplinks.get(name))
+            for name in ctx.uplinks]
 
 
 def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], status: GatewayStatus) -> list[str]:
@@ -109,6 +115,11 @@ def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], statu
         if age is not None and age > 3600:
             found.append(f"Uplink {u['uplink']}: {u['backlog']} credits waiting, the oldest for {age // 60} min. "
                          f"Last error: {u['last_error']}")
+    if status.time_trusted is False:
+        found.append(f"Time is not trusted ({status.time_trust_reason}): {status.readings_held} readings are held "
+                     "and no interval is closed until it is. Check NTP / network.")
+    for alarm in status.alarms.values():
+        found.append(alarm)
     if status.mqtt_connected is False:
         found.append("The MQTT broker is not reachable; MQTT meters are not being read.")
     if status.commit_errors:
@@ -184,6 +195,26 @@ def create_app(ctx: WebContext) -> Starlette:
             return denied()
         return JSONResponse({"uplinks": await sync_view(ctx), "credits_total": await ctx.ledger.credit_count()})
 
+    async def credits(request: Request) -> Response:
+        """Pull mode: the outbox in order, from a cursor the caller keeps."""
+        if not authorised(request):
+            return denied()
+        try:
+            after = int(request.query_params.get("after", "0"))
+            limit = int(request.query_params.get("limit", "100"))
+        except ValueError:
+            return JSONResponse({"error": "after and limit must be integers"}, status_code=400)
+        if after < 0 or not 1 <= limit <= PULL_LIMIT_MAX:
+            return JSONResponse({"error": f"need after >= 0 and 1 <= limit <= {PULL_LIMIT_MAX}"}, status_code=400)
+        rows = await ctx.ledger.credits_after(after, limit + 1)
+        page = rows[:limit]
+        body = ",".join(f'{{"cursor":{cursor},"item":{wire}}}' for cursor, wire in page)
+        next_cursor = page[-1][0] if page else after
+        more = "true" if len(rows) > limit else "false"
+        # The stored wire JSON is passed through byte for byte: what was signed is what is served.
+        return Response(f'{{"credits":[{body}],"next_cursor":{next_cursor},"more":{more}}}',
+                        media_type="application/json")
+
     async def metrics(request: Request) -> Response:
         if not authorised(request):
             return denied()
@@ -214,4 +245,5 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/api/v1/meters", meters),
         Route("/api/v1/meters/{meter}", meter),
         Route("/api/v1/sync", sync),
+        Route("/api/v1/credits", credits),
     ])
