@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from gateway import logs
+from gateway.commissioning import register as register_commissioning
 from gateway.errors import ConfigError, GatewayError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -65,7 +66,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     logs.configure(args.log_level, "console" if sys.stderr.isatty() else "json")
     result = _run_until_signal(
         lambda stop: run_demo(Path(args.data_dir), speed=args.speed, duration=args.duration, stop=stop,
-                              web_port=args.web_port))
+                              web_port=args.web_port, receiver_url=args.receiver,
+                              receiver_token_file=Path(args.receiver_token_file) if args.receiver_token_file
+                              else None))
     bad = [m for m, r in result.meters.items() if not (r["exact"] and r["contiguous"])]
     return EXIT_FAILURE if bad else EXIT_OK
 
@@ -111,12 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="demo-data", help="where ledger, keys and config go (default ./demo-data)")
     p.add_argument("--web-port", type=int, default=8080, help="status page port (0 or busy: pick a free one)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--receiver", metavar="URL", help="sync to this billing API instead of the built-in receiver")
+    p.add_argument("--receiver-token-file", metavar="FILE", help="bearer token for --receiver")
     p.set_defaults(func=cmd_demo)
 
     profiles = sub.add_parser("profiles", help="firmware profiles")
     psub = profiles.add_subparsers(dest="profiles_command", required=True, metavar="ACTION")
     p = psub.add_parser("list", help="list built-in meter profiles")
     p.set_defaults(func=cmd_profiles_list)
+
+    register_commissioning(sub)
 
     p = sub.add_parser("identity", help="print this gateway's public key (creating the key on first use)")
     group = p.add_mutually_exclusive_group()

@@ -127,8 +127,12 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
         trust = TimeTrust(clock, source_for(cfg.time.trust), cfg.time.max_step_s)
         writer = ReadingWriter(ledger, clock, status, trust=trust)
         buses = [ModbusBus(bus, profiles, clock, writer.submit, status) for bus in cfg.buses]
-        mqtt = MqttSource(cfg.mqtt, clock, writer.submit, status, client_id=f"meter-gateway-{cfg.gateway_id}") \
-            if cfg.mqtt else None
+        mqtt = None
+        if cfg.mqtt:
+            last_t = {m.id: s.last_t_ms / 1000 for m in cfg.mqtt.meters
+                      if (s := ledger.meter_state(m.id)).last_t_ms is not None}
+            mqtt = MqttSource(cfg.mqtt, clock, writer.submit, status, client_id=f"meter-gateway-{cfg.gateway_id}",
+                              last_t=last_t)
         uplink = None
         if cfg.uplinks.billing_api:
             uplink = BillingApiUplink(cfg.uplinks.billing_api, ledger, clock, gateway_id=cfg.gateway_id,
@@ -137,7 +141,8 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
         web_token = load_or_create_token(cfg.data_dir)
         server = sock = None
         if cfg.web.enabled:
-            ctx = WebContext(status, ledger, clock, web_token, (BILLING_API,) if uplink else ())
+            ctx = WebContext(status, ledger, clock, web_token, (BILLING_API,) if uplink else (),
+                             buses={b.cfg.name: b for b in buses})
             sock = _bind(cfg.web.listen, cfg.web.port)
             server = make_server(create_app(ctx), cfg.web.listen, cfg.web.port)
 

@@ -1,64 +1,84 @@
-"""Shared fixtures: real services on loopback."""
+"""Shared fixtures: real services on loopback, private lock directories."""
 
 from __future__ import annotations
 
+import contextlib
+import getpass
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from gateway.acquisition.portlock import LOCK_DIR_ENV
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+BROKER_START_S = 5.0
+"""mosquitto listens within milliseconds; this only bounds a broken start on a loaded CI box."""
+
+
+@pytest.fixture(autouse=True)
+def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own lock directory, so parallel runs never share line locks."""
+    d = tmp_path / "locks"
+    d.mkdir()
+    monkeypatch.setenv(LOCK_DIR_ENV, str(d))
+    return d
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.02)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
 
 
+@dataclass
 class Broker:
-    """A real mosquitto process on a free loopback port; restartable on the same port."""
+    """A real mosquitto on a free port; persistent, so a restart keeps sessions and queued messages."""
 
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
-            pytest.fail("mosquitto is required for the MQTT tests: apt-get install -y mosquitto (see README)")
-        self.binary = binary
-        self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {workdir}/\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            # user: started as root, mosquitto would drop to "mosquitto", which cannot write tmp_path.
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
+            f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
+            "autosave_on_changes true\nmax_queued_messages 10000\n"
+        )
+        if not Path(MOSQUITTO).exists():
+            pytest.fail("mosquitto is required: run ./scripts/setup.sh (apt-get install -y mosquitto)")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
+        wait_for_port(self.port, BROKER_START_S)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+        if self.proc is not None:
+            self.proc.terminate()  # SIGTERM: mosquitto writes its persistence file on the way out
             self.proc.wait(timeout=10)
+            self.proc = None
 
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Broker]:
-    broker = Broker(tmp_path)
+    workdir = tmp_path / "broker"
+    workdir.mkdir()
+    broker = Broker(free_port(), workdir)
     broker.start()
     try:
         yield broker

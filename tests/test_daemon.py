@@ -126,6 +126,14 @@ port = {mosquitto.port}
             metrics = (await http.get("/metrics", headers=auth)).text
             assert 'gateway_meter_up{meter="good-1"} 1.0' in metrics
             assert 'gateway_meter_up{meter="broken"} 0.0' in metrics
+            one_off = (await http.get("/api/v1/buses/line/read", params={"unit": 2, "profile": "eastron-sdm630"},
+                                      headers=auth)).json()
+            assert one_off["values"]["frequency"] == 50.0, "one-off reads go through the running scheduler"
+            assert one_off["values"]["energy_import"] > 0
+            lines = {x["name"]: x for x in (await http.get("/api/v1/lines", headers=auth)).json()["lines"]}
+            assert lines["line"]["transactions"] > 0
+            assert lines["unplugged"]["connected"] is False
+            assert 'gateway_line_utilisation{line="line"}' in metrics
             sync = (await http.get("/api/v1/sync", headers=auth)).json()
             assert sync["credits_total"] == handle.status.credits_created
     finally:

@@ -40,9 +40,9 @@ def _ledger(data_dir: Path) -> dict[str, tuple[int, int, list[int]]]:
 
 def _assert_complete_and_exact(data_dir: Path) -> dict[str, list[int]]:
     epoch = DemoState.load_or_create(data_dir, 0).epoch
-    report = check_conservation(data_dir, epoch)
+    report = check_conservation(data_dir / "receiver.db", epoch)
     ledger = _ledger(data_dir)
-    held = receiver_summary(data_dir)
+    held = receiver_summary(data_dir / "receiver.db")
     assert set(report) == set(ledger) == {"flat-1", "flat-2", "shop", "heat-pump", "pv-house"}
     seqs = {}
     for meter, (first_ms, last_ms, outbox) in ledger.items():

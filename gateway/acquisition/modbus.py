@@ -75,10 +75,9 @@ RATE_WINDOW_S = 60.0
 MAX_PENDING_REQUESTS = 32
 """One-off reads queued at once; more means a client is hammering the API."""
 
-ENERGY = ("energy_import",)
-INSTANT = ("power_total", "voltage_l1")
-WANTED = ENERGY + INSTANT
-"""Quantities polled: the energy register, plus two for the status page."""
+WANTED = ("energy_import", "power_total", "voltage_l1")
+"""Quantities polled by default: the energy register, plus two for the status page.
+With a separate instantaneous period, energy_* quantities go on the energy grid, the rest on the other."""
 
 Submit = Callable[[Reading], Awaitable[None]]
 
@@ -126,7 +125,8 @@ class ModbusBus:
     """Scheduler and sole user of one line. Construct, then ``await run()``."""
 
     def __init__(self, bus: BusConfig, profiles: dict[str, Profile], clock: Clock, submit: Submit,
-                 status: GatewayStatus, *, transport: Transport | None = None, use_lock: bool = True) -> None:
+                 status: GatewayStatus, *, transport: Transport | None = None, use_lock: bool = True,
+                 wanted: tuple[str, ...] = WANTED) -> None:
         self.cfg = bus
         self._clock = clock
         self._submit = submit
@@ -139,23 +139,27 @@ class ModbusBus:
         self._serve_request_next = True
         self._window: deque[tuple[float, float, bool]] = deque()
         self._started_mono: float | None = None
+        self.cycle_times: deque[tuple[float, float]] = deque(maxlen=256)
+        """(slot, seconds from the slot to its last poll's end), recent cycles, for benchmarks."""
         self.line = status.lines.setdefault(bus.name, LineStatus(bus.name, bus.kind, self._transport.endpoint,
                                                                  window_s=RATE_WINDOW_S))
         now = clock.now()
         for order, meter_cfg in enumerate(bus.meters):
             profile = profiles[meter_cfg.id]
-            wanted = {name: profile.quantities[name] for name in WANTED if name in profile.quantities}
+            quantities = {name: profile.quantities[name] for name in wanted if name in profile.quantities}
             where = f"{bus.name}#{meter_cfg.unit_id}"
             meter_status = status.meters.setdefault(
                 meter_cfg.id, MeterStatus(meter_cfg.id, "modbus", where, profile.id))
-            meter = _Meter(meter_cfg, profile, wanted, meter_status, order)
+            meter = _Meter(meter_cfg, profile, quantities, meter_status, order)
             self._meters.append(meter)
             instant_period = meter_cfg.poll_instant_s
             if instant_period is None or instant_period == meter_cfg.poll_s:
-                self._add_job(meter, tuple(wanted), meter_cfg.poll_s, now, energy=True)
+                self._add_job(meter, tuple(quantities), meter_cfg.poll_s, now, energy=True)
             else:
-                self._add_job(meter, tuple(n for n in ENERGY if n in wanted), meter_cfg.poll_s, now, energy=True)
-                self._add_job(meter, tuple(n for n in INSTANT if n in wanted), instant_period, now, energy=False)
+                energy = tuple(n for n in quantities if n.startswith("energy_"))
+                instant = tuple(n for n in quantities if not n.startswith("energy_"))
+                self._add_job(meter, energy, meter_cfg.poll_s, now, energy=True)
+                self._add_job(meter, instant, instant_period, now, energy=False)
 
     def _add_job(self, meter: _Meter, names: tuple[str, ...], period: float, now: float, *, energy: bool) -> None:
         if not names:
@@ -385,6 +389,7 @@ class ModbusBus:
                 job.next_due = _next_slot(now, period)
         if not any(j.next_due <= slot for j in self._jobs):
             self.line.last_cycle_s = now - slot
+            self.cycle_times.append((slot, now - slot))
 
     async def _poll(self, job: _Job) -> None:
         meter = job.meter

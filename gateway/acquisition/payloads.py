@@ -3,18 +3,36 @@
 Every way a payload can be wrong becomes a :class:`PayloadError` with a short
 machine-readable reason, so the source can count and quarantine it; nothing
 here can take the daemon down.
+
+Formats:
+
+* ``json``: any JSON document; ``value_path`` is a dotted path to the register
+  (list indices as numbers), ``time_path`` optionally to the meter's timestamp.
+* ``number``: the payload is the register as plain text.
+* ``tasmota``: Tasmota's energy monitoring telemetry (``tele/<device>/SENSOR``):
+  ``{"Time": "2024-05-01T12:00:00", "ENERGY": {"Total": 123.456, ...}}`` with
+  Total in kWh and Time in the device's local time without an offset.
+* ``tasmota-sml``: Tasmota's SML script output for electronic meters read
+  through an optical head: ``{"Time": ..., "<name>": {"<field>": 123.4}}``.
+  The names come from the user's script, so ``value_path`` is required.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.config import MqttMeterConfig
 from gateway.errors import PayloadError
 
 _TO_WH = {"Wh": 1.0, "kWh": 1000.0, "MWh": 1_000_000.0}
+TASMOTA_VALUE_PATH = "ENERGY.Total"
+TASMOTA_TIME_PATH = "Time"
+MAX_JSON_DEPTH = 32
+"""Deeper documents are refused before parsing: no meter nests that deep, and it bounds the parser's work."""
 
 
 def _dig(doc: Any, path: str) -> Any:
@@ -41,6 +59,38 @@ def _number(value: Any, what: str) -> float:
     return number
 
 
+def _timestamp(value: Any, what: str, zone: str) -> float:
+    """Unix seconds, or ISO 8601 text (naive text is local time in ``zone``)."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            try:
+                when = datetime.fromisoformat(value)
+            except ValueError:
+                raise PayloadError(f"{what} {value[:40]!r} is neither Unix seconds nor ISO 8601", "bad_time") from None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=ZoneInfo(zone))
+            return when.timestamp()
+        value = number
+    stamp = _number(value, what)
+    if stamp > 1e11:
+        stamp /= 1000  # milliseconds, as some firmware sends
+    return stamp
+
+
+def _depth_ok(text: str) -> bool:
+    depth = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
 def parse_energy(meter: MqttMeterConfig, payload: bytes, *, max_bytes: int) -> tuple[int, float | None]:
     """Return (register in whole Wh, meter's own timestamp if the payload has one)."""
     if len(payload) > max_bytes:
@@ -53,14 +103,18 @@ def parse_energy(meter: MqttMeterConfig, payload: bytes, *, max_bytes: int) -> t
     if meter.format == "number":
         value = _number(text.strip(), "payload")
     else:
+        if not _depth_ok(text):
+            raise PayloadError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", "malformed")
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PayloadError(f"payload is not JSON: {exc.msg}", "malformed") from None
-        assert meter.value_path is not None
-        value = _number(_dig(doc, meter.value_path), meter.value_path)
-        if meter.time_path:
-            stamp = _number(_dig(doc, meter.time_path), meter.time_path)
+        tasmota = meter.format in ("tasmota", "tasmota-sml")
+        value_path = meter.value_path or TASMOTA_VALUE_PATH
+        time_path = meter.time_path or (TASMOTA_TIME_PATH if tasmota else None)
+        value = _number(_dig(doc, value_path), value_path)
+        if time_path:
+            stamp = _timestamp(_dig(doc, time_path), time_path, meter.time_zone)
     if value < 0:
         raise PayloadError(f"energy {value} is negative", "negative")
     return round(value * _TO_WH[meter.unit]), stamp

@@ -114,6 +114,30 @@ def expected_len(buf: bytes | bytearray, unit: int, function: int) -> int | None
     return 5 + buf[2]
 
 
+def stray_frame(buf: bytes | bytearray) -> int | None:
+    """Classify bytes that are not the answer we wait for.
+
+    Returns the length of a complete, CRC-valid read response (of any unit) at
+    the start of ``buf`` — a late answer to an earlier request, safe to drop —
+    0 if ``buf`` may still become one, and None if it is garbage.
+    """
+    if len(buf) < 2:
+        return 0
+    if not 1 <= buf[0] <= 247 or (buf[1] & ~EXCEPTION_FLAG) not in READ_FUNCTIONS:
+        return None
+    if buf[1] & EXCEPTION_FLAG:
+        n = EXCEPTION_LEN
+    elif len(buf) < 3:
+        return 0
+    elif buf[2] % 2 or buf[2] > 250:
+        return None
+    else:
+        n = 5 + buf[2]
+    if len(buf) < n:
+        return 0
+    return n if crc_ok(buf[:n]) else None
+
+
 @dataclass(frozen=True)
 class Response:
     registers: list[int] | None

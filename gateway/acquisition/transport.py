@@ -285,6 +285,16 @@ class RtuTransport:
             try:
                 need = rtu.expected_len(link.inbox, unit, function)
             except rtu.FrameProblem as exc:
+                stray = rtu.stray_frame(link.inbox)
+                if stray == 0 and time.monotonic() < deadline:
+                    await link.wait_data(deadline - time.monotonic())  # a stray frame still arriving
+                    continue
+                if stray:
+                    # A whole, valid answer from another unit: a late reply to an earlier
+                    # request. Neither ours nor this device's fault; drop it and keep waiting.
+                    del link.inbox[:stray]
+                    self.noise_bytes += stray
+                    continue
                 await self._drain(link, deadline)
                 raise FrameError(f"{self.endpoint}: {exc}", exc.reason) from None
             if need is not None and len(link.inbox) >= need:

@@ -121,7 +121,7 @@ def _secret_file(path: Path, make: str) -> str:
 
 
 def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_port: int,
-                 receiver_port: int, mqtt_port: int | None) -> str:
+                 receiver_url: str, token_file: Path, mqtt_port: int | None) -> str:
     lines = [
         "# Written by `meter-gateway demo`: a real gateway config pointing at simulated meters.",
         f'gateway_id = "{GATEWAY_ID}"',
@@ -137,8 +137,8 @@ def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_
         f"port = {web_port}",
         "",
         "[uplinks.billing_api]",
-        f'url = "http://127.0.0.1:{receiver_port}"',
-        f'token_file = "{data_dir / "billing-api.token"}"',
+        f'url = "{receiver_url}"',
+        f'token_file = "{token_file}"',
         "batch_size = 200",
         f"max_batch_age_s = {period}",
         "",
@@ -199,20 +199,20 @@ async def _publish(port: int, clock: SimulatedClock, model: LoadModel, period: i
             await asyncio.sleep(0.5)
 
 
-def receiver_summary(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
+def receiver_summary(receiver_db: Path) -> dict[str, list[dict[str, Any]]]:
     """Credits the reference receiver holds, per meter, in seq order."""
     out: dict[str, list[dict[str, Any]]] = {}
-    with contextlib.closing(sqlite3.connect(data_dir / "receiver.db")) as db:
+    with contextlib.closing(sqlite3.connect(receiver_db)) as db:
         for meter, wire in db.execute("SELECT meter, wire FROM credits ORDER BY meter, seq"):
             out.setdefault(meter, []).append(json.loads(wire)["credit"])
     return out
 
 
-def check_conservation(data_dir: Path, epoch: float) -> dict[str, dict[str, Any]]:
+def check_conservation(receiver_db: Path, epoch: float) -> dict[str, dict[str, Any]]:
     """Per meter: credits, their sum, and the simulated register delta over the same span."""
     report: dict[str, dict[str, Any]] = {}
     truth = models(epoch)
-    for meter, credits in receiver_summary(data_dir).items():
+    for meter, credits in receiver_summary(receiver_db).items():
         model = truth[meter]
         first, last = credits[0], credits[-1]
         total = sum(c["wh"] for c in credits)
@@ -228,7 +228,14 @@ def check_conservation(data_dir: Path, epoch: float) -> dict[str, dict[str, Any]
 
 
 async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop: asyncio.Event,
-                   web_port: int = 8080, announce: bool = True) -> DemoResult:
+                   web_port: int = 8080, announce: bool = True, receiver_url: str | None = None,
+                   receiver_token_file: Path | None = None) -> DemoResult:
+    """Run the demo until ``stop`` (or ``duration`` wall seconds).
+
+    With ``receiver_url`` the credits go to a billing API already running
+    elsewhere (the crash tests keep one alive across gateway kills) instead of
+    the demo's own reference receiver.
+    """
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     state = DemoState.load_or_create(data_dir, time.time())
@@ -241,10 +248,18 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
     truth = models(state.epoch)
 
     keypair = identity.load_or_create(data_dir)
-    api_token = _secret_file(data_dir / "billing-api.token", os.urandom(18).hex())
-    store = ReceiverStore(data_dir / "receiver.db", {GATEWAY_ID: keypair.public_key})
-    receiver_port = free_port()
-    receiver = make_server(create_receiver(store, api_token), "127.0.0.1", receiver_port)
+    store = receiver = None
+    if receiver_url is None:
+        token_file = data_dir / "billing-api.token"
+        api_token = _secret_file(token_file, os.urandom(18).hex())
+        store = ReceiverStore(data_dir / "receiver.db", {GATEWAY_ID: keypair.public_key})
+        receiver_port = free_port()
+        receiver_url = f"http://127.0.0.1:{receiver_port}"
+        receiver = make_server(create_receiver(store, api_token), "127.0.0.1", receiver_port)
+    else:
+        if receiver_token_file is None:
+            raise ValueError("an external receiver needs its token file")
+        token_file = receiver_token_file
 
     sims: list[MeterSimulator] = []
     bus_ports: list[tuple[str, int]] = []
@@ -259,7 +274,7 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
     if not web_port or not _port_free(web_port):
         web_port = free_port()
     config_path = data_dir / "gateway.toml"
-    config_path.write_text(_config_text(data_dir, bus_ports, period, web_port, receiver_port,
+    config_path.write_text(_config_text(data_dir, bus_ports, period, web_port, receiver_url, token_file,
                                         mqtt_port if broker else None))
     cfg = load_config(config_path)
 
@@ -280,10 +295,10 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
     try:
         for sim in sims:
             await sim.start()
-        receiver_task = asyncio.create_task(receiver.serve(), name="receiver")
-        tasks.append(receiver_task)
-        while not receiver.started:  # noqa: ASYNC110 - uvicorn has no started event
-            await asyncio.sleep(0.01)
+        if receiver is not None:
+            tasks.append(asyncio.create_task(receiver.serve(), name="receiver"))
+            while not receiver.started:  # noqa: ASYNC110 - uvicorn has no started event
+                await asyncio.sleep(0.01)
         if broker:
             tasks.append(asyncio.create_task(_publish(mqtt_port, clock, truth[MQTT_METER], period)))
         if duration is not None:
@@ -294,17 +309,22 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
         end = clock.now()
         state.last_meter_t = max(end, state.last_meter_t)
         state.save(data_dir)
-        for task in tasks[1:]:
-            task.cancel()
-        receiver.should_exit = True
+        if receiver is not None:
+            receiver.should_exit = True
+        for task in tasks:
+            if task.get_name() != "receiver":
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for sim in sims:
             await sim.stop()
         if broker:
             broker.terminate()
             broker.wait(timeout=5)
-        store.close()
-    result = DemoResult(data_dir, start, end, period, check_conservation(data_dir, state.epoch))
+        if store is not None:
+            store.close()
+    if store is None:
+        return DemoResult(data_dir, start, end, period)
+    result = DemoResult(data_dir, start, end, period, check_conservation(data_dir / "receiver.db", state.epoch))
     if announce:
         print(f"Demo stopped after {(end - start) / 3600:.1f} h of meter time. The reference receiver holds:")
         for meter, r in sorted(result.meters.items()):

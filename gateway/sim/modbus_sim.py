@@ -35,6 +35,8 @@ class SimulatedMeter:
     failing: bool = False
     """When set, every request gets exception 4 (device failure): a broken meter."""
     reads: int = field(default=0)
+    answer_delay_s: float = 0.0
+    """Fault injection: host seconds to wait before answering (a device answering late)."""
 
     def values(self, t: float) -> dict[str, float]:
         power = self.model.power_w(t)
@@ -73,6 +75,8 @@ def _blocks(profile: Profile) -> tuple[list[SimData], list[SimData]]:
 
 async def _answer(meter: SimulatedMeter, clock: Clock, function_code: int, start_address: int, address: int,
                   count: int, current_registers: list[int], set_values: object) -> ExcCodes | None:
+    if meter.answer_delay_s:
+        await asyncio.sleep(meter.answer_delay_s)
     if meter.failing:
         return ExcCodes.DEVICE_FAILURE
     meter.reads += 1

@@ -7,9 +7,10 @@ never block the writer.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,13 +23,20 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.acquisition.modbus import ModbusBus
 from gateway.clock import Clock
+from gateway.errors import AcquisitionError, ProfileError
 from gateway.intervals import INTERVAL_S
 from gateway.ledger.store import Ledger, UplinkSummary
+from gateway.profiles import resolve_profile
 from gateway.status import GatewayStatus, MeterHealth, UplinkProgress
 
 COOKIE = "gw_token"
 PULL_LIMIT_MAX = 1000
+
+
+ONE_OFF_READ_TIMEOUT_S = 30.0
+"""A one-off read waits behind the polls in flight on a slow line; past this, give up."""
 
 
 @dataclass
@@ -38,6 +46,7 @@ class WebContext:
     clock: Clock
     token: str
     uplinks: tuple[str, ...]
+    buses: Mapping[str, ModbusBus] = field(default_factory=dict)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -151,6 +160,16 @@ class _StatusCollector(Collector):
         yield CounterMetricFamily("gateway_readings_committed", "readings committed to the ledger",
                                   value=s.readings_committed)
         yield CounterMetricFamily("gateway_credits_created", "credits created", value=s.credits_created)
+        util = GaugeMetricFamily("gateway_line_utilisation", "busy fraction of wall time", labels=["line"])
+        tps = GaugeMetricFamily("gateway_line_transactions_per_second", "recent transaction rate", labels=["line"])
+        eps = GaugeMetricFamily("gateway_line_errors_per_second", "recent error rate", labels=["line"])
+        over = CounterMetricFamily("gateway_line_cycle_overruns", "polls that missed their slot", labels=["line"])
+        for line in s.lines.values():
+            util.add_metric([line.name], line.utilisation)
+            tps.add_metric([line.name], line.transactions_per_s)
+            eps.add_metric([line.name], line.errors_per_s)
+            over.add_metric([line.name], line.cycle_overruns)
+        yield from (util, tps, eps, over)
         payloads = CounterMetricFamily("gateway_payloads_rejected", "MQTT payloads rejected", labels=["reason"])
         for reason, n in s.payloads_rejected.items():
             payloads.add_metric([reason], n)
@@ -190,6 +209,11 @@ def create_app(ctx: WebContext) -> Starlette:
                 return JSONResponse(m)
         return JSONResponse({"error": f"no meter {wanted!r}"}, status_code=404)
 
+    async def lines(request: Request) -> Response:
+        if not authorised(request):
+            return denied()
+        return JSONResponse({"lines": [asdict(line) for line in ctx.status.lines.values()]})
+
     async def sync(request: Request) -> Response:
         if not authorised(request):
             return denied()
@@ -215,6 +239,29 @@ def create_app(ctx: WebContext) -> Starlette:
         return Response(f'{{"credits":[{body}],"next_cursor":{next_cursor},"more":{more}}}',
                         media_type="application/json")
 
+    async def bus_read(request: Request) -> Response:
+        """One-off read of every quantity of a device, through the bus's scheduler (never beside it)."""
+        if not authorised(request):
+            return denied()
+        bus = ctx.buses.get(request.path_params["bus"])
+        if bus is None:
+            return JSONResponse({"error": f"no bus {request.path_params['bus']!r}; buses: {sorted(ctx.buses)}"},
+                                status_code=404)
+        try:
+            unit = int(request.query_params["unit"])
+            profile = resolve_profile(request.query_params["profile"])
+        except (KeyError, ValueError):
+            return JSONResponse({"error": "need ?unit=N&profile=ID"}, status_code=400)
+        except ProfileError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        try:
+            async with asyncio.timeout(ONE_OFF_READ_TIMEOUT_S):
+                values, problems = await bus.read_values(unit, profile)
+        except (AcquisitionError, TimeoutError) as exc:
+            return JSONResponse({"error": f"read failed: {exc or 'timed out'}"}, status_code=502)
+        return JSONResponse({"bus": bus.cfg.name, "unit": unit, "profile": profile.id, "values": values,
+                             "problems": problems})
+
     async def metrics(request: Request) -> Response:
         if not authorised(request):
             return denied()
@@ -229,7 +276,7 @@ def create_app(ctx: WebContext) -> Starlette:
         now = ctx.clock.now()
         up_s = int(now - ctx.status.started_t)
         html = templates.get_template("status.html").render(
-            s=ctx.status, meters=meter_rows, uplinks=uplink_rows,
+            s=ctx.status, meters=meter_rows, uplinks=uplink_rows, lines=list(ctx.status.lines.values()),
             problems=_problems(meter_rows, uplink_rows, ctx.status),
             now=_iso(now), uptime=f"{up_s // 3600} h {up_s % 3600 // 60} min",
         )
@@ -246,4 +293,6 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/api/v1/meters/{meter}", meter),
         Route("/api/v1/sync", sync),
         Route("/api/v1/credits", credits),
+        Route("/api/v1/buses/{bus}/read", bus_read),
+        Route("/api/v1/lines", lines),
     ])
