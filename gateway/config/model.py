@@ -146,6 +146,14 @@ class WebConfig(_Model):
     enabled: bool = True
 
 
+class IntervalsConfig(_Model):
+    estimate_gap_s: float = Field(
+        default=3600, ge=900, le=86_400,
+        description="a gap in readings up to this long is filled by linear interpolation and flagged E; "
+        "a longer one is filled pro rata once the next reading arrives and flagged S",
+    )
+
+
 class LedgerConfig(_Model):
     readings_retention_days: float = Field(
         default=35, ge=1, le=3650,
@@ -188,6 +196,7 @@ class GatewayConfig(_Model):
     logging: LoggingConfig = LoggingConfig()
     ledger: LedgerConfig = LedgerConfig()
     time: TimeConfig = TimeConfig()
+    intervals: IntervalsConfig = IntervalsConfig()
 
     @field_validator("site_timezone")
     @classmethod

@@ -50,6 +50,21 @@ def _migrations() -> list[tuple[int, str]]:
 SCHEMA_VERSION = max(v for v, _ in _migrations())
 
 
+async def _connect(database: str | Path, *, uri: bool = False) -> aiosqlite.Connection:
+    """Open a connection whose worker thread cannot keep the process alive.
+
+    aiosqlite runs each connection in a non-daemon thread: if the daemon dies on
+    an error before it closes the ledger, the interpreter would wait forever for
+    that thread at exit instead of exiting so systemd can restart it.
+    Committed data is safe either way (every commit is already on disk).
+    """
+    pending = aiosqlite.connect(database, isolation_level=None, uri=uri)
+    thread = getattr(pending, "_thread", None)
+    if thread is not None:
+        thread.daemon = True
+    return await pending
+
+
 async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in await db.execute_fetchall(sql, params)]
 
@@ -72,6 +87,19 @@ class PendingBatch:
     last_id: int
     wire: list[dict[str, Any]]
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInterval:
+    """An interval as the ledger holds it (the source for bills, exports and the API)."""
+
+    meter: str
+    start: int
+    end: int
+    wh: int
+    quality: str
+    method: int | None
+    reason: int | None
 
 
 @dataclass(frozen=True)
@@ -123,7 +151,7 @@ class Ledger:
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / DB_FILE
         try:
-            write = await aiosqlite.connect(path, isolation_level=None)
+            write = await _connect(path)
         except Exception as exc:
             raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
         try:
@@ -143,7 +171,7 @@ class Ledger:
         except BaseException:
             await write.close()
             raise
-        read = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        read = await _connect(f"file:{path}?mode=ro", uri=True)
         await read.execute("PRAGMA busy_timeout=5000")
         ledger = cls(path, write, read, gateway_id, keypair)
         await ledger._load_states()
@@ -239,13 +267,16 @@ class Ledger:
         try:
             async with self._transaction() as db:
                 await db.executemany("INSERT INTO readings VALUES (?,?,?,?,?)", reading_rows)
-                await db.executemany("INSERT INTO intervals VALUES (?,?,?,?,?,?,?,?)", interval_rows)
+                await db.executemany(
+                    'INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, register_end_wh, '
+                    "credit_seq) VALUES (?,?,?,?,?,?,?,?)", interval_rows)
                 await db.executemany(
                     "INSERT INTO credits (meter, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?)",
                     credit_rows,
                 )
                 await db.executemany(
-                    "INSERT INTO meters VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(meter) DO UPDATE SET "
+                    "INSERT INTO meters (meter, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, "
+                    "last_hash) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(meter) DO UPDATE SET "
                     "last_t_ms=excluded.last_t_ms, last_wh=excluded.last_wh, anchor_s=excluded.anchor_s, "
                     "anchor_wh=excluded.anchor_wh, anchor_quality=excluded.anchor_quality, "
                     "last_seq=excluded.last_seq, last_hash=excluded.last_hash",
@@ -393,6 +424,17 @@ class Ledger:
             'SELECT start, "end", wh, quality FROM intervals WHERE meter=? AND start>=? AND start<? ORDER BY start',
             (meter, start, end))
         return [(int(a), int(b), int(c), str(d)) for a, b, c, d in rows]
+
+    async def stored_intervals(self, meter: str, start: int, end: int) -> list[StoredInterval]:
+        """Intervals of ``meter`` starting in [start, end) (Unix seconds), in time order."""
+        rows = await _rows(self._r,
+            'SELECT meter, start, "end", wh, quality, method, reason FROM intervals '
+            "WHERE meter=? AND start>=? AND start<? ORDER BY start", (meter, start, end))
+        return [StoredInterval(m, int(a), int(b), int(w), str(q), mt, rs) for m, a, b, w, q, mt, rs in rows]
+
+    async def meter_ids(self) -> list[str]:
+        """Every meter the ledger has seen, sorted."""
+        return [str(m) for (m,) in await _rows(self._r, "SELECT meter FROM meters ORDER BY meter")]
 
     async def credit_count(self) -> int:
         (row,) = await _rows(self._r, "SELECT COUNT(*) FROM credits")
