@@ -19,8 +19,14 @@ class Tip:
 
 
 def credit_for_interval(
-    interval: Interval, tip: Tip, *, gateway_id: str, keypair: Keypair, created_ms: int
+    interval: Interval, tip: Tip, *, gateway_id: str, keypair: Keypair, created_ms: int,
+    corrects: int | None = None, wh: int | None = None,
 ) -> tuple[SignedCredit, Tip]:
+    """The next credit of a meter's chain for ``interval``.
+
+    With ``corrects``, a correction credit: ``wh`` is the signed change to the
+    corrected credit's energy, the register fields carry the interval's new values.
+    """
     body = CreditBody(
         gateway=gateway_id,
         gateway_key=keypair.public_key,
@@ -28,12 +34,14 @@ def credit_for_interval(
         seq=tip.seq + 1,
         start=interval.start,
         end=interval.end,
-        wh=interval.wh,
+        wh=interval.wh if wh is None else wh,
         quality=interval.quality.value,
         register_start_wh=interval.register_start_wh,
         register_end_wh=interval.register_end_wh,
         prev_hash=tip.hash,
         created_ms=created_ms,
+        kind="interval" if corrects is None else "correction",
+        corrects=corrects,
     )
     signed = sign(body, keypair)
     return signed, Tip(body.seq, signed.hash)

@@ -49,6 +49,7 @@ from gateway.clock import Clock
 from gateway.config import BusConfig, ModbusMeterConfig
 from gateway.errors import AcquisitionError, DeviceException, DeviceTimeout, GatewayError, ValueRejected
 from gateway.intervals import Reading
+from gateway.intervals.engine import CONFIRM_READINGS
 from gateway.profiles import Profile, Quantity, decode
 from gateway.status import OFFLINE_AFTER, GatewayStatus, LineStatus, MeterHealth, MeterStatus
 
@@ -94,6 +95,8 @@ class _Meter:
     status: MeterStatus
     order: int
     last: Reading | None = None
+    lower_series: list[Reading] = field(default_factory=list)
+    """Consecutive readings below ``last`` (rejected so far): a reset or a new meter if they persist."""
     device_failures: int = 0
     """Failures the device is to blame for (not line outages): drives its backoff."""
     backoff_until: float = 0.0
@@ -428,15 +431,42 @@ class ModbusBus:
                 self._reject(meter, "no_energy", "profile has no readable energy_import", raw, log_ctx)
             return
         wh = round(energy)
-        reading = Reading(meter.cfg.id, round(t * 1000), wh, "modbus")
+        reading = Reading(meter.cfg.id, round(t * 1000), wh, "modbus",
+                          register_modulus_wh=_modulus_wh(meter.quantities.get("energy_import")))
         problem = _implausible(meter.last, reading, meter.profile.max_power_w)
         if problem:
             self._reject(meter, problem[0], problem[1], raw, log_ctx)
+            if problem[0] == "backwards" and await self._confirm_lower_series(meter, reading, log_ctx):
+                meter.status.read_ok(t)
+                meter.status.last_register_wh = wh
             return
+        meter.lower_series.clear()
         meter.last = reading
         meter.status.read_ok(t)
         meter.status.last_register_wh = wh
         await self._submit(reading)
+
+    async def _confirm_lower_series(self, meter: _Meter, reading: Reading, log_ctx: dict[str, object]) -> bool:
+        """A register that stays below its old series was reset or replaced, not misread.
+
+        Each such value is rejected as it comes; once CONFIRM_READINGS of them
+        in a row form a consistent series of their own, they are handed on, in
+        order, and the interval engine starts a new register epoch from them.
+        """
+        series = meter.lower_series
+        if series and (reading.register_wh < series[-1].register_wh
+                       or _implausible(series[-1], reading, meter.profile.max_power_w)):
+            series.clear()
+        series.append(reading)
+        if len(series) < CONFIRM_READINGS:
+            return False
+        log.warning("register_reset_detected", old_wh=meter.last.register_wh if meter.last else None,
+                    new_wh=series[0].register_wh, **log_ctx)
+        for confirmed in series:
+            await self._submit(confirmed)
+        meter.last = series[-1]
+        series.clear()
+        return True
 
     def _reject(self, meter: _Meter, reason: str, detail: str, raw: dict[str, list[int]],
                 log_ctx: dict[str, object]) -> None:
@@ -468,17 +498,31 @@ def _next_slot(now: float, period: float) -> float:
     return (math.floor(now / period) + 1) * period
 
 
+def _modulus_wh(quantity: Quantity | None) -> int | None:
+    """Where an unsigned integer energy register wraps, in Wh; floats and signed types do not wrap."""
+    if quantity is None or quantity.datatype.is_signed:
+        return None
+    modulus: float = 2 ** quantity.datatype.bits * float(quantity.scale)
+    return round(modulus)
+
+
+def _wrapped(last: Reading, new: Reading) -> bool:
+    modulus = new.register_modulus_wh
+    return bool(modulus) and 0 <= new.register_wh + (modulus or 0) - last.register_wh <= (modulus or 0) // 10
+
+
 def _implausible(last: Reading | None, new: Reading, max_power_w: float | None) -> tuple[str, str] | None:
     if last is None:
         return None
-    if new.register_wh < last.register_wh:
+    delta = new.register_wh - last.register_wh
+    if delta < 0 and _wrapped(last, new):
+        delta += new.register_modulus_wh or 0  # a counter rollover: the engine counts through it
+    if delta < 0:
         return "backwards", f"register went from {last.register_wh} Wh to {new.register_wh} Wh"
     if max_power_w and new.t_ms > last.t_ms:
         hours = (new.t_ms - last.t_ms) / 3_600_000
-        limit = max_power_w * hours + 1
-        if new.register_wh - last.register_wh > limit:
-            return "jump", (f"{new.register_wh - last.register_wh} Wh in {hours * 3600:.0f} s exceeds the "
-                            f"meter's {max_power_w:.0f} W maximum")
+        if delta > max_power_w * hours + 1:
+            return "jump", (f"{delta} Wh in {hours * 3600:.0f} s exceeds the meter's {max_power_w:.0f} W maximum")
     return None
 
 

@@ -7,10 +7,13 @@ with a path instead of a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.billing.projection import ProjectionMethod
+from gateway.billing.tariff import Tariff
 
 MeterId = Annotated[
     str,
@@ -21,6 +24,27 @@ MeterId = Annotated[
         description="Stable meter identifier: letters, digits, '.', '_' and '-'",
     ),
 ]
+
+TariffName = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+          description="key of a table under [tariffs]"),
+]
+
+Budget = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9]+(\.[0-9]+)?$",
+        description="budget per billing period in major units of the tariff's currency, as a decimal "
+        'string ("120.00"): a string, like every amount in a tariff, so it means exactly what was written',
+    ),
+]
+
+
+def _divides(divisor: float, total: float) -> bool:
+    """Exact for whole numbers, tolerant of binary fractions like 0.2 for test periods."""
+    ratio = total / divisor
+    return abs(ratio - round(ratio)) < 1e-9
 
 
 class _Model(BaseModel):
@@ -41,13 +65,15 @@ class ModbusMeterConfig(_Model):
         default=0.0, ge=0, le=1.0,
         description="the device's think time before it answers: added to its timeout and its read-plan cost",
     )
+    tariff: TariffName | None = Field(default=None, description="name of a [tariffs] table; default billing.tariff")
+    budget: Budget | None = None
 
     @field_validator("poll_s", "poll_instant_s")
     @classmethod
     def _aligned(cls, value: float | None) -> float | None:
         if value is None:
             return value
-        if 900 % value and value % 900:
+        if not (_divides(value, 900) or _divides(900, value)):
             raise ValueError(
                 "must divide 900 (e.g. 10, 15, 30, 60, 300) so that a poll lands on every "
                 "15-minute boundary"
@@ -99,6 +125,8 @@ class MqttMeterConfig(_Model):
     time_zone: str = Field(
         default="UTC", description="zone of ISO timestamps without an offset (Tasmota sends local time)"
     )
+    tariff: TariffName | None = Field(default=None, description="name of a [tariffs] table; default billing.tariff")
+    budget: Budget | None = None
 
     @model_validator(mode="after")
     def _path_for_json(self) -> MqttMeterConfig:
@@ -177,6 +205,45 @@ class TimeConfig(_Model):
     )
 
 
+NemParticipant = Annotated[str, Field(min_length=1, max_length=10, pattern=r"^[A-Za-z0-9_.\-]+$")]
+
+
+class BillingConfig(_Model):
+    """How bills, projections and budget alerts are made; tariffs themselves live under [tariffs]."""
+
+    period_start_day: int = Field(
+        default=1, ge=1, le=31,
+        description="day of the month a billing cycle starts (29-31: the last day of shorter months)",
+    )
+    projection_method: ProjectionMethod = Field(
+        default=ProjectionMethod.DAILY_AVERAGE,
+        description="estimator that budget alerts use; the API always shows both",
+    )
+    tariff: TariffName | None = Field(
+        default=None, description="tariff for every meter that does not name its own (the site's group tariff)",
+    )
+    budget_check_s: float = Field(default=900.0, ge=60, le=86_400, description="how often budgets are checked")
+    budget_min_confidence: float = Field(
+        default=0.0, ge=0, le=1,
+        description="no budget alert below this projection confidence (e.g. 0.1 stays quiet for the first 3 days)",
+    )
+    alert_topic: str | None = Field(
+        default=None, min_length=1,
+        description="MQTT topic for budget alerts on the [mqtt] broker; '{meter}' is replaced by the meter id",
+    )
+    nem12_from_participant: NemParticipant | None = Field(
+        default=None, description="NEM12 header FromParticipant; default: the first 10 characters of gateway_id",
+    )
+    nem12_to_participant: NemParticipant = Field(default="UNKNOWN", description="NEM12 header ToParticipant")
+
+    @field_validator("alert_topic")
+    @classmethod
+    def _plain_topic(cls, value: str | None) -> str | None:
+        if value is not None and ("+" in value or "#" in value):
+            raise ValueError("a topic to publish to cannot contain the wildcards + or #")
+        return value
+
+
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = "auto"
@@ -197,6 +264,23 @@ class GatewayConfig(_Model):
     ledger: LedgerConfig = LedgerConfig()
     time: TimeConfig = TimeConfig()
     intervals: IntervalsConfig = IntervalsConfig()
+    tariffs: dict[TariffName, Tariff] = Field(
+        default_factory=dict, description="named tariffs that meters refer to by name (gateway.billing.Tariff)",
+    )
+    billing: BillingConfig = BillingConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tariff_names(cls, data: Any) -> Any:
+        """Let a [tariffs.NAME] table omit ``name``: the key already names it, and requiring both
+        invites the two to drift apart."""
+        if isinstance(data, dict) and isinstance(data.get("tariffs"), dict):
+            tariffs = {
+                key: {"name": key, **value} if isinstance(value, dict) and "name" not in value else value
+                for key, value in data["tariffs"].items()
+            }
+            data = {**data, "tariffs": tariffs}
+        return data
 
     @field_validator("site_timezone")
     @classmethod
@@ -214,3 +298,15 @@ class GatewayConfig(_Model):
         if self.mqtt:
             ids.extend(m.id for m in self.mqtt.meters)
         return ids
+
+    def meter(self, meter_id: str) -> ModbusMeterConfig | MqttMeterConfig | None:
+        """The configured meter with this id, Modbus or MQTT, or ``None``."""
+        for bus in self.buses:
+            for m in bus.meters:
+                if m.id == meter_id:
+                    return m
+        if self.mqtt:
+            for q in self.mqtt.meters:
+                if q.id == meter_id:
+                    return q
+        return None

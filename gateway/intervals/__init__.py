@@ -3,6 +3,7 @@
 from gateway.intervals.engine import (
     INTERVAL_S,
     Disposition,
+    Grade,
     Interval,
     MeterState,
     Quality,
@@ -15,6 +16,7 @@ from gateway.intervals.engine import (
 __all__ = [
     "INTERVAL_S",
     "Disposition",
+    "Grade",
     "Interval",
     "MeterState",
     "Quality",

@@ -29,9 +29,12 @@ import aiosqlite
 import structlog
 from stellar_sdk import Keypair
 
+from cloud_sync.credit import SignedCredit
 from gateway.credits import Tip, credit_for_interval
 from gateway.errors import LedgerError, LedgerIntegrityError
-from gateway.intervals import Disposition, Interval, MeterState, Quality, Reading, feed
+from gateway.intervals import Interval, MeterState, Reading
+from gateway.intervals.engine import Event, Grade
+from gateway.ledger.ingest import IngestBatch
 
 log = structlog.get_logger("gateway.ledger")
 
@@ -72,11 +75,18 @@ async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) 
 @dataclass
 class CommitResult:
     intervals: list[Interval] = field(default_factory=list)
-    dispositions: list[tuple[Reading, Disposition]] = field(default_factory=list)
+    """Intervals closed for the first time."""
+    dispositions: list[tuple[Reading, str]] = field(default_factory=list)
+    """What became of each reading: a Disposition value, or why a late reading was refused."""
+    revised: int = 0
+    """Unsent credits rewritten in place because a late reading changed their interval."""
+    corrections: int = 0
+    """Correction credits issued for intervals whose credit had already left."""
+    events: list[tuple[str, Event]] = field(default_factory=list)
 
     @property
     def credits_created(self) -> int:
-        return len(self.intervals)
+        return len(self.intervals) + self.corrections
 
 
 @dataclass(frozen=True)
@@ -119,12 +129,13 @@ class Ledger:
     """Durable store of readings, intervals, credits and delivery state."""
 
     def __init__(self, path: Path, write: aiosqlite.Connection, read: aiosqlite.Connection,
-                 gateway_id: str, keypair: Keypair) -> None:
+                 gateway_id: str, keypair: Keypair, estimate_gap_s: float = 3600.0) -> None:
         self.path = path
         self._w = write
         self._r = read
         self._gateway_id = gateway_id
         self._keypair = keypair
+        self.estimate_gap_ms = int(estimate_gap_s * 1000)
         self._states: dict[str, MeterState] = {}
         self._tips: dict[str, Tip] = {}
         self._max_credit_id = 0
@@ -147,7 +158,8 @@ class Ledger:
     # ---- lifecycle -------------------------------------------------------
 
     @classmethod
-    async def open(cls, data_dir: Path, *, gateway_id: str, keypair: Keypair) -> Ledger:
+    async def open(cls, data_dir: Path, *, gateway_id: str, keypair: Keypair,
+                   estimate_gap_s: float = 3600.0) -> Ledger:
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / DB_FILE
         try:
@@ -173,7 +185,7 @@ class Ledger:
             raise
         read = await _connect(f"file:{path}?mode=ro", uri=True)
         await read.execute("PRAGMA busy_timeout=5000")
-        ledger = cls(path, write, read, gateway_id, keypair)
+        ledger = cls(path, write, read, gateway_id, keypair, estimate_gap_s)
         await ledger._load_states()
         return ledger
 
@@ -200,10 +212,12 @@ class Ledger:
 
     async def _load_states(self) -> None:
         rows = await _rows(self._w,
-            "SELECT meter, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, last_hash FROM meters"
-        )
-        for meter, t, wh, a_s, a_wh, a_q, seq, digest in rows:
-            self._states[meter] = MeterState(meter, t, wh, a_s, a_wh, Quality(a_q))
+            "SELECT meter, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_grade, register_offset_wh, last_raw_wh, "
+            "pending, last_seq, last_hash FROM meters")
+        for meter, t, wh, a_s, a_wh, a_grade, offset, raw, pending, seq, digest in rows:
+            self._states[meter] = MeterState(
+                meter, t, wh, a_s, a_wh, Grade.decode(a_grade), offset, raw,
+                tuple((int(pt), int(pr)) for pt, pr in json.loads(pending)))
             self._tips[meter] = Tip(seq, digest)
         (max_id,) = (await _rows(self._w, "SELECT COALESCE(MAX(id), 0) FROM credits"))[0]
         self._max_credit_id = max_id
@@ -228,68 +242,27 @@ class Ledger:
     async def commit_readings(self, readings: Sequence[Reading], *, now_ms: int) -> CommitResult:
         """Feed readings through the interval engine and commit everything durably.
 
-        The in-memory engine state only moves forward once the COMMIT has
-        returned, so a failed commit leaves memory and disk in agreement.
+        One transaction holds the readings, the intervals they close, their
+        signed credits, revisions and corrections caused by late readings, the
+        engine state and the chain tips. In-memory state only moves forward once
+        the COMMIT has returned, so a failed commit leaves memory and disk in agreement.
         """
-        result = CommitResult()
-        states = dict(self._states)
-        tips = dict(self._tips)
-        reading_rows = []
-        interval_rows = []
-        credit_rows = []
-        touched: set[str] = set()
-        for reading in readings:
-            step = feed(states.get(reading.meter, MeterState(reading.meter)), reading)
-            result.dispositions.append((reading, step.disposition))
-            reading_rows.append((reading.meter, reading.t_ms, reading.register_wh, reading.source,
-                                 step.disposition.value))
-            if step.disposition is not Disposition.ACCEPTED:
-                continue
-            states[reading.meter] = step.state
-            touched.add(reading.meter)
-            for interval in step.intervals:
-                signed, tip = credit_for_interval(
-                    interval, tips.get(reading.meter, Tip()),
-                    gateway_id=self._gateway_id, keypair=self._keypair, created_ms=now_ms,
-                )
-                tips[reading.meter] = tip
-                interval_rows.append((interval.meter, interval.start, interval.end, interval.wh,
-                                      interval.quality.value, interval.register_start_wh,
-                                      interval.register_end_wh, tip.seq))
-                credit_rows.append((interval.meter, tip.seq, interval.start, interval.wh, signed.hash,
-                                    json.dumps(signed.to_wire(), separators=(",", ":")), now_ms))
-                result.intervals.append(interval)
-        meter_rows = []
-        for meter in touched:
-            s, tip = states[meter], tips.get(meter, Tip())
-            meter_rows.append((meter, s.last_t_ms, s.last_wh, s.anchor_s, s.anchor_wh, s.anchor_quality.value,
-                               tip.seq, tip.hash))
+        batch = IngestBatch(self, dict(self._states), dict(self._tips), now_ms)
         try:
             async with self._transaction() as db:
-                await db.executemany("INSERT INTO readings VALUES (?,?,?,?,?)", reading_rows)
-                await db.executemany(
-                    'INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, register_end_wh, '
-                    "credit_seq) VALUES (?,?,?,?,?,?,?,?)", interval_rows)
-                await db.executemany(
-                    "INSERT INTO credits (meter, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?)",
-                    credit_rows,
-                )
-                await db.executemany(
-                    "INSERT INTO meters (meter, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, "
-                    "last_hash) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(meter) DO UPDATE SET "
-                    "last_t_ms=excluded.last_t_ms, last_wh=excluded.last_wh, anchor_s=excluded.anchor_s, "
-                    "anchor_wh=excluded.anchor_wh, anchor_quality=excluded.anchor_quality, "
-                    "last_seq=excluded.last_seq, last_hash=excluded.last_hash",
-                    meter_rows,
-                )
-                if credit_rows:
-                    (max_id,) = (await _rows(db, "SELECT MAX(id) FROM credits"))[0]
-                    self._max_credit_id = int(max_id)
+                await batch.run(db, readings)
+                if batch.max_id is not None:
+                    self._max_credit_id = batch.max_id
         except Exception as exc:
             raise LedgerError(f"could not commit {len(readings)} readings to {self.path}: {exc}") from exc
-        self._states = states
-        self._tips = tips
-        return result
+        self._states = batch.states
+        self._tips = batch.tips
+        return batch.result
+
+    def _sign(self, interval: Interval, tip: Tip, now_ms: int, *, corrects: int | None = None,
+              wh: int | None = None) -> tuple[SignedCredit, Tip]:
+        return credit_for_interval(interval, tip, gateway_id=self._gateway_id, keypair=self._keypair,
+                                   created_ms=now_ms, corrects=corrects, wh=wh)
 
     async def record_event(self, kind: str, *, t_ms: int, meter: str | None = None, detail: str = "") -> None:
         async with self._transaction() as db:
@@ -320,6 +293,13 @@ class Ledger:
             return 0, None
         rows = await _rows(self._r, "SELECT created_ms FROM credits WHERE id = ?", (cursor + 1,))
         return count, (int(rows[0][0]) if rows else None)
+
+    async def note_pulled(self, up_to_id: int) -> None:
+        """Credits served by the pull API may have left the box: never revise them in place."""
+        async with self._transaction() as db:
+            await db.execute("INSERT OR IGNORE INTO uplink_cursor (uplink) VALUES ('pull')")
+            await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?) WHERE uplink='pull'",
+                             (up_to_id,))
 
     async def credits_after(self, after_id: int, limit: int) -> list[tuple[int, str]]:
         """Outbox rows in id order, for the pull API: (cursor, wire JSON text)."""

@@ -54,6 +54,9 @@ class _Taken:
         return replace(self.reading, t_ms=self.reading.t_ms + shift)
 
 
+_USED = (Disposition.ACCEPTED.value, Disposition.LATE.value, Disposition.DUPLICATE.value)
+
+
 class ReadingWriter:
     def __init__(self, ledger: Ledger, clock: Clock, status: GatewayStatus, *,
                  flush_s: float = 5.0, max_batch: int = 1000, trust: TimeTrust | None = None) -> None:
@@ -135,13 +138,15 @@ class ReadingWriter:
         self._status.readings_committed += len(batch)
         self._status.credits_created += result.credits_created
         for reading, disposition in result.dispositions:
-            if disposition is not Disposition.ACCEPTED:
-                meter = self._status.meters.get(reading.meter)
-                if meter:
-                    meter.rejected[disposition.value] += 1
-                log.warning("reading_not_used", meter=reading.meter, reason=disposition.value,
+            if disposition not in _USED:
+                meter_status = self._status.meters.get(reading.meter)
+                if meter_status:
+                    meter_status.rejected[disposition] += 1
+                log.warning("reading_not_used", meter=reading.meter, reason=disposition,
                             t_ms=reading.t_ms, register_wh=reading.register_wh)
-        if result.credits_created:
+        for meter_id, event in result.events:
+            log.warning(event.kind, meter=meter_id, detail=event.detail)
+        if result.credits_created or result.revised:
             self.credits_committed.set()
             self.credits_committed = asyncio.Event()
             log.debug("credits_committed", n=result.credits_created, readings=len(batch))

@@ -232,6 +232,8 @@ def create_app(ctx: WebContext) -> Starlette:
             return JSONResponse({"error": f"need after >= 0 and 1 <= limit <= {PULL_LIMIT_MAX}"}, status_code=400)
         rows = await ctx.ledger.credits_after(after, limit + 1)
         page = rows[:limit]
+        if page:
+            await ctx.ledger.note_pulled(page[-1][0])
         body = ",".join(f'{{"cursor":{cursor},"item":{wire}}}' for cursor, wire in page)
         next_cursor = page[-1][0] if page else after
         more = "true" if len(rows) > limit else "false"

@@ -75,19 +75,94 @@ def test_readings_on_every_minute_give_exact_actual_intervals() -> None:
     assert intervals[0].start == T0 // 1000
 
 
-def test_gap_is_flagged_substituted_and_split_pro_rata() -> None:
+def test_short_gap_is_estimated_long_gap_substituted_both_pro_rata() -> None:
     readings = [Reading("m1", T0, 0), Reading("m1", T0 + 3 * 900_000, 3001)]
     _, intervals = feed_many(MeterState("m1"), readings)
     assert [i.wh for i in intervals] == [1000, 1001, 1000]
-    assert {i.quality for i in intervals} == {Quality.SUBSTITUTED}
+    assert {(i.quality, i.method, i.reason) for i in intervals} == {(Quality.ESTIMATED, 54, 76)}
+    readings = [Reading("m1", T0, 0), Reading("m1", T0 + 8 * 900_000, 8000)]
+    _, intervals = feed_many(MeterState("m1"), readings)
+    assert [i.wh for i in intervals] == [1000] * 8
+    assert {(i.quality, i.method, i.reason) for i in intervals} == {(Quality.SUBSTITUTED, 17, 76)}
+    _, intervals = feed_many(MeterState("m1"), readings, estimate_gap_ms=3 * 3_600_000)
+    assert {i.quality for i in intervals} == {Quality.ESTIMATED}, "the span is configurable"
 
 
-def test_duplicate_and_backwards_readings_change_nothing() -> None:
+def test_nothing_is_invented_ahead_of_data() -> None:
+    state, intervals = feed_many(MeterState("m1"), [Reading("m1", T0, 0), Reading("m1", T0 + 60_000, 10)])
+    assert intervals == []
+    assert state.anchor_s == T0 // 1000, "the boundary is fixed, the interval stays open"
+
+
+def test_duplicate_late_and_suspect_readings_close_nothing() -> None:
     state = feed(MeterState("m1"), Reading("m1", T0, 100)).state
-    dup = feed(state, Reading("m1", T0, 100))
+    state = feed(state, Reading("m1", T0 + 120_000, 110)).state
+    dup = feed(state, Reading("m1", T0 + 120_000, 110))
     assert dup.disposition is Disposition.DUPLICATE
     assert dup.state == state
-    back = feed(state, Reading("m1", T0 + 60_000, 99))
-    assert back.disposition is Disposition.BACKWARDS
-    assert back.state == state
+    assert feed(state, Reading("m1", T0 + 60_000, 105)).disposition is Disposition.LATE
+    back = feed(state, Reading("m1", T0 + 180_000, 99))
+    assert back.disposition is Disposition.SUSPECT
     assert back.intervals == ()
+
+
+MOD = 2**32 * 10  # an ABB-style uint32 register in units of 10 Wh
+
+
+@given(st.integers(MOD - 20_000, MOD - 1), st.lists(st.integers(0, 400), min_size=5, max_size=80))
+def test_rollover_is_counted_through(start: int, steps: list[int]) -> None:
+    readings, raw, t = [], start, T0
+    for de in steps:
+        readings.append(Reading("m1", t, raw % MOD, register_modulus_wh=MOD))
+        raw += de
+        t += 300_000
+    _, intervals = feed_many(MeterState("m1"), readings)
+    assert all(i.wh >= 0 for i in intervals)
+    if intervals:
+        assert sum(i.wh for i in intervals) == intervals[-1].register_end_wh - intervals[0].register_start_wh
+        assert intervals[-1].register_end_wh <= start + sum(steps)
+    assert all(i.wh <= 3 * 400 for i in intervals), "a wrap never credits the register's whole range"
+
+
+@given(st.lists(st.integers(0, 300), min_size=4, max_size=30), st.integers(0, 50_000),
+       st.lists(st.integers(0, 300), min_size=3, max_size=30))
+def test_replaced_meter_starts_a_new_epoch_without_negative_energy(before: list[int], new_start: int,
+                                                                    after: list[int]) -> None:
+    readings, raw, t = [], 1_000_000, T0
+    for de in before:
+        raw += de
+        readings.append(Reading("m1", t, raw))
+        t += 300_000
+    raw = new_start
+    for de in after:
+        raw += de
+        readings.append(Reading("m1", t, raw))
+        t += 300_000
+    state = MeterState("m1")
+    intervals, events = [], []
+    for reading in readings:
+        step = feed(state, reading)
+        state = step.state
+        intervals.extend(step.intervals)
+        events.extend(e.kind for e in step.events)
+    assert events == ["register_epoch"]
+    assert all(i.wh >= 0 for i in intervals)
+    # Energy credited = what each epoch's register moved (zero across the change).
+    assert sum(i.wh for i in intervals) <= sum(before[1:]) + sum(after[1:])
+    assert state.last_wh == 1_000_000 + sum(before) + sum(after[1:])
+    flagged = [i for i in intervals if i.reason == 18]
+    assert flagged, "the intervals across the change are substituted with reason 18"
+    assert all(i.quality is Quality.SUBSTITUTED for i in flagged)
+
+
+def test_one_glitch_below_the_series_is_discarded() -> None:
+    readings = [Reading("m1", T0 + k * 300_000, v) for k, v in enumerate([500, 510, 0, 530, 540, 550, 560])]
+    state = MeterState("m1")
+    events = []
+    for reading in readings:
+        step = feed(state, reading)
+        state = step.state
+        events.extend(e.kind for e in step.events)
+    assert events == ["suspects_discarded"]
+    assert state.last_wh == 560
+    assert state.offset_wh == 0

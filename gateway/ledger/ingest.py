@@ -1,0 +1,251 @@
+"""One ingest transaction: readings in, intervals, credits, revisions and corrections out.
+
+Runs inside the ledger's write transaction (see :meth:`Ledger.commit_readings`).
+In-order readings go through the pure engine; late readings are placed
+between their stored neighbours and the intervals they change are either
+revised in place — while their credit has not left the box: the credit is
+re-signed and the meter's chain re-linked from there — or, once it has,
+answered with a correction credit that references the credit it corrects.
+Nothing that left the box is ever changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+
+from cloud_sync.credit import GENESIS_HASH, CreditBody, sign
+from gateway.credits import Tip
+from gateway.intervals import Disposition, Interval, MeterState, Quality, Reading, feed
+from gateway.intervals.engine import INTERVAL_S, BoundaryValue, Grade, reinterpolate
+from gateway.intervals.revision import Change, plan_changes
+
+if TYPE_CHECKING:
+    from gateway.ledger.store import CommitResult, Ledger
+
+
+async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    return [tuple(row) for row in await db.execute_fetchall(sql, params)]
+
+
+def _stored_interval(meter: str, row: tuple[Any, ...]) -> Interval:
+    start, end, wh, quality, reg_start, reg_end, method, reason, start_grade, end_grade = row
+    return Interval(meter, int(start), int(end), int(wh), Quality(quality), int(reg_start), int(reg_end),
+                    method, reason, Grade.decode(start_grade), Grade.decode(end_grade))
+
+
+class IngestBatch:
+    def __init__(self, ledger: Ledger, states: dict[str, MeterState], tips: dict[str, Tip], now_ms: int) -> None:
+        from gateway.ledger.store import CommitResult
+
+        self.ledger = ledger
+        self.states = states
+        self.tips = tips
+        self.now_ms = now_ms
+        self.result: CommitResult = CommitResult()
+        self.max_id: int | None = None
+        self._touched: set[str] = set()
+        self._credits_written = False
+
+    async def run(self, db: aiosqlite.Connection, readings: Sequence[Reading]) -> None:
+        late: list[Reading] = []
+        reading_rows: list[tuple[Any, ...]] = []
+        event_rows: list[tuple[Any, ...]] = []
+        new_intervals: list[Interval] = []
+        for reading in readings:
+            state = self.states.get(reading.meter) or MeterState(reading.meter)
+            step = feed(state, reading, estimate_gap_ms=self.ledger.estimate_gap_ms)
+            if step.disposition is Disposition.LATE:
+                late.append(reading)
+                continue
+            self.result.dispositions.append((reading, step.disposition.value))
+            reading_rows.append((reading.meter, reading.t_ms, reading.register_wh, reading.source,
+                                 step.disposition.value, step.virtual_wh))
+            for event in step.events:
+                event_rows.append((self.now_ms, reading.meter, event.kind, event.detail))
+                self.result.events.append((reading.meter, event))
+            if step.disposition in (Disposition.ACCEPTED, Disposition.SUSPECT):
+                self.states[reading.meter] = step.state
+                self._touched.add(reading.meter)
+            new_intervals.extend(step.intervals)
+        await db.executemany(
+            "INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh) VALUES (?,?,?,?,?,?)",
+            reading_rows)
+        await db.executemany("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)", event_rows)
+        await self._insert_new(db, new_intervals)
+        for reading in sorted(late, key=lambda r: r.t_ms):
+            await self._late(db, reading)
+        await self._save_states(db)
+        if self._credits_written:
+            (max_id,) = (await _rows(db, "SELECT MAX(id) FROM credits"))[0]
+            self.max_id = int(max_id)
+
+    # ---- new intervals --------------------------------------------------------
+
+    async def _insert_new(self, db: aiosqlite.Connection, intervals: Sequence[Interval]) -> None:
+        interval_rows = []
+        credit_rows = []
+        for interval in intervals:
+            signed, tip = self.ledger._sign(interval, self.tips.get(interval.meter, Tip()), self.now_ms)
+            self.tips[interval.meter] = tip
+            self._touched.add(interval.meter)
+            interval_rows.append(_interval_row(interval, tip.seq))
+            credit_rows.append((interval.meter, tip.seq, interval.start, interval.wh, signed.hash,
+                                json.dumps(signed.to_wire(), separators=(",", ":")), self.now_ms))
+            self.result.intervals.append(interval)
+        await db.executemany(
+            'INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, register_end_wh, '
+            "credit_seq, method, reason, start_grade, end_grade) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", interval_rows)
+        await db.executemany(
+            "INSERT INTO credits (meter, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?)", credit_rows)
+        self._credits_written = self._credits_written or bool(credit_rows)
+
+    # ---- late readings --------------------------------------------------------
+
+    async def _refuse(self, db: aiosqlite.Connection, reading: Reading, why: str) -> None:
+        self.result.dispositions.append((reading, why))
+        await db.execute(
+            "INSERT INTO readings (meter, t_ms, register_wh, source, disposition) VALUES (?,?,?,?,?)",
+            (reading.meter, reading.t_ms, reading.register_wh, reading.source, why))
+
+    async def _late(self, db: aiosqlite.Connection, reading: Reading) -> None:
+        meter, t, raw = reading.meter, reading.t_ms, reading.register_wh
+        same = await _rows(db, "SELECT register_wh FROM readings WHERE meter=? AND t_ms=? AND virtual_wh IS NOT NULL",
+                           (meter, t))
+        if same:
+            await self._refuse(db, reading, "duplicate" if same[0][0] == raw else "conflict")
+            return
+        before = await _rows(db, "SELECT t_ms, register_wh, virtual_wh FROM readings WHERE meter=? AND t_ms<? "
+                                 "AND virtual_wh IS NOT NULL ORDER BY t_ms DESC LIMIT 1", (meter, t))
+        after = await _rows(db, "SELECT t_ms, register_wh, virtual_wh FROM readings WHERE meter=? AND t_ms>? "
+                                "AND virtual_wh IS NOT NULL ORDER BY t_ms LIMIT 1", (meter, t))
+        if not after:
+            await self._refuse(db, reading, "too_late")
+            return
+        a_t, a_raw, a_v = after[0]
+        offset = a_v - a_raw
+        prior = before[0] if before else None
+        if prior is not None and prior[2] - prior[1] != offset:
+            await self._refuse(db, reading, "late_across_epoch")
+            return
+        virtual = raw + offset
+        if (prior is not None and virtual < prior[2]) or virtual > a_v:
+            await self._refuse(db, reading, "late_inconsistent")
+            return
+        values = reinterpolate((prior[0], prior[2]) if prior else None, (t, virtual), (a_t, a_v),
+                               estimate_gap_ms=self.ledger.estimate_gap_ms)
+        self.result.dispositions.append((reading, "late"))
+        await db.execute("INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh) "
+                         "VALUES (?,?,?,?,?,?)", (meter, t, raw, reading.source, "late", virtual))
+        if not values:
+            return
+        state = self.states[meter]
+        lo, hi = values[0].t_s - INTERVAL_S, values[-1].t_s + INTERVAL_S
+        rows = await _rows(db, 'SELECT start, "end", wh, quality, register_start_wh, register_end_wh, method, '
+                               "reason, start_grade, end_grade, credit_seq FROM intervals "
+                               "WHERE meter=? AND start BETWEEN ? AND ?", (meter, lo, hi))
+        stored = {int(r[0]): _stored_interval(meter, r[:10]) for r in rows}
+        seqs = {int(r[0]): int(r[10]) for r in rows}
+        known: dict[int, BoundaryValue] = {}
+        for interval in stored.values():
+            known[interval.start] = BoundaryValue(interval.start, interval.register_start_wh, interval.start_grade)
+            known[interval.end] = BoundaryValue(interval.end, interval.register_end_wh, interval.end_grade)
+        if state.anchor_s is not None and state.anchor_wh is not None:
+            known[state.anchor_s] = BoundaryValue(state.anchor_s, state.anchor_wh, state.anchor_grade)
+        changes, anchor = plan_changes(meter, values, known, stored, state.anchor_s)
+        for change in changes:
+            await self._apply(db, change, seqs)
+        merged = {**known, **{v.t_s: v for v in values}}
+        if anchor is not None and anchor in merged:
+            fixed = merged[anchor]
+            self.states[meter] = replace(state, anchor_s=anchor, anchor_wh=fixed.wh, anchor_grade=fixed.grade)
+            self._touched.add(meter)
+
+    async def _apply(self, db: aiosqlite.Connection, change: Change, seqs: dict[int, int]) -> None:
+        interval = change.interval
+        if change.previous is None:
+            await self._insert_new(db, [interval])
+            return
+        seq = seqs[interval.start]
+        await db.execute(
+            'UPDATE intervals SET wh=?, quality=?, register_start_wh=?, register_end_wh=?, method=?, reason=?, '
+            "start_grade=?, end_grade=? WHERE meter=? AND start=?",
+            (interval.wh, interval.quality.value, interval.register_start_wh, interval.register_end_wh,
+             interval.method, interval.reason, interval.start_grade.encode(), interval.end_grade.encode(),
+             interval.meter, interval.start))
+        (credit_id,) = (await _rows(db, "SELECT id FROM credits WHERE meter=? AND seq=?", (interval.meter, seq)))[0]
+        if credit_id > await _sent_horizon(db):
+            await self._rewrite_chain(db, interval, seq)
+            self.result.revised += 1
+            return
+        delta = interval.wh - change.previous.wh
+        signed, tip = self.ledger._sign(interval, self.tips[interval.meter], self.now_ms, corrects=seq, wh=delta)
+        self.tips[interval.meter] = tip
+        self._touched.add(interval.meter)
+        await db.execute(
+            "INSERT INTO credits (meter, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?)",
+            (interval.meter, tip.seq, interval.start, delta, signed.hash,
+             json.dumps(signed.to_wire(), separators=(",", ":")), self.now_ms))
+        self._credits_written = True
+        self.result.corrections += 1
+
+    async def _rewrite_chain(self, db: aiosqlite.Connection, interval: Interval, seq: int) -> None:
+        """Re-sign an unsent credit with its interval's new values and re-link the chain after it.
+
+        Everything from ``seq`` on is unsent too (an uplink sends a meter's credits in order),
+        so no credit that left the box is touched.
+        """
+        meter = interval.meter
+        prev = await _rows(db, "SELECT hash FROM credits WHERE meter=? AND seq=?", (meter, seq - 1))
+        prev_hash = prev[0][0] if prev else GENESIS_HASH
+        rows = await _rows(db, "SELECT id, seq, wire FROM credits WHERE meter=? AND seq>=? ORDER BY seq", (meter, seq))
+        last_seq = seq
+        for credit_id, credit_seq, wire in rows:
+            body = json.loads(wire)["credit"]
+            if credit_seq == seq:
+                body.update(wh=interval.wh, quality=interval.quality.value,
+                            register_start_wh=interval.register_start_wh, register_end_wh=interval.register_end_wh)
+            body["prev_hash"] = prev_hash
+            signed = sign(CreditBody(**body), self.ledger._keypair)
+            await db.execute("UPDATE credits SET hash=?, wire=?, wh=? WHERE id=?",
+                             (signed.hash, json.dumps(signed.to_wire(), separators=(",", ":")), body["wh"],
+                              credit_id))
+            prev_hash, last_seq = signed.hash, credit_seq
+        self.tips[meter] = Tip(last_seq, prev_hash)
+        self._touched.add(meter)
+
+    # ---- state ----------------------------------------------------------------
+
+    async def _save_states(self, db: aiosqlite.Connection) -> None:
+        rows = []
+        for meter in self._touched:
+            s, tip = self.states.get(meter) or MeterState(meter), self.tips.get(meter, Tip())
+            rows.append((meter, s.last_t_ms, s.last_wh, s.anchor_s, s.anchor_wh, s.anchor_grade.quality.value,
+                         tip.seq, tip.hash, s.anchor_grade.encode(), s.offset_wh, s.last_raw_wh,
+                         json.dumps([list(p) for p in s.pending])))
+        await db.executemany(
+            "INSERT INTO meters (meter, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, last_hash, "
+            "anchor_grade, register_offset_wh, last_raw_wh, pending) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(meter) DO UPDATE SET last_t_ms=excluded.last_t_ms, last_wh=excluded.last_wh, "
+            "anchor_s=excluded.anchor_s, anchor_wh=excluded.anchor_wh, anchor_quality=excluded.anchor_quality, "
+            "last_seq=excluded.last_seq, last_hash=excluded.last_hash, anchor_grade=excluded.anchor_grade, "
+            "register_offset_wh=excluded.register_offset_wh, last_raw_wh=excluded.last_raw_wh, "
+            "pending=excluded.pending", rows)
+
+
+def _interval_row(interval: Interval, seq: int) -> tuple[Any, ...]:
+    return (interval.meter, interval.start, interval.end, interval.wh, interval.quality.value,
+            interval.register_start_wh, interval.register_end_wh, seq, interval.method, interval.reason,
+            interval.start_grade.encode(), interval.end_grade.encode())
+
+
+async def _sent_horizon(db: aiosqlite.Connection) -> int:
+    """The highest credit id that has left the box or may have: delivered, in a batch, or pulled."""
+    (row,) = await _rows(db, "SELECT MAX(x) FROM (SELECT MAX(delivered_id) AS x FROM uplink_cursor "
+                             "UNION ALL SELECT MAX(last_id) FROM uplink_batches)")
+    return int(row[0] or 0)
+
