@@ -18,6 +18,7 @@ import structlog
 from gateway import logs
 from gateway.commissioning import register as register_commissioning
 from gateway.errors import ConfigError, GatewayError
+from gateway.reports.cli import register as register_reports
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profiles_list)
 
     register_commissioning(sub)
+    register_reports(sub)
 
     p = sub.add_parser("identity", help="print this gateway's public key (creating the key on first use)")
     group = p.add_mutually_exclusive_group()

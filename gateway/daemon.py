@@ -30,6 +30,7 @@ from gateway.ledger.maintenance import maintain
 from gateway.ledger.store import Ledger
 from gateway.ledger.writer import ReadingWriter
 from gateway.profiles import Profile, resolve_profile
+from gateway.reports.budget import watch_budgets
 from gateway.status import GatewayStatus, UplinkProgress
 from gateway.timetrust import TimeTrust, source_for
 from gateway.web.app import WebContext, create_app
@@ -142,7 +143,7 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
         server = sock = None
         if cfg.web.enabled:
             ctx = WebContext(status, ledger, clock, web_token, (BILLING_API,) if uplink else (),
-                             buses={b.cfg.name: b for b in buses})
+                             buses={b.cfg.name: b for b in buses}, config=cfg)
             sock = _bind(cfg.web.listen, cfg.web.port)
             server = make_server(create_app(ctx), cfg.web.listen, cfg.web.port)
 
@@ -158,6 +159,8 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             workers.append(tg.create_task(
                 _supervise("maintenance", lambda: maintain(ledger, clock, cfg.data_dir, cfg.ledger, status)),
                 name="maintenance"))
+            workers.append(tg.create_task(
+                _supervise("budgets", lambda: watch_budgets(cfg, ledger, clock, status, ledger)), name="budgets"))
             web_task = None
             if server and sock:
                 web_task = tg.create_task(server.serve(sockets=[sock]), name="web")

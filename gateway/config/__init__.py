@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from gateway.config.model import (
     BillingApiConfig,
+    BillingConfig,
     BusConfig,
     GatewayConfig,
     LoggingConfig,
@@ -32,6 +33,7 @@ from gateway.errors import ConfigError, ProfileError
 
 __all__ = [
     "BillingApiConfig",
+    "BillingConfig",
     "BusConfig",
     "ConfigProblem",
     "GatewayConfig",
@@ -141,6 +143,48 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
         if isinstance(meter_id, str) and ids[meter_id] > 1:
             found.append(((*where, "id"), f"meter id {meter_id!r} is used more than once",
                           "every meter needs its own id"))
+    found.extend(_billing_problems(raw, [where for where, _ in where_ids]))
+    return found
+
+
+def _billing_problems(raw: dict[str, Any], meters: list[KeyPath]) -> list[tuple[KeyPath, str, str]]:
+    """Tariff names that point nowhere, budgets without a tariff or finer than its currency, alerts
+    without a broker: each would otherwise surface only when the first bill or alert is due."""
+    tariffs = raw.get("tariffs")
+    tariffs = tariffs if isinstance(tariffs, dict) else {}
+    billing = raw.get("billing")
+    billing = billing if isinstance(billing, dict) else {}
+    known = ", ".join(repr(name) for name in tariffs) or "none defined"
+    hint = "define it as a [tariffs.NAME] table or correct the name"
+    found: list[tuple[KeyPath, str, str]] = []
+    default = billing.get("tariff")
+    if isinstance(default, str) and default not in tariffs:
+        found.append((("billing", "tariff"), f"no tariff named {default!r} (tariffs: {known})", hint))
+    if billing.get("alert_topic") is not None and not isinstance(raw.get("mqtt"), dict):
+        found.append((("billing", "alert_topic"), "budget alerts are published to the [mqtt] broker, but there is "
+                       "no [mqtt] section", "add [mqtt] with the broker's host and port, or remove alert_topic"))
+    for where in meters:
+        node: Any = raw
+        for part in where:
+            node = node[part]
+        name = node.get("tariff")
+        if isinstance(name, str) and name not in tariffs:
+            found.append(((*where, "tariff"), f"no tariff named {name!r} (tariffs: {known})", hint))
+            continue
+        budget = node.get("budget")
+        if not isinstance(budget, str):
+            continue
+        effective = name if isinstance(name, str) else default
+        if not isinstance(effective, str):
+            found.append(((*where, "budget"), "a budget needs a tariff to price the projection against",
+                          "set tariff = \"NAME\" on this meter or [billing] tariff for all meters"))
+            continue
+        tariff = tariffs.get(effective)
+        minor = tariff.get("minor_units", 2) if isinstance(tariff, dict) else 2
+        decimals = len(budget.partition(".")[2].rstrip("0"))
+        if isinstance(minor, int) and decimals > minor:
+            found.append(((*where, "budget"), f"budget {budget!r} has more decimal places than tariff "
+                          f"{effective!r} allows ({minor})", "round it to the currency's smallest unit"))
     return found
 
 

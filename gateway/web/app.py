@@ -8,7 +8,6 @@ never block the writer.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -25,13 +24,16 @@ from starlette.routing import Route
 
 from gateway.acquisition.modbus import ModbusBus
 from gateway.clock import Clock
+from gateway.config import GatewayConfig
 from gateway.errors import AcquisitionError, ProfileError
 from gateway.intervals import INTERVAL_S
 from gateway.ledger.store import Ledger, UplinkSummary
 from gateway.profiles import resolve_profile
+from gateway.reports.web import report_routes
 from gateway.status import GatewayStatus, MeterHealth, UplinkProgress
+from gateway.web.auth import COOKIE, denied
+from gateway.web.auth import authorised as check_token
 
-COOKIE = "gw_token"
 PULL_LIMIT_MAX = 1000
 
 
@@ -47,6 +49,7 @@ class WebContext:
     token: str
     uplinks: tuple[str, ...]
     buses: Mapping[str, ModbusBus] = field(default_factory=dict)
+    config: GatewayConfig | None = None
 
 
 def _iso(ts: float | None) -> str | None:
@@ -182,15 +185,7 @@ def create_app(ctx: WebContext) -> Starlette:
     registry.register(_StatusCollector(ctx.status))
 
     def authorised(request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        candidates = [header.removeprefix("Bearer ").strip(), request.cookies.get(COOKIE, ""),
-                      request.query_params.get("token", "")]
-        return any(c and secrets.compare_digest(c, ctx.token) for c in candidates)
-
-    def denied() -> Response:
-        return JSONResponse({"error": "this needs the gateway's web token: send 'Authorization: Bearer <token>' "
-                                      "or open the page once with ?token=<token> (see web.token in the data dir)"},
-                            status_code=401)
+        return check_token(request, ctx.token)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"ok": True, "gateway": ctx.status.gateway_id})
@@ -297,4 +292,5 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/api/v1/credits", credits),
         Route("/api/v1/buses/{bus}/read", bus_read),
         Route("/api/v1/lines", lines),
+        *(report_routes(ctx, ctx.config) if ctx.config else []),
     ])

@@ -11,7 +11,11 @@ import os
 import secrets
 from pathlib import Path
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
 TOKEN_FILE = "web.token"
+COOKIE = "gw_token"
 
 
 def load_or_create_token(data_dir: Path) -> str:
@@ -25,3 +29,17 @@ def load_or_create_token(data_dir: Path) -> str:
     with os.fdopen(fd, "w", encoding="ascii") as fh:
         fh.write(token + "\n")
     return token
+
+
+def authorised(request: Request, token: str) -> bool:
+    """The token may come as a bearer header, the page's cookie, or ``?token=`` once."""
+    header = request.headers.get("authorization", "")
+    candidates = [header.removeprefix("Bearer ").strip(), request.cookies.get(COOKIE, ""),
+                  request.query_params.get("token", "")]
+    return any(c and secrets.compare_digest(c, token) for c in candidates)
+
+
+def denied() -> Response:
+    return JSONResponse({"error": "this needs the gateway's web token: send 'Authorization: Bearer <token>' "
+                                  "or open the page once with ?token=<token> (see web.token in the data dir)"},
+                        status_code=401)

@@ -1,0 +1,130 @@
+"""``GET /api/v1/meters/{id}/projection`` and ``GET /api/v1/meters/{id}/intervals`` (JSON, NEM12, Green Button).
+
+Both answer from ``gateway.reports.service`` — the functions ``meter-gateway bill`` and ``export``
+use — over the daemon's read-only ledger connection, so the API and the CLI cannot disagree and a
+request never blocks the writer.
+
+``from`` and ``to`` of the intervals route accept a local date (``2025-12-01``: local midnight in
+the site zone, as on the CLI), an ISO 8601 instant with offset (``2025-12-01T05:00:00Z``), or a
+local wall time without offset. The range is half-open ``[from, to)`` by interval start. Defaults:
+``from`` = today's local midnight, ``to`` = ``from`` + 1 day. At most ``MAX_RANGE_DAYS`` per
+request keeps a response (and the memory behind it) bounded.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.billing.period import local_midnight_utc, zone_for
+from gateway.config import GatewayConfig
+from gateway.errors import GatewayError
+from gateway.reports.service import (
+    ReportConfigError,
+    UnknownMeter,
+    check_meter,
+    greenbutton_export,
+    meter_projection,
+    nem12_export,
+)
+from gateway.web.auth import authorised, denied
+
+if TYPE_CHECKING:  # gateway.web.app mounts these routes, so importing it here at run time would be circular
+    from gateway.web.app import WebContext
+
+MAX_RANGE_DAYS = 366
+FORMATS = ("json", "nem12", "greenbutton")
+
+
+def _error(message: str, status: int) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _config_error(exc: ReportConfigError) -> Response:
+    return _error(str(exc), 404 if isinstance(exc, UnknownMeter) else 409)
+
+
+def parse_bound(text: str, tz: str) -> datetime:
+    """A ``from``/``to`` value as a UTC instant (forms in the module docstring)."""
+    zone = zone_for(tz)
+    if len(text) == 10:
+        return local_midnight_utc(date.fromisoformat(text), zone)
+    instant = datetime.fromisoformat(text)
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=zone)
+    return instant.astimezone(UTC)
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def report_routes(ctx: WebContext, config: GatewayConfig) -> list[Route]:
+    """The reporting routes, to be mounted next to ``create_app``'s own."""
+
+    def now() -> datetime:
+        return datetime.fromtimestamp(ctx.clock.now(), UTC)
+
+    async def projection(request: Request) -> Response:
+        if not authorised(request, ctx.token):
+            return denied()
+        try:
+            result = await meter_projection(ctx.ledger, config, request.path_params["meter"], now())
+        except ReportConfigError as exc:
+            return _config_error(exc)
+        except (GatewayError, ValueError) as exc:
+            return _error(f"cannot project: {exc}", 500)
+        return JSONResponse(result.to_dict())
+
+    async def intervals(request: Request) -> Response:
+        if not authorised(request, ctx.token):
+            return denied()
+        meter = request.path_params["meter"]
+        params = request.query_params
+        fmt = params.get("format", "json")
+        if fmt not in FORMATS:
+            return _error(f"format must be one of {', '.join(FORMATS)}", 400)
+        try:
+            check_meter(config, meter)
+        except ReportConfigError as exc:
+            return _config_error(exc)
+        try:
+            today = now().astimezone(zone_for(config.site_timezone)).date()
+            start = parse_bound(params.get("from", today.isoformat()), config.site_timezone)
+            end = parse_bound(params["to"], config.site_timezone) if "to" in params else start + timedelta(days=1)
+        except ValueError:
+            return _error("from and to must be dates (YYYY-MM-DD, local) or ISO 8601 times", 400)
+        if not start < end <= start + timedelta(days=MAX_RANGE_DAYS):
+            return _error(f"need from < to, at most {MAX_RANGE_DAYS} days apart", 400)
+        try:
+            if fmt == "nem12":
+                text = await nem12_export(ctx.ledger, config, [meter], start, end, created=now())
+                return Response(text, media_type="text/csv",
+                                headers={"Content-Disposition": f'attachment; filename="{meter}.nem12.csv"'})
+            if fmt == "greenbutton":
+                xml = await greenbutton_export(ctx.ledger, config, [meter], start, end, created=now())
+                return Response(xml, media_type="application/atom+xml")
+        except ReportConfigError as exc:
+            return _config_error(exc)
+        except (GatewayError, ValueError) as exc:
+            return _error(f"cannot export: {exc}", 500)
+        rows = await ctx.ledger.stored_intervals(meter, int(start.timestamp()), int(end.timestamp()))
+        return JSONResponse({
+            "meter": meter,
+            "from": start.isoformat().replace("+00:00", "Z"),
+            "to": end.isoformat().replace("+00:00", "Z"),
+            "tz": config.site_timezone,
+            "count": len(rows),
+            "total_wh": sum(r.wh for r in rows),
+            "intervals": [{"start": _iso(r.start), "end": _iso(r.end), "wh": r.wh, "quality": r.quality,
+                           "method": r.method, "reason": r.reason} for r in rows],
+        })
+
+    return [
+        Route("/api/v1/meters/{meter}/projection", projection),
+        Route("/api/v1/meters/{meter}/intervals", intervals),
+    ]
