@@ -120,6 +120,11 @@ def _secret_file(path: Path, make: str) -> str:
     return make
 
 
+def _nmi(meter: str) -> str:
+    """A stable made-up 10-character NMI per demo meter, so NEM12 exports work out of the box."""
+    return "DEMO" + str(int.from_bytes(meter.encode(), "big") % 1_000_000).zfill(6)
+
+
 def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_port: int,
                  receiver_url: str, token_file: Path, mqtt_port: int | None) -> str:
     lines = [
@@ -136,6 +141,18 @@ def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_
         'listen = "127.0.0.1"',
         f"port = {web_port}",
         "",
+        "[billing]",
+        'tariff = "residential"',
+        "",
+        "[tariffs.residential]",
+        'currency = "USD"',
+        'fixed_charges = [{ label = "Readiness to Serve", amount = "15.00" }]',
+        'kwh_surcharges = [{ label = "PSCR Surcharge", rate = "0.00125" }]',
+        'fixed_surcharges = [{ label = "SAF Surcharge", amount = "7.00" }]',
+        "[tariffs.residential.energy]",
+        'kind = "tiered"',
+        'tiers = [{ up_to_kwh = "500", rate = "0.10" }, { rate = "0.12" }]',
+        "",
         "[uplinks.billing_api]",
         f'url = "{receiver_url}"',
         f'token_file = "{token_file}"',
@@ -148,11 +165,12 @@ def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_
                   "timeout_s = 0.5", "retries = 0", ""]
         for meter, unit, profile in meters:
             lines += ["[[buses.meters]]", f'id = "{meter}"', f"unit_id = {unit}", f'profile = "{profile}"',
-                      f"poll_s = {period}", ""]
+                      f"poll_s = {period}", f'nmi = "{_nmi(meter)}"', ""]
     if mqtt_port is not None:
         lines += ["[mqtt]", 'host = "127.0.0.1"', f"port = {mqtt_port}", "",
                   "[[mqtt.meters]]", f'id = "{MQTT_METER}"', f'topic = "{MQTT_TOPIC}"', 'format = "json"',
-                  'value_path = "ENERGY.Total"', 'time_path = "Time"', 'unit = "kWh"', ""]
+                  'value_path = "ENERGY.Total"', 'time_path = "Time"', 'unit = "kWh"', f'nmi = "{_nmi(MQTT_METER)}"',
+                  ""]
     return "\n".join(lines)
 
 
@@ -286,7 +304,11 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
         print(f"  status page : http://127.0.0.1:{running.web_port}/?token={running.web_token}")
         print(f"  JSON API    : curl -H 'Authorization: Bearer {running.web_token}' "
               f"http://127.0.0.1:{running.web_port}/api/v1/meters")
+        print(f"  projection  : curl -H 'Authorization: Bearer {running.web_token}' "
+              f"http://127.0.0.1:{running.web_port}/api/v1/meters/flat-1/projection")
         print(f"  data dir    : {data_dir}  (gateway.toml, ledger.db, receiver.db)")
+        print(f"  afterwards  : meter-gateway bill flat-1 --config {data_dir / 'gateway.toml'} --from YYYY-MM-DD "
+              "--to YYYY-MM-DD")
         if not broker:
             print("  MQTT meter  : skipped (install mosquitto to include it)")
         print("  stop        : Ctrl-C\n", flush=True)
