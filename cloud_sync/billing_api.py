@@ -61,6 +61,12 @@ def classify(response: httpx.Response) -> dict[str, Any]:
     raise UplinkRejected(f"HTTP {status}: {response.text[:300]}", status)
 
 
+def batch_body(gateway_id: str, batch: PendingBatch) -> bytes:
+    """The request body: the stored credits spliced in as they are, so every retry is byte-identical."""
+    head = json.dumps({"gateway": gateway_id, "batch": batch.batch_key}, separators=(",", ":"))[:-1]
+    return f'{head},"credits":[{",".join(batch.wire)}]}}'.encode()
+
+
 class BillingApiUplink:
     def __init__(self, cfg: BillingApiConfig, ledger: Ledger, clock: Clock, *, gateway_id: str,
                  token: str | None, wakeup: Callable[[], asyncio.Event],
@@ -129,11 +135,11 @@ class BillingApiUplink:
     async def _deliver(self, http: httpx.AsyncClient, batch: PendingBatch) -> bool:
         """One attempt. True when the batch is settled (delivered or dead-lettered)."""
         ctx = {"uplink": NAME, "batch": batch.batch_key, "credits": len(batch.wire)}
-        payload = {"gateway": self._gateway_id, "batch": batch.batch_key, "credits": batch.wire}
         try:
             try:
-                response = await http.post("/v1/batches", json=payload,
-                                           headers={"Idempotency-Key": batch.batch_key})
+                response = await http.post("/v1/batches", content=batch_body(self._gateway_id, batch),
+                                           headers={"Idempotency-Key": batch.batch_key,
+                                                    "Content-Type": "application/json"})
             except httpx.TransportError as exc:
                 raise UplinkRetryable(f"{type(exc).__name__}: {exc}") from exc
             body = classify(response)

@@ -88,9 +88,15 @@ class SignedCredit:
     body: CreditBody
     hash: str
     signature: str
+    fields: dict[str, Any]
+    """The body as a dict, built once (it is both signed and sent)."""
 
     def to_wire(self) -> dict[str, Any]:
-        return {"credit": asdict(self.body), "hash": self.hash, "signature": self.signature}
+        return {"credit": self.fields, "hash": self.hash, "signature": self.signature}
+
+    def wire_json(self) -> str:
+        """The wire form as compact JSON: what the outbox stores and uplinks send byte for byte."""
+        return json.dumps(self.to_wire(), separators=(",", ":"))
 
 
 def canonical_bytes(body: dict[str, Any]) -> bytes:
@@ -102,9 +108,10 @@ def credit_hash(canonical: bytes) -> str:
 
 
 def sign(body: CreditBody, keypair: Keypair) -> SignedCredit:
-    canonical = body.canonical()
+    fields = asdict(body)
+    canonical = canonical_bytes(fields)
     signature = base64.b64encode(keypair.sign(DOMAIN + canonical)).decode("ascii")
-    return SignedCredit(body, credit_hash(canonical), signature)
+    return SignedCredit(body, credit_hash(canonical), signature, fields)
 
 
 class Rejection(StrEnum):

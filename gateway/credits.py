@@ -20,16 +20,17 @@ class Tip:
 
 def credit_for_interval(
     interval: Interval, tip: Tip, *, gateway_id: str, keypair: Keypair, created_ms: int,
-    corrects: int | None = None, wh: int | None = None,
+    corrects: int | None = None, wh: int | None = None, public_key: str | None = None,
 ) -> tuple[SignedCredit, Tip]:
     """The next credit of a meter's chain for ``interval``.
 
     With ``corrects``, a correction credit: ``wh`` is the signed change to the
     corrected credit's energy, the register fields carry the interval's new values.
+    ``public_key`` spares re-encoding the key for every credit.
     """
     body = CreditBody(
         gateway=gateway_id,
-        gateway_key=keypair.public_key,
+        gateway_key=public_key or keypair.public_key,
         meter=interval.meter,
         seq=tip.seq + 1,
         start=interval.start,

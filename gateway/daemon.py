@@ -120,13 +120,14 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
         for meter in bus.meters:
             profiles[meter.id] = resolve_profile(meter.profile, config_dir)
     api_token = _read_secret(cfg.uplinks.billing_api.token_file) if cfg.uplinks.billing_api else None
-    ledger = await Ledger.open(cfg.data_dir, gateway_id=cfg.gateway_id, keypair=keypair)
+    ledger = await Ledger.open(cfg.data_dir, gateway_id=cfg.gateway_id, keypair=keypair,
+                               estimate_gap_s=cfg.intervals.estimate_gap_s)
     log.info("gateway_starting", gateway=cfg.gateway_id, key=keypair.public_key, data_dir=str(cfg.data_dir),
              meters=len(cfg.all_meter_ids()))
     try:
         status = GatewayStatus(cfg.gateway_id, keypair.public_key, clock.now())
         trust = TimeTrust(clock, source_for(cfg.time.trust), cfg.time.max_step_s)
-        writer = ReadingWriter(ledger, clock, status, trust=trust)
+        writer = ReadingWriter(ledger, clock, status, trust=trust, flush_s=cfg.ledger.commit_every_s)
         buses = [ModbusBus(bus, profiles, clock, writer.submit, status) for bus in cfg.buses]
         mqtt = None
         if cfg.mqtt:

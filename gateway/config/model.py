@@ -187,6 +187,11 @@ class LedgerConfig(_Model):
         default=35, ge=1, le=3650,
         description="raw readings kept this long; intervals and credits are never pruned automatically",
     )
+    commit_every_s: float = Field(
+        default=30.0, ge=1, le=300,
+        description="readings are committed in batches this far apart: fewer fsyncs and SD-card writes; "
+        "a power cut loses at most this much raw data (the energy stays in the meters' registers)",
+    )
     min_free_mb: int = Field(
         default=200, ge=10, le=1_000_000,
         description="below this much free disk, raw-reading retention shrinks and an alarm is raised",

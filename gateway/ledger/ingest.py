@@ -95,7 +95,7 @@ class IngestBatch:
             self._touched.add(interval.meter)
             interval_rows.append(_interval_row(interval, tip.seq))
             credit_rows.append((interval.meter, tip.seq, interval.start, interval.wh, signed.hash,
-                                json.dumps(signed.to_wire(), separators=(",", ":")), self.now_ms))
+                                signed.wire_json(), self.now_ms))
             self.result.intervals.append(interval)
         await db.executemany(
             'INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, register_end_wh, '
@@ -189,7 +189,7 @@ class IngestBatch:
         await db.execute(
             "INSERT INTO credits (meter, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?)",
             (interval.meter, tip.seq, interval.start, delta, signed.hash,
-             json.dumps(signed.to_wire(), separators=(",", ":")), self.now_ms))
+             signed.wire_json(), self.now_ms))
         self._credits_written = True
         self.result.corrections += 1
 
@@ -212,7 +212,7 @@ class IngestBatch:
             body["prev_hash"] = prev_hash
             signed = sign(CreditBody(**body), self.ledger._keypair)
             await db.execute("UPDATE credits SET hash=?, wire=?, wh=? WHERE id=?",
-                             (signed.hash, json.dumps(signed.to_wire(), separators=(",", ":")), body["wh"],
+                             (signed.hash, signed.wire_json(), body["wh"],
                               credit_id))
             prev_hash, last_seq = signed.hash, credit_seq
         self.tips[meter] = Tip(last_seq, prev_hash)

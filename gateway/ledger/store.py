@@ -39,6 +39,8 @@ from gateway.ledger.ingest import IngestBatch
 log = structlog.get_logger("gateway.ledger")
 
 DB_FILE = "ledger.db"
+CLEAN_MARKER = "ledger.clean"
+"""Present only between a clean close and the next open: no integrity scan needed then."""
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -95,7 +97,8 @@ class PendingBatch:
     batch_key: str
     first_id: int
     last_id: int
-    wire: list[dict[str, Any]]
+    wire: list[str]
+    """Each credit's stored wire JSON, sent byte for byte (never re-encoded)."""
     attempts: int
 
 
@@ -135,6 +138,7 @@ class Ledger:
         self._r = read
         self._gateway_id = gateway_id
         self._keypair = keypair
+        self._public_key = keypair.public_key
         self.estimate_gap_ms = int(estimate_gap_s * 1000)
         self._states: dict[str, MeterState] = {}
         self._tips: dict[str, Tip] = {}
@@ -170,10 +174,18 @@ class Ledger:
             await write.execute("PRAGMA journal_mode=WAL")
             await write.execute("PRAGMA synchronous=FULL")
             await write.execute("PRAGMA busy_timeout=5000")
-            try:
-                verdict = [r[0] for r in await _rows(write, "PRAGMA quick_check")]
-            except sqlite3.DatabaseError as exc:
-                verdict = [str(exc)]
+            clean = path.with_name(CLEAN_MARKER)
+            was_clean = clean.exists()
+            clean.unlink(missing_ok=True)
+            verdict = ["ok"]
+            if not was_clean:
+                # Only after an unclean stop (power cut, kill, crash): the check reads the whole file,
+                # which takes seconds per hundred MB on an SD card. A damaged file found later by any
+                # query fails loudly, the daemon restarts uncleanly, and this check runs then.
+                try:
+                    verdict = [r[0] for r in await _rows(write, "PRAGMA quick_check")]
+                except sqlite3.DatabaseError as exc:
+                    verdict = [str(exc)]
             if verdict != ["ok"]:
                 raise LedgerIntegrityError(
                     f"ledger {path} failed its integrity check ({'; '.join(map(str, verdict[:3]))}); "
@@ -229,6 +241,7 @@ class Ledger:
         finally:
             await self._r.close()
             await self._w.close()
+        self.path.with_name(CLEAN_MARKER).touch()
 
     # ---- ingest (the single writer) ------------------------------------------
 
@@ -262,7 +275,7 @@ class Ledger:
     def _sign(self, interval: Interval, tip: Tip, now_ms: int, *, corrects: int | None = None,
               wh: int | None = None) -> tuple[SignedCredit, Tip]:
         return credit_for_interval(interval, tip, gateway_id=self._gateway_id, keypair=self._keypair,
-                                   created_ms=now_ms, corrects=corrects, wh=wh)
+                                   created_ms=now_ms, corrects=corrects, wh=wh, public_key=self._public_key)
 
     async def record_event(self, kind: str, *, t_ms: int, meter: str | None = None, detail: str = "") -> None:
         async with self._transaction() as db:
@@ -335,7 +348,7 @@ class Ledger:
                     "created_ms) VALUES (?,?,?,?,?, 'inflight', ?)", (uplink, key, first, last, n, now_ms))
             wire_rows = await _rows(db,
                 "SELECT wire FROM credits WHERE id BETWEEN ? AND ? ORDER BY id", (first, last))
-        return PendingBatch(uplink, key, first, last, [json.loads(w) for (w,) in wire_rows], attempts)
+        return PendingBatch(uplink, key, first, last, [str(w) for (w,) in wire_rows], attempts)
 
     async def settle_batch(self, batch: PendingBatch, *, delivered: bool, now_ms: int, detail: str = "") -> None:
         """Mark a batch delivered (or dead-lettered) and move the cursor past it, atomically."""

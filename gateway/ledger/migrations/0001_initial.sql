@@ -21,7 +21,9 @@ CREATE TABLE readings (
     source       TEXT NOT NULL,
     disposition  TEXT NOT NULL
 );
-CREATE INDEX readings_by_meter_time ON readings (meter, t_ms);
+-- Time-major: new readings append to the end of the index, so a commit dirties
+-- one index page instead of one per meter (the SD card's write volume).
+CREATE INDEX readings_by_time ON readings (t_ms, meter);
 
 CREATE TABLE intervals (
     meter              TEXT NOT NULL,

@@ -21,4 +21,3 @@ UPDATE meters SET last_raw_wh = last_wh;
 -- late reading can be placed between its stored neighbours.
 ALTER TABLE readings ADD COLUMN virtual_wh INTEGER;
 UPDATE readings SET virtual_wh = register_wh WHERE disposition = 'accepted';
-CREATE INDEX readings_used_by_meter_time ON readings (meter, t_ms) WHERE virtual_wh IS NOT NULL;
