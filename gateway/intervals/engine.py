@@ -231,8 +231,8 @@ def _advance(state: MeterState, meter: str, t1: int, v1: int, raw1: int, estimat
             end_grade = b_grade.worse(forced) if forced and on_reading else b_grade
             closed.append(make_interval(meter, anchor_s, anchor_wh, anchor_grade, value, end_grade))
         anchor_s, anchor_wh, anchor_grade = b_s, value, b_grade
-    new = replace(state, last_t_ms=t1, last_wh=v1, last_raw_wh=raw1, anchor_s=anchor_s, anchor_wh=anchor_wh,
-                  anchor_grade=anchor_grade, pending=())
+    # Built directly, not with dataclasses.replace: this runs for every reading of every meter.
+    new = MeterState(state.meter, t1, v1, anchor_s, anchor_wh, anchor_grade, state.offset_wh, raw1, ())
     return new, closed
 
 
@@ -271,7 +271,9 @@ def feed(state: MeterState, reading: Reading, *, estimate_gap_ms: int = DEFAULT_
         events.append(Event("suspects_discarded",
                             f"{len(state.pending)} reading(s) below the series were glitches"))
     virtual = raw + offset
-    new, closed = _advance(replace(state, offset_wh=offset), reading.meter, t, virtual, raw, estimate_gap_ms)
+    if offset != state.offset_wh:
+        state = replace(state, offset_wh=offset)
+    new, closed = _advance(state, reading.meter, t, virtual, raw, estimate_gap_ms)
     return Step(new, tuple(closed), Disposition.ACCEPTED, tuple(events), virtual)
 
 
