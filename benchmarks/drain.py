@@ -304,7 +304,7 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
                 now_ms = int(clock.now() * 1000)
                 batch = await ledger.next_batch(UPLINK, 500, now_ms=now_ms)
                 if batch:
-                    await ledger.settle_batch(batch, delivered=True, now_ms=now_ms)
+                    await ledger.settle_batch(batch, now_ms=now_ms)
                 if cycle >= warmup:
                     after = proc_io()
                     for k in uplink_io:

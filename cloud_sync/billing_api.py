@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,17 +32,21 @@ IDLE_RECHECK_S = 30.0
 AUTH_STATUSES = (401, 403)
 
 
-def _retry_after(value: str | None) -> float | None:
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date); None if unusable."""
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
-def classify(response: httpx.Response) -> dict[str, Any]:
+def classify(response: httpx.Response, now: float, expected: int) -> dict[str, Any]:
     """Turn an HTTP answer into a result, or raise the error that says what to do next."""
     status = response.status_code
     if status in (200, 201):
@@ -51,11 +54,13 @@ def classify(response: httpx.Response) -> dict[str, Any]:
             body = response.json()
         except json.JSONDecodeError:
             raise UplinkRetryable(f"HTTP {status} with a body that is not JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("results"), list):
-            raise UplinkRetryable(f"HTTP {status} without a 'results' list")
-        return body
+        results = body.get("results") if isinstance(body, dict) else None
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results) \
+                or len(results) != expected:
+            raise UplinkRetryable(f"HTTP {status} without one result object per credit")
+        return {"results": results, **{k: v for k, v in body.items() if k != "results"}}
     if status == 429 or status == 408 or status >= 500:
-        raise UplinkRetryable(f"HTTP {status}", _retry_after(response.headers.get("Retry-After")))
+        raise UplinkRetryable(f"HTTP {status}", _retry_after(response.headers.get("Retry-After"), now))
     if status in AUTH_STATUSES:
         raise UplinkRetryable(f"HTTP {status}: the billing API refused our credentials; check token_file")
     raise UplinkRejected(f"HTTP {status}: {response.text[:300]}", status)
@@ -132,8 +137,18 @@ class BillingApiUplink:
             except TimeoutError:
                 pass
 
+    async def _refused(self, batch: PendingBatch, detail: str, ctx: dict[str, object]) -> None:
+        """Dead-letter: keep the batch first in line and offer it again only at the slowest pace.
+
+        Skipping it would not help: every later credit of its meters follows it in
+        the meter's chain, and the receiver would refuse them all as a gap.
+        """
+        log.error("batch_refused", error=detail, retry_in_s=self.cfg.backoff_max_s, **ctx)
+        await self._ledger.mark_refused(batch, now_ms=self._now_ms(), detail=detail)
+        await self._clock.sleep(self._backoff.give_up_to_max())
+
     async def _deliver(self, http: httpx.AsyncClient, batch: PendingBatch) -> bool:
-        """One attempt. True when the batch is settled (delivered or dead-lettered)."""
+        """One attempt. True when the batch was delivered."""
         ctx = {"uplink": NAME, "batch": batch.batch_key, "credits": len(batch.wire)}
         try:
             try:
@@ -142,7 +157,7 @@ class BillingApiUplink:
                                                     "Content-Type": "application/json"})
             except httpx.TransportError as exc:
                 raise UplinkRetryable(f"{type(exc).__name__}: {exc}") from exc
-            body = classify(response)
+            body = classify(response, self._clock.now(), len(batch.wire))
         except UplinkRetryable as exc:
             auth = "credentials" in str(exc)
             delay = self._backoff.give_up_to_max() if auth else self._backoff.next_delay(exc.retry_after)
@@ -153,17 +168,14 @@ class BillingApiUplink:
             await self._clock.sleep(delay)
             return False
         except UplinkRejected as exc:
-            log.error("batch_dead_lettered", status=exc.status, error=str(exc), **ctx)
-            await self._ledger.settle_batch(batch, delivered=False, now_ms=self._now_ms(), detail=str(exc))
-            return True
+            await self._refused(batch, str(exc), ctx)
+            return False
         rejected = [r for r in body["results"] if r.get("status") not in ("accepted", "duplicate")]
         if rejected:
             detail = "; ".join(f"{r.get('meter')}#{r.get('seq')}: {r.get('reason')}" for r in rejected[:5])
-            log.error("batch_partly_rejected", rejected=len(rejected), detail=detail, **ctx)
-            await self._ledger.settle_batch(batch, delivered=False, now_ms=self._now_ms(),
-                                            detail=f"{len(rejected)} rejected: {detail}")
-            return True
-        await self._ledger.settle_batch(batch, delivered=True, now_ms=self._now_ms())
+            await self._refused(batch, f"{len(rejected)} credit(s) rejected: {detail}", ctx)
+            return False
+        await self._ledger.settle_batch(batch, now_ms=self._now_ms())
         self._backoff.reset()
         self.progress.record(len(batch.wire), self._clock.monotonic())
         log.info("batch_delivered", **ctx)

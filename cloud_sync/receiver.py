@@ -111,8 +111,9 @@ class ReceiverStore:
                 raise CreditRejected(Rejection.REPLAY, f"seq {seq} was already accepted with different content")
             body, digest = verify(item, expected_key=self.enrolled.get(gateway), tip=self._tip(gateway, meter))
         except CreditRejected as exc:
-            meter_id = item.get("credit", {}).get("meter") if isinstance(item, dict) else None
-            seq_no = item.get("credit", {}).get("seq") if isinstance(item, dict) else None
+            fields = item.get("credit") if isinstance(item, dict) else None
+            meter_id = fields.get("meter") if isinstance(fields, dict) else None
+            seq_no = fields.get("seq") if isinstance(fields, dict) else None
             return {"meter": meter_id, "seq": seq_no, "status": "rejected", "reason": exc.reason.value,
                     "detail": exc.detail}
         self._db.execute(
@@ -150,9 +151,14 @@ def create_app(store: ReceiverStore, token: str | None) -> Starlette:
         key = request.headers.get("idempotency-key")
         if not key:
             return _error(400, "Idempotency-Key header is required")
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return _error(413, "batch too large")
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                return _error(413, "batch too large")
         try:
             doc = json.loads(raw)
         except json.JSONDecodeError:

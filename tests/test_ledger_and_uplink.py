@@ -169,7 +169,9 @@ async def test_refused_credentials_keep_credits_queued(tmp_path: Path) -> None:
     await ledger.close()
 
 
-async def test_refused_batch_is_dead_lettered_and_the_rest_flows(tmp_path: Path) -> None:
+async def test_refused_batch_blocks_the_outbox_until_accepted_and_nothing_skips_it(tmp_path: Path) -> None:
+    """A 4xx dead-letters the batch (shown in status) but never lets later credits overtake it:
+    they continue the same meter chains and would all be refused as a gap."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -178,9 +180,8 @@ async def test_refused_batch_is_dead_lettered_and_the_rest_flows(tmp_path: Path)
     seen: list[str] = []
 
     async def refuse_first(request: Request) -> Response:
-        key = request.headers["idempotency-key"]
-        seen.append(key)
-        if len(set(seen)) == 1:
+        seen.append(request.headers["idempotency-key"])
+        if len(seen) == 1:
             return JSONResponse({"error": "schema mismatch"}, status_code=422)
         doc = await request.json()
         return JSONResponse({"results": [{"meter": c["credit"]["meter"], "seq": c["credit"]["seq"],
@@ -195,16 +196,71 @@ async def test_refused_batch_is_dead_lettered_and_the_rest_flows(tmp_path: Path)
     uplink = _uplink(ledger, port, batch_size=4)
     task = asyncio.create_task(uplink.run())
 
+    async def refused() -> bool:
+        return (await ledger.uplink_summary(NAME)).dead_batches == 1
+    await _until(refused)
+    summary = await ledger.uplink_summary(NAME)
+    assert (summary.dead_credits, summary.backlog) == (4, 10), "refused, shown, and nothing skipped"
+    assert "422" in (summary.last_error or "")
+    assert len(seen) == 1
+
     async def drained() -> bool:
         return (await ledger.pending_count(NAME))[0] == 0
     await _until(drained)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     summary = await ledger.uplink_summary(NAME)
-    assert (summary.dead_batches, summary.dead_credits) == (1, 4)
-    assert "422" in (summary.last_error or "")
-    assert len(seen) == 3, "the refused batch is sent once, not retried"
-    assert uplink.progress.delivered == 6
+    assert summary.dead_batches == 0, "once accepted it is delivered like any other"
+    assert seen == [seen[0], seen[0], *seen[2:]], "the refused batch went again first, same key"
+    assert len(seen) == 4
+    assert uplink.progress.delivered == 10
     server.should_exit = True
     await serve
+    await ledger.close()
+
+
+async def test_cancelled_mid_commit_memory_follows_disk_and_the_next_commit_works(tmp_path: Path) -> None:
+    ledger = await _ledger(tmp_path)
+    task = asyncio.create_task(ledger.commit_readings(_readings("m1", 3), now_ms=1))
+    await asyncio.sleep(0)  # the transaction has started
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.closing(sqlite3.connect(tmp_path / DB_FILE)) as db:
+        (on_disk,) = db.execute("SELECT COUNT(*) FROM credits").fetchone()
+    assert ledger.max_credit_id == on_disk
+    more = await ledger.commit_readings(_readings("m1", 6)[46:], now_ms=2)
+    assert more.intervals, "the next commit continues, no UNIQUE clash"
+    await ledger.close()
+
+
+async def test_writer_cancelled_while_gathering_commits_what_it_took(tmp_path: Path) -> None:
+    from gateway.clock import ManualClock
+    from gateway.ledger.writer import ReadingWriter
+    from gateway.status import GatewayStatus
+
+    ledger = await _ledger(tmp_path)
+    writer = ReadingWriter(ledger, ManualClock(), GatewayStatus("gw", "G", 0), flush_s=3600)
+    task = asyncio.create_task(writer.run())
+    for reading in _readings("m1", 2):
+        await writer.submit(reading)
+    await asyncio.sleep(0.05)  # the writer has taken them off the queue and waits for more
+    assert writer.queued == 0
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    with contextlib.closing(sqlite3.connect(tmp_path / DB_FILE)) as db:
+        (n,) = db.execute("SELECT COUNT(*) FROM readings").fetchone()
+    assert n == 31, "SIGTERM while gathering loses nothing"
+    await ledger.close()
+
+
+async def test_a_late_reading_whose_neighbour_was_pruned_is_refused_not_guessed(tmp_path: Path) -> None:
+    ledger = await _ledger(tmp_path)
+    await ledger.commit_readings(_readings("m1", 4)[::5], now_ms=1)  # every 5 minutes
+    before = await ledger.stored_intervals("m1", 0, 2**40)
+    await ledger.prune_readings(older_than_ms=T0 + 3_000_000)
+    result = await ledger.commit_readings([Reading("m1", T0 + 420_000, 10_000 + 7 * 7)], now_ms=2)
+    assert [d for _, d in result.dispositions] == ["before_retention"]
+    assert await ledger.stored_intervals("m1", 0, 2**40) == before
     await ledger.close()

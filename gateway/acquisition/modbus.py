@@ -95,8 +95,8 @@ class _Meter:
     status: MeterStatus
     order: int
     last: Reading | None = None
-    lower_series: list[Reading] = field(default_factory=list)
-    """Consecutive readings below ``last`` (rejected so far): a reset or a new meter if they persist."""
+    new_series: list[Reading] = field(default_factory=list)
+    """Consecutive readings off the series of ``last`` (rejected so far): a reset or a new meter if they persist."""
     device_failures: int = 0
     """Failures the device is to blame for (not line outages): drives its backoff."""
     backoff_until: float = 0.0
@@ -432,30 +432,30 @@ class ModbusBus:
             return
         wh = round(energy)
         reading = Reading(meter.cfg.id, round(t * 1000), wh, "modbus",
-                          register_modulus_wh=_modulus_wh(meter.quantities.get("energy_import")))
+                          register_modulus_wh=_modulus_wh(meter.quantities.get("energy_import")),
+                          max_power_w=meter.profile.max_power_w)
         problem = _implausible(meter.last, reading, meter.profile.max_power_w)
         if problem:
             self._reject(meter, problem[0], problem[1], raw, log_ctx)
-            if problem[0] == "backwards" and await self._confirm_lower_series(meter, reading, log_ctx):
+            if await self._confirm_new_series(meter, reading, log_ctx):
                 meter.status.read_ok(t)
                 meter.status.last_register_wh = wh
             return
-        meter.lower_series.clear()
+        meter.new_series.clear()
         meter.last = reading
         meter.status.read_ok(t)
         meter.status.last_register_wh = wh
         await self._submit(reading)
 
-    async def _confirm_lower_series(self, meter: _Meter, reading: Reading, log_ctx: dict[str, object]) -> bool:
-        """A register that stays below its old series was reset or replaced, not misread.
+    async def _confirm_new_series(self, meter: _Meter, reading: Reading, log_ctx: dict[str, object]) -> bool:
+        """A register that stays off its old series (below it, or far above) was reset or replaced.
 
         Each such value is rejected as it comes; once CONFIRM_READINGS of them
         in a row form a consistent series of their own, they are handed on, in
         order, and the interval engine starts a new register epoch from them.
         """
-        series = meter.lower_series
-        if series and (reading.register_wh < series[-1].register_wh
-                       or _implausible(series[-1], reading, meter.profile.max_power_w)):
+        series = meter.new_series
+        if series and _implausible(series[-1], reading, meter.profile.max_power_w):
             series.clear()
         series.append(reading)
         if len(series) < CONFIRM_READINGS:

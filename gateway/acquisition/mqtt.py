@@ -118,7 +118,8 @@ class MqttSource:
         status = self._status.meters[meter.id]
         status.read_ok(t)
         status.last_register_wh = wh
-        await self._submit(Reading(meter.id, round(t * 1000), wh, "mqtt", meter_clock=stamp is not None))
+        await self._submit(Reading(meter.id, round(t * 1000), wh, "mqtt", meter_clock=stamp is not None,
+                                   max_power_w=meter.max_power_w))
 
     def _quarantine(self, topic: str, reason: str, raw: bytes, meter: str | None = None, detail: str = "") -> None:
         self._status.payloads_rejected[reason] += 1

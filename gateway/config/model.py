@@ -125,6 +125,10 @@ class MqttMeterConfig(_Model):
     time_zone: str = Field(
         default="UTC", description="zone of ISO timestamps without an offset (Tasmota sends local time)"
     )
+    max_power_w: float | None = Field(
+        default=None, gt=0,
+        description="the most this meter can measure: a faster rise is held as a misread until confirmed",
+    )
     tariff: TariffName | None = Field(default=None, description="name of a [tariffs] table; default billing.tariff")
     budget: Budget | None = None
 

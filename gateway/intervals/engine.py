@@ -122,6 +122,8 @@ class Reading:
     timestamp), not the gateway's: then a step of the gateway's clock does not move it."""
     register_modulus_wh: int | None = None
     """Where the register wraps to zero (from the profile's data type), if it is a counter that wraps."""
+    max_power_w: float | None = None
+    """The most the meter can measure: a rise faster than this is a misread until confirmed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,8 +238,15 @@ def _advance(state: MeterState, meter: str, t1: int, v1: int, raw1: int, estimat
     return new, closed
 
 
-def _nondecreasing(values: list[int]) -> bool:
-    return all(a <= b for a, b in pairwise(values))
+def _plausible_rise(t0: int, raw0: int, t1: int, raw1: int, max_power_w: float | None) -> bool:
+    if raw1 < raw0:
+        return False
+    return max_power_w is None or raw1 - raw0 <= max_power_w * (t1 - t0) / 3_600_000 + 1
+
+
+def _consistent(series: tuple[tuple[int, int], ...], max_power_w: float | None) -> bool:
+    """Do these readings form a believable series of their own?"""
+    return all(_plausible_rise(t0, r0, t1, r1, max_power_w) for (t0, r0), (t1, r1) in pairwise(series))
 
 
 def feed(state: MeterState, reading: Reading, *, estimate_gap_ms: int = DEFAULT_ESTIMATE_GAP_MS) -> Step:
@@ -257,17 +266,21 @@ def feed(state: MeterState, reading: Reading, *, estimate_gap_ms: int = DEFAULT_
 
     events: list[Event] = []
     offset = state.offset_wh
-    if raw < state.last_raw_wh:
-        modulus = reading.register_modulus_wh
-        if modulus and 0 <= raw + modulus - state.last_raw_wh <= modulus // ROLLOVER_MAX_FRACTION:
-            offset += modulus
-            events.append(Event("rollover", f"register wrapped from {state.last_raw_wh} to {raw} Wh"))
-        else:
-            pending = (*state.pending, (t, raw))[-CONFIRM_READINGS:]
-            if len(pending) < CONFIRM_READINGS or not _nondecreasing([r for _, r in pending]):
-                return Step(replace(state, pending=pending), (), Disposition.SUSPECT)
-            return _new_epoch(state, reading, pending, estimate_gap_ms)
-    elif state.pending:
+    modulus = reading.register_modulus_wh
+    wrapped = bool(modulus) and raw < state.last_raw_wh and \
+        0 <= raw + (modulus or 0) - state.last_raw_wh <= (modulus or 0) // ROLLOVER_MAX_FRACTION
+    continued = raw + (modulus or 0) if wrapped else raw
+    if not _plausible_rise(state.last_t_ms, state.last_raw_wh, t, continued, reading.max_power_w):
+        # Below the series, or rising faster than the meter can measure: one bad read must
+        # not start a new epoch (nor be billed); wait for the next readings to tell.
+        pending = (*state.pending, (t, raw))[-CONFIRM_READINGS:]
+        if len(pending) < CONFIRM_READINGS or not _consistent(pending, reading.max_power_w):
+            return Step(replace(state, pending=pending), (), Disposition.SUSPECT)
+        return _new_epoch(state, reading, pending, estimate_gap_ms)
+    if wrapped:
+        offset += modulus or 0
+        events.append(Event("rollover", f"register wrapped from {state.last_raw_wh} to {raw} Wh"))
+    if state.pending:
         events.append(Event("suspects_discarded",
                             f"{len(state.pending)} reading(s) below the series were glitches"))
     virtual = raw + offset
@@ -284,7 +297,7 @@ def _new_epoch(state: MeterState, reading: Reading, pending: tuple[tuple[int, in
     assert state.last_raw_wh is not None
     first_t, first_raw = pending[0]
     offset = state.last_wh - first_raw
-    event = Event("register_epoch", f"register fell from {state.last_raw_wh} to {first_raw} Wh and stayed: "
+    event = Event("register_epoch", f"register went from {state.last_raw_wh} to {first_raw} Wh and stayed there: "
                                     "meter reset or replaced; zero energy assumed across the change")
     current = replace(state, offset_wh=offset)
     closed: list[Interval] = []

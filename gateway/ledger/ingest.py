@@ -50,6 +50,8 @@ class IngestBatch:
         self.max_id: int | None = None
         self._touched: set[str] = set()
         self._credits_written = False
+        self._rechain: dict[str, int] = {}
+        """Per meter, the lowest seq revised in place: its chain is re-signed from there once."""
 
     async def run(self, db: aiosqlite.Connection, readings: Sequence[Reading]) -> None:
         late: list[Reading] = []
@@ -79,6 +81,7 @@ class IngestBatch:
         await self._insert_new(db, new_intervals)
         for reading in sorted(late, key=lambda r: r.t_ms):
             await self._late(db, reading)
+        await self._rechain_all(db)
         await self._save_states(db)
         if self._credits_written:
             (max_id,) = (await _rows(db, "SELECT MAX(id) FROM credits"))[0]
@@ -129,6 +132,11 @@ class IngestBatch:
         a_t, a_raw, a_v = after[0]
         offset = a_v - a_raw
         prior = before[0] if before else None
+        if prior is None and await self._covered(db, meter, t):
+            # Its lower neighbour was pruned (retention or low disk): the intervals around it were
+            # built from readings no longer here; re-deriving them from one side would be a guess.
+            await self._refuse(db, reading, "before_retention")
+            return
         if prior is not None and prior[2] - prior[1] != offset:
             await self._refuse(db, reading, "late_across_epoch")
             return
@@ -138,13 +146,9 @@ class IngestBatch:
             return
         values = reinterpolate((prior[0], prior[2]) if prior else None, (t, virtual), (a_t, a_v),
                                estimate_gap_ms=self.ledger.estimate_gap_ms)
-        self.result.dispositions.append((reading, "late"))
-        await db.execute("INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh) "
-                         "VALUES (?,?,?,?,?,?)", (meter, t, raw, reading.source, "late", virtual))
-        if not values:
-            return
         state = self.states[meter]
-        lo, hi = values[0].t_s - INTERVAL_S, values[-1].t_s + INTERVAL_S
+        lo = (values[0].t_s if values else t // 1000) - INTERVAL_S
+        hi = (values[-1].t_s if values else t // 1000) + INTERVAL_S
         rows = await _rows(db, 'SELECT start, "end", wh, quality, register_start_wh, register_end_wh, method, '
                                "reason, start_grade, end_grade, credit_seq FROM intervals "
                                "WHERE meter=? AND start BETWEEN ? AND ?", (meter, lo, hi))
@@ -157,6 +161,12 @@ class IngestBatch:
         if state.anchor_s is not None and state.anchor_wh is not None:
             known[state.anchor_s] = BoundaryValue(state.anchor_s, state.anchor_wh, state.anchor_grade)
         changes, anchor = plan_changes(meter, values, known, stored, state.anchor_s)
+        if any(change.interval.wh < 0 for change in changes):
+            await self._refuse(db, reading, "late_inconsistent")
+            return
+        self.result.dispositions.append((reading, "late"))
+        await db.execute("INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh) "
+                         "VALUES (?,?,?,?,?,?)", (meter, t, raw, reading.source, "late", virtual))
         for change in changes:
             await self._apply(db, change, seqs)
         merged = {**known, **{v.t_s: v for v in values}}
@@ -164,6 +174,13 @@ class IngestBatch:
             fixed = merged[anchor]
             self.states[meter] = replace(state, anchor_s=anchor, anchor_wh=fixed.wh, anchor_grade=fixed.grade)
             self._touched.add(meter)
+
+    async def _covered(self, db: aiosqlite.Connection, meter: str, t_ms: int) -> bool:
+        """Does the meter already have a fixed boundary at or before ``t_ms``?"""
+        (first,) = await _rows(db, "SELECT MIN(start) FROM intervals WHERE meter=?", (meter,))
+        anchor = self.states[meter].anchor_s
+        fixed = [int(x) for x in (first[0], anchor) if x is not None]
+        return bool(fixed) and min(fixed) * 1000 <= t_ms
 
     async def _apply(self, db: aiosqlite.Connection, change: Change, seqs: dict[int, int]) -> None:
         interval = change.interval
@@ -179,7 +196,7 @@ class IngestBatch:
              interval.meter, interval.start))
         (credit_id,) = (await _rows(db, "SELECT id FROM credits WHERE meter=? AND seq=?", (interval.meter, seq)))[0]
         if credit_id > await _sent_horizon(db):
-            await self._rewrite_chain(db, interval, seq)
+            await self._revise_unsent(db, interval, seq)
             self.result.revised += 1
             return
         delta = interval.wh - change.previous.wh
@@ -193,27 +210,37 @@ class IngestBatch:
         self._credits_written = True
         self.result.corrections += 1
 
-    async def _rewrite_chain(self, db: aiosqlite.Connection, interval: Interval, seq: int) -> None:
-        """Re-sign an unsent credit with its interval's new values and re-link the chain after it.
+    async def _revise_unsent(self, db: aiosqlite.Connection, interval: Interval, seq: int) -> None:
+        """Put an unsent credit's new values in place; it and its successors are re-signed once, at the end."""
+        (wire,) = (await _rows(db, "SELECT wire FROM credits WHERE meter=? AND seq=?", (interval.meter, seq)))[0]
+        item = json.loads(wire)
+        item["credit"].update(wh=interval.wh, quality=interval.quality.value,
+                              register_start_wh=interval.register_start_wh, register_end_wh=interval.register_end_wh)
+        await db.execute("UPDATE credits SET wire=?, wh=? WHERE meter=? AND seq=?",
+                         (json.dumps(item, separators=(",", ":")), interval.wh, interval.meter, seq))
+        self._rechain[interval.meter] = min(seq, self._rechain.get(interval.meter, seq))
 
-        Everything from ``seq`` on is unsent too (an uplink sends a meter's credits in order),
-        so no credit that left the box is touched.
+    async def _rechain_all(self, db: aiosqlite.Connection) -> None:
+        for meter, seq in self._rechain.items():
+            await self._rewrite_chain(db, meter, seq)
+
+    async def _rewrite_chain(self, db: aiosqlite.Connection, meter: str, seq: int) -> None:
+        """Re-sign a meter's credits from ``seq`` on and re-link their chain.
+
+        Everything from ``seq`` on is unsent (an uplink sends a meter's credits in
+        order, and nothing past the sent horizon has left), so no credit that left
+        the box is touched. Done once per meter per batch, however many intervals moved.
         """
-        meter = interval.meter
         prev = await _rows(db, "SELECT hash FROM credits WHERE meter=? AND seq=?", (meter, seq - 1))
         prev_hash = prev[0][0] if prev else GENESIS_HASH
         rows = await _rows(db, "SELECT id, seq, wire FROM credits WHERE meter=? AND seq>=? ORDER BY seq", (meter, seq))
         last_seq = seq
         for credit_id, credit_seq, wire in rows:
             body = json.loads(wire)["credit"]
-            if credit_seq == seq:
-                body.update(wh=interval.wh, quality=interval.quality.value,
-                            register_start_wh=interval.register_start_wh, register_end_wh=interval.register_end_wh)
             body["prev_hash"] = prev_hash
             signed = sign(CreditBody(**body), self.ledger._keypair)
-            await db.execute("UPDATE credits SET hash=?, wire=?, wh=? WHERE id=?",
-                             (signed.hash, signed.wire_json(), body["wh"],
-                              credit_id))
+            await db.execute("UPDATE credits SET hash=?, wire=? WHERE id=?",
+                             (signed.hash, signed.wire_json(), credit_id))
             prev_hash, last_seq = signed.hash, credit_seq
         self.tips[meter] = Tip(last_seq, prev_hash)
         self._touched.add(meter)

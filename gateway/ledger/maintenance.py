@@ -40,6 +40,8 @@ async def maintain_once(ledger: Ledger, clock: Clock, data_dir: Path, cfg: Ledge
     low = available < cfg.min_free_mb
     retention_days = SHRUNK_RETENTION_DAYS if low else cfg.readings_retention_days
     pruned = await ledger.prune_readings(older_than_ms=now_ms - int(retention_days * DAY_MS))
+    # The newest delivered batch is kept: it carries the sent horizon for late-reading revisions.
+    await ledger.prune_history(older_than_ms=now_ms - int(cfg.readings_retention_days * DAY_MS))
     if low:
         pruned += await ledger.prune_readings(older_than_ms=now_ms, keep_latest=True)
         await ledger.release_free_pages()

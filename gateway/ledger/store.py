@@ -100,6 +100,8 @@ class PendingBatch:
     wire: list[str]
     """Each credit's stored wire JSON, sent byte for byte (never re-encoded)."""
     attempts: int
+    refused: bool = False
+    """The receiver refused it before: it blocks the outbox until it is accepted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +156,13 @@ class Ledger:
             await self._w.execute("BEGIN IMMEDIATE")
             try:
                 yield self._w
+                await self._w.execute("COMMIT")
             except BaseException:
-                await self._w.execute("ROLLBACK")
+                # Also when COMMIT itself failed (disk full, I/O error): never leave a
+                # transaction open, or every later BEGIN would fail too.
+                if self._w.in_transaction:
+                    await self._w.execute("ROLLBACK")
                 raise
-            await self._w.execute("COMMIT")
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -234,14 +239,16 @@ class Ledger:
         (max_id,) = (await _rows(self._w, "SELECT COALESCE(MAX(id), 0) FROM credits"))[0]
         self._max_credit_id = max_id
 
-    async def close(self) -> None:
+    async def close(self, *, clean: bool = True) -> None:
+        """Checkpoint and close. ``clean=False`` after a failure: the next open scans the file."""
         try:
             async with self._lock:
                 await self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             await self._r.close()
             await self._w.close()
-        self.path.with_name(CLEAN_MARKER).touch()
+        if clean:
+            self.path.with_name(CLEAN_MARKER).touch()
 
     # ---- ingest (the single writer) ------------------------------------------
 
@@ -261,15 +268,27 @@ class Ledger:
         the COMMIT has returned, so a failed commit leaves memory and disk in agreement.
         """
         batch = IngestBatch(self, dict(self._states), dict(self._tips), now_ms)
+
+        async def transaction() -> None:
+            try:
+                async with self._transaction() as db:
+                    await batch.run(db, readings)
+            except Exception as exc:
+                raise LedgerError(f"could not commit {len(readings)} readings to {self.path}: {exc}") from exc
+            # Only now, after COMMIT returned, may memory follow the disk.
+            self._states = batch.states
+            self._tips = batch.tips
+            if batch.max_id is not None:
+                self._max_credit_id = batch.max_id
+
+        # Shielded: a cancellation (SIGTERM) arriving mid-commit must not leave the
+        # transaction committed on disk but not in memory; it waits for the end.
+        task = asyncio.ensure_future(transaction())
         try:
-            async with self._transaction() as db:
-                await batch.run(db, readings)
-                if batch.max_id is not None:
-                    self._max_credit_id = batch.max_id
-        except Exception as exc:
-            raise LedgerError(f"could not commit {len(readings)} readings to {self.path}: {exc}") from exc
-        self._states = batch.states
-        self._tips = batch.tips
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            raise
         return batch.result
 
     def _sign(self, interval: Interval, tip: Tip, now_ms: int, *, corrects: int | None = None,
@@ -307,31 +326,35 @@ class Ledger:
         rows = await _rows(self._r, "SELECT created_ms FROM credits WHERE id = ?", (cursor + 1,))
         return count, (int(rows[0][0]) if rows else None)
 
-    async def note_pulled(self, up_to_id: int) -> None:
-        """Credits served by the pull API may have left the box: never revise them in place."""
-        async with self._transaction() as db:
-            await db.execute("INSERT OR IGNORE INTO uplink_cursor (uplink) VALUES ('pull')")
-            await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?) WHERE uplink='pull'",
-                             (up_to_id,))
+    async def pull(self, after_id: int, limit: int) -> list[tuple[int, str]]:
+        """Credits for the pull API, in id order: (cursor, wire JSON text).
 
-    async def credits_after(self, after_id: int, limit: int) -> list[tuple[int, str]]:
-        """Outbox rows in id order, for the pull API: (cursor, wire JSON text)."""
-        rows = await _rows(self._r, "SELECT id, wire FROM credits WHERE id > ? ORDER BY id LIMIT ?",
-                           (after_id, limit))
+        Read and marked as "may have left the box" in one write transaction, so
+        no late-reading revision can slip in between serving a credit and
+        protecting it from being rewritten.
+        """
+        async with self._transaction() as db:
+            rows = await _rows(db, "SELECT id, wire FROM credits WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+            if rows:
+                await db.execute("INSERT OR IGNORE INTO uplink_cursor (uplink) VALUES ('pull')")
+                await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?) WHERE uplink='pull'",
+                                 (int(rows[-1][0]),))
         return [(int(i), str(w)) for i, w in rows]
 
     async def next_batch(self, uplink: str, limit: int, *, now_ms: int) -> PendingBatch | None:
-        """The batch to send now: an unsettled one from before, or a new one.
+        """The batch to send now: an unsettled one from before (in flight or refused), or a new one.
 
         A new batch is recorded before it is returned, so its key and contents
-        are fixed from the first attempt on, across restarts.
+        are fixed from the first attempt on, across restarts. A refused batch
+        stays first in line: the credits after it cannot be accepted before it
+        (each meter's chain must arrive in order), so nothing skips past it.
         """
         async with self._transaction() as db:
             rows = await _rows(db,
-                "SELECT batch_key, first_id, last_id, attempts FROM uplink_batches "
-                "WHERE uplink=? AND state='inflight' ORDER BY first_id LIMIT 1", (uplink,))
+                "SELECT batch_key, first_id, last_id, attempts, state FROM uplink_batches "
+                "WHERE uplink=? AND state IN ('inflight', 'dead') ORDER BY first_id LIMIT 1", (uplink,))
             if rows:
-                key, first, last, attempts = rows[0]
+                key, first, last, attempts, state = rows[0]
             else:
                 (cursor,) = (await _rows(db,
                     "SELECT delivered_id FROM uplink_cursor WHERE uplink=?", (uplink,)))[0]
@@ -342,29 +365,35 @@ class Ledger:
                 if not n:
                     return None
                 key = f"{self._gateway_id}:{uplink}:{first}-{last}"
-                attempts = 0
+                attempts, state = 0, "inflight"
                 await db.execute(
                     "INSERT INTO uplink_batches (uplink, batch_key, first_id, last_id, n_credits, state, "
                     "created_ms) VALUES (?,?,?,?,?, 'inflight', ?)", (uplink, key, first, last, n, now_ms))
             wire_rows = await _rows(db,
                 "SELECT wire FROM credits WHERE id BETWEEN ? AND ? ORDER BY id", (first, last))
-        return PendingBatch(uplink, key, first, last, [str(w) for (w,) in wire_rows], attempts)
+        return PendingBatch(uplink, key, first, last, [str(w) for (w,) in wire_rows], attempts, state == "dead")
 
-    async def settle_batch(self, batch: PendingBatch, *, delivered: bool, now_ms: int, detail: str = "") -> None:
-        """Mark a batch delivered (or dead-lettered) and move the cursor past it, atomically."""
+    async def settle_batch(self, batch: PendingBatch, *, now_ms: int) -> None:
+        """Mark a batch delivered and move the cursor past it, atomically."""
         async with self._transaction() as db:
             await db.execute(
-                "UPDATE uplink_batches SET state=?, settled_ms=?, detail=?, attempts=attempts+1 "
-                "WHERE uplink=? AND batch_key=?",
-                ("delivered" if delivered else "dead", now_ms, detail or None, batch.uplink, batch.batch_key))
-            await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?) WHERE uplink=?",
-                             (batch.last_id, batch.uplink))
-            if delivered:
-                await db.execute("UPDATE uplink_cursor SET last_success_ms=? WHERE uplink=?",
-                                 (now_ms, batch.uplink))
-            else:
-                await db.execute("UPDATE uplink_cursor SET last_error=?, last_error_ms=? WHERE uplink=?",
-                                 (f"dead-lettered {batch.batch_key}: {detail}", now_ms, batch.uplink))
+                "UPDATE uplink_batches SET state='delivered', settled_ms=?, detail=NULL, attempts=attempts+1 "
+                "WHERE uplink=? AND batch_key=?", (now_ms, batch.uplink, batch.batch_key))
+            await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?), last_success_ms=? "
+                             "WHERE uplink=?", (batch.last_id, now_ms, batch.uplink))
+
+    async def mark_refused(self, batch: PendingBatch, *, now_ms: int, detail: str) -> None:
+        """The receiver refused the batch for a reason a retry soon will not fix.
+
+        It is dead-lettered — shown in status with the reason, offered again only
+        at the slowest retry pace — but never skipped and never dropped.
+        """
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE uplink_batches SET state='dead', attempts=attempts+1, detail=? WHERE uplink=? AND batch_key=?",
+                (detail, batch.uplink, batch.batch_key))
+            await db.execute("UPDATE uplink_cursor SET last_error=?, last_error_ms=? WHERE uplink=?",
+                             (f"refused {batch.batch_key}: {detail}", now_ms, batch.uplink))
 
     async def note_attempt_failed(self, batch: PendingBatch, *, now_ms: int, error: str) -> None:
         async with self._transaction() as db:
@@ -399,6 +428,16 @@ class Ledger:
                 cursor = await db.execute("DELETE FROM readings WHERE t_ms < ?", (older_than_ms,))
             return int(cursor.rowcount)
 
+    async def prune_history(self, *, older_than_ms: int) -> int:
+        """Old events and settled batch records: bookkeeping that would otherwise grow forever."""
+        async with self._transaction() as db:
+            events = await db.execute("DELETE FROM events WHERE t_ms < ?", (older_than_ms,))
+            batches = await db.execute(
+                "DELETE FROM uplink_batches WHERE state='delivered' AND settled_ms < ? AND last_id < "
+                "(SELECT MAX(last_id) FROM uplink_batches b2 WHERE b2.uplink = uplink_batches.uplink)",
+                (older_than_ms,))
+            return int(events.rowcount) + int(batches.rowcount)
+
     async def release_free_pages(self) -> None:
         """Give pages freed by pruning back to the file system (incremental auto-vacuum)."""
         async with self._lock:
@@ -407,10 +446,14 @@ class Ledger:
     # ---- queries for the web and CLI -------------------------------------------
 
     async def last_intervals(self) -> dict[str, tuple[int, int, str]]:
-        rows = await _rows(self._r,
-            "SELECT meter, start, wh, quality FROM intervals i WHERE start = "
-            "(SELECT MAX(start) FROM intervals WHERE meter = i.meter)")
-        return {m: (s, wh, q) for m, s, wh, q in rows}
+        """Each meter's newest interval: one index probe per meter, not a scan of the history."""
+        out: dict[str, tuple[int, int, str]] = {}
+        for meter in await self.meter_ids():
+            rows = await _rows(self._r, "SELECT start, wh, quality FROM intervals WHERE meter=? "
+                                        "ORDER BY start DESC LIMIT 1", (meter,))
+            if rows:
+                out[meter] = (int(rows[0][0]), int(rows[0][1]), str(rows[0][2]))
+        return out
 
     async def intervals(self, meter: str, start: int, end: int) -> list[tuple[int, int, int, str]]:
         rows = await _rows(self._r,

@@ -68,6 +68,7 @@ class ReadingWriter:
         self._trust = trust or TimeTrust(clock, AlwaysSynced())
         self._queue: asyncio.Queue[_Taken] = asyncio.Queue(QUEUE_LIMIT)
         self._held: deque[_Taken] = deque(maxlen=HOLD_LIMIT)
+        self._gathering: list[_Taken] = []
         self.credits_committed = asyncio.Event()
         """Set after every commit that created credits; uplinks wait on it."""
 
@@ -86,25 +87,28 @@ class ReadingWriter:
         """Commit batches until cancelled; on cancellation, commit what is queued, then stop."""
         try:
             while True:
-                batch: list[_Taken] = [await self._queue.get()]
+                # Gathered on self, not in a local: a cancellation while gathering must
+                # not lose what was already taken off the queue (flush commits it).
+                self._gathering.append(await self._queue.get())
                 deadline = self._clock.monotonic() + self._flush_s
-                while len(batch) < self._max_batch:
+                while len(self._gathering) < self._max_batch:
                     remaining = deadline - self._clock.monotonic()
                     if remaining <= 0:
                         break
                     try:
                         async with asyncio.timeout(self._clock.host_seconds(remaining)):
-                            batch.append(await self._queue.get())
+                            self._gathering.append(await self._queue.get())
                     except TimeoutError:
                         break
+                batch, self._gathering = self._gathering, []
                 await self._commit(batch)
         except asyncio.CancelledError:
             await asyncio.shield(self.flush())
             raise
 
     async def flush(self) -> None:
-        """Commit everything queued now (used at shutdown)."""
-        batch: list[_Taken] = []
+        """Commit everything gathered and queued now (used at shutdown)."""
+        batch, self._gathering = self._gathering, []
         with contextlib.suppress(asyncio.QueueEmpty):
             while True:
                 batch.append(self._queue.get_nowait())

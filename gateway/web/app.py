@@ -121,8 +121,10 @@ def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], statu
             found.append(f"Meter {m['meter']} had values rejected: {m['rejected']}.")
     for u in uplinks:
         if u["dead_credits"]:
-            found.append(f"Uplink {u['uplink']}: {u['dead_credits']} credits were refused by the server "
-                         f"(dead-lettered). Last error: {u['last_error']}")
+            found.append(f"Uplink {u['uplink']}: the billing API refused a batch of {u['dead_credits']} credits "
+                         f"({u['last_error']}). Nothing after it is sent until it is accepted (each meter's "
+                         "credits must arrive in order); it is offered again at the slowest retry pace. "
+                         "Fix the cause at the billing API or in the gateway's config.")
         age = u["oldest_pending_age_s"]
         if age is not None and age > 3600:
             found.append(f"Uplink {u['uplink']}: {u['backlog']} credits waiting, the oldest for {age // 60} min. "
@@ -225,13 +227,11 @@ def create_app(ctx: WebContext) -> Starlette:
             return JSONResponse({"error": "after and limit must be integers"}, status_code=400)
         if after < 0 or not 1 <= limit <= PULL_LIMIT_MAX:
             return JSONResponse({"error": f"need after >= 0 and 1 <= limit <= {PULL_LIMIT_MAX}"}, status_code=400)
-        rows = await ctx.ledger.credits_after(after, limit + 1)
+        rows = await ctx.ledger.pull(after, limit)
         page = rows[:limit]
-        if page:
-            await ctx.ledger.note_pulled(page[-1][0])
+        more = "true" if page and page[-1][0] < ctx.ledger.max_credit_id else "false"
         body = ",".join(f'{{"cursor":{cursor},"item":{wire}}}' for cursor, wire in page)
         next_cursor = page[-1][0] if page else after
-        more = "true" if len(rows) > limit else "false"
         # The stored wire JSON is passed through byte for byte: what was signed is what is served.
         return Response(f'{{"credits":[{body}],"next_cursor":{next_cursor},"more":{more}}}',
                         media_type="application/json")

@@ -68,7 +68,15 @@ async def _poll(profile_id: str, script: list[int]) -> tuple[list[int], GatewayS
 async def test_a_glitch_is_rejected_and_a_reset_confirmed_by_three_reads_is_passed_on() -> None:
     # Steps of 2 Wh per 0.2 s stay under the SDM630's maximum power (its jump check).
     values, status = await _poll("eastron-sdm630", [1_000, 1_002, 5, 1_004, 1_006, 10, 12, 14, 16, 18])
-    assert values == [1_000, 1_002, 1_004, 1_006, 10, 12, 14, 16, 18]
+    # Polls are real-time: a loaded machine may read a step twice or skip one, so check the shape.
+    assert 5 not in values, "the single glitch is never passed on"
+    split = next(i for i, v in enumerate(values) if v < 1_000)
+    old, new = values[:split], values[split:]
+    assert old == sorted(old)
+    assert set(old) <= {1_000, 1_002, 1_004, 1_006}
+    assert set(new) <= {10, 12, 14, 16, 18}
+    assert new == sorted(new)
+    assert len(new) >= 3, "the confirming reads are passed on, in order"
     assert status.meters["m"].rejected["backwards"] >= 4, "the glitch and the three unconfirmed lower reads"
 
 

@@ -166,3 +166,20 @@ def test_one_glitch_below_the_series_is_discarded() -> None:
     assert events == ["suspects_discarded"]
     assert state.last_wh == 560
     assert state.offset_wh == 0
+
+
+def test_a_spike_above_the_meters_maximum_power_is_not_billed() -> None:
+    values = [10, 10_000_000, 20, 30, 40, 50]
+    readings = [Reading("m1", T0 + k * 300_000, v, max_power_w=20_000) for k, v in enumerate(values)]
+    state, intervals = feed_many(MeterState("m1"), readings)
+    assert sum(i.wh for i in intervals) == intervals[-1].register_end_wh - intervals[0].register_start_wh
+    assert state.last_wh == 50, "the spike was a glitch: the series goes on from 10"
+    assert state.offset_wh == 0
+
+
+def test_a_confirmed_jump_up_is_a_new_meter_not_energy() -> None:
+    values = [10, 20, 5_000_000, 5_000_010, 5_000_020, 5_000_030]
+    readings = [Reading("m1", T0 + k * 300_000, v, max_power_w=20_000) for k, v in enumerate(values)]
+    state, intervals = feed_many(MeterState("m1"), readings)
+    assert sum(i.wh for i in intervals) <= 10 + 30, "zero energy across the change, never millions of Wh"
+    assert state.offset_wh == 20 - 5_000_000
