@@ -107,7 +107,10 @@ class MqttSource:
             return
         t = stamp if stamp is not None else self._clock.now()
         last = self._last.get(meter.id)
-        if last is not None and t <= last[0]:
+        # Only a meter's own timestamps can be out of order. A reading stamped by our clock is
+        # placed by the writer, which holds it while time is untrusted (a Pi booting in 1970
+        # would otherwise quarantine every message as older than the last stored one).
+        if stamp is not None and last is not None and t <= last[0]:
             if (t, wh) == last:
                 self._status.payloads_rejected["duplicate"] += 1
                 log.debug("payload_duplicate", topic=topic, meter=meter.id)
