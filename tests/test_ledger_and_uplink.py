@@ -20,7 +20,7 @@ from gateway.config import BillingApiConfig
 from gateway.errors import LedgerIntegrityError
 from gateway.intervals import Reading
 from gateway.ledger.store import CLEAN_MARKER, DB_FILE, Ledger
-from gateway.web.server import EmbeddedServer, free_port, make_server
+from gateway.web.server import free_port, serving
 
 T0 = 1_767_225_600_000  # a quarter-hour boundary, ms
 GW = "gw-test"
@@ -72,15 +72,10 @@ async def test_a_damaged_ledger_is_refused_with_advice(tmp_path: Path) -> None:
 @contextlib.asynccontextmanager
 async def _receiver(tmp_path: Path, port: int, token: str = "secret") -> AsyncIterator[ReceiverStore]:
     store = ReceiverStore(tmp_path / "receiver.db", {GW: KEY.public_key})
-    server: EmbeddedServer = make_server(create_app(store, token), "127.0.0.1", port)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
     try:
-        yield store
+        async with serving(create_app(store, token), port=port):
+            yield store
     finally:
-        server.should_exit = True
-        await task
         store.close()
 
 
@@ -188,9 +183,12 @@ async def test_refused_batch_blocks_the_outbox_until_accepted_and_nothing_skips_
                                           "status": "accepted"} for c in doc["credits"]]})
 
     port = free_port()
-    server = make_server(Starlette(routes=[Route("/v1/batches", refuse_first, methods=["POST"])]),
-                         "127.0.0.1", port)
-    serve = asyncio.create_task(server.serve())
+    app = Starlette(routes=[Route("/v1/batches", refuse_first, methods=["POST"])])
+    async with serving(app, port=port):
+        await _refused_then_accepted(tmp_path, port, seen)
+
+
+async def _refused_then_accepted(tmp_path: Path, port: int, seen: list[str]) -> None:
     ledger = await _ledger(tmp_path)
     await ledger.commit_readings(_readings("m1", 10), now_ms=1)
     uplink = _uplink(ledger, port, batch_size=4)
@@ -214,8 +212,6 @@ async def test_refused_batch_blocks_the_outbox_until_accepted_and_nothing_skips_
     assert seen == [seen[0], seen[0], *seen[2:]], "the refused batch went again first, same key"
     assert len(seen) == 4
     assert uplink.progress.delivered == 10
-    server.should_exit = True
-    await serve
     await ledger.close()
 
 

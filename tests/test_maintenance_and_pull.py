@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import os
@@ -24,7 +23,7 @@ from gateway.ledger.maintenance import maintain_once
 from gateway.ledger.store import DB_FILE, Ledger
 from gateway.status import GatewayStatus
 from gateway.web.app import WebContext, create_app
-from gateway.web.server import free_port, make_server
+from gateway.web.server import serving
 
 T0_MS = 1_767_225_600_000
 DAY_MS = 86_400_000
@@ -69,13 +68,8 @@ async def test_pull_api_pages_through_the_outbox_with_a_stable_cursor(tmp_path: 
     ledger, keypair = await _filled(tmp_path, days=1)
     status = GatewayStatus("gw", keypair.public_key, 0)
     app = create_app(WebContext(status, ledger, ManualClock(), "tok", ()))
-    port = free_port()
-    server = make_server(app, "127.0.0.1", port)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with serving(app) as url, httpx.AsyncClient(base_url=url) as http:
             assert (await http.get("/api/v1/credits")).status_code == 401
             auth = {"Authorization": "Bearer tok"}
             cursor, items, pages = 0, [], 0
@@ -90,8 +84,6 @@ async def test_pull_api_pages_through_the_outbox_with_a_stable_cursor(tmp_path: 
             again = (await http.get("/api/v1/credits", params={"after": 0, "limit": 3}, headers=auth)).json()
             assert (await http.get("/api/v1/credits", params={"limit": 0}, headers=auth)).status_code == 400
     finally:
-        server.should_exit = True
-        await task
         await ledger.close()
     assert len(items) == 2 * 96
     assert pages == 4

@@ -28,7 +28,7 @@ from gateway.clock import SystemClock
 from gateway.config import BillingApiConfig
 from gateway.intervals import Reading
 from gateway.ledger.store import Ledger
-from gateway.web.server import free_port, make_server
+from gateway.web.server import free_port, serving
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -136,11 +136,13 @@ async def test_every_fault_still_gives_exactly_once(tmp_path: Path) -> None:
     script = ["500", "commit_then_503", "ok", "slow", "commit_then_hang", "429", "ok", "ok", "500", "ok"]
     faulty = Faulty(create_app(store, "tok"), script)
     receiver_port = free_port()
-    server = make_server(faulty, "127.0.0.1", receiver_port)
-    serve = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    proxy = ResetProxy(receiver_port, reset_requests={3, 8})  # two answers lost after a commit
+    async with serving(faulty, port=receiver_port):
+        proxy = ResetProxy(receiver_port, reset_requests={3, 8})  # two answers lost after a commit
+        uplink = await _drain_through(proxy, ledger)
+    await _check(faulty, script, proxy, ledger, uplink, store, total)
+
+
+async def _drain_through(proxy: ResetProxy, ledger: Ledger) -> BillingApiUplink:
     proxy_port = await proxy.start()
 
     cfg = BillingApiConfig(url=f"http://127.0.0.1:{proxy_port}", batch_size=10, max_batch_age_s=0,
@@ -155,9 +157,11 @@ async def test_every_fault_still_gives_exactly_once(tmp_path: Path) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await proxy.stop()
-        server.should_exit = True
-        await serve
+    return uplink
 
+
+async def _check(faulty: Faulty, script: list[str], proxy: ResetProxy, ledger: Ledger, uplink: BillingApiUplink,
+                 store: ReceiverStore, total: int) -> None:
     faults = [f for _, f in faulty.seen]
     assert faults[: len(script)] == script, "every scripted fault was met"
     assert proxy.resets == 2, "both answers were lost to a connection reset"

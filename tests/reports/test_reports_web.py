@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -17,7 +16,7 @@ from gateway.ledger.store import Ledger
 from gateway.reports.web import report_routes
 from gateway.status import GatewayStatus
 from gateway.web.app import WebContext, create_app
-from gateway.web.server import free_port, make_server
+from gateway.web.server import serving
 from tests.reports.conftest import DEC_1, DECEMBER_INTERVALS, DECEMBER_WH, NMI_HOUSE, ZONE, Site, house_register
 
 AS_OF = datetime(2025, 12, 16, tzinfo=ZONE)
@@ -30,17 +29,10 @@ async def http(site: Site) -> AsyncIterator[httpx.AsyncClient]:
     ledger = await Ledger.open(site.data_dir, gateway_id="gw-test-reports", keypair=Keypair.random())
     ctx = WebContext(GatewayStatus("gw-test-reports", "G", 0), ledger, ManualClock(AS_OF.timestamp()), "tok", ())
     app = Starlette(routes=[*create_app(ctx).routes, *report_routes(ctx, site.cfg)])
-    port = free_port()
-    server = make_server(app, "127.0.0.1", port)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        async with serving(app) as url, httpx.AsyncClient(base_url=url) as client:
             yield client
     finally:
-        server.should_exit = True
-        await task
         await ledger.close()
 
 
