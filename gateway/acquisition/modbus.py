@@ -112,6 +112,9 @@ class _Job:
     period: float
     next_due: float
     energy: bool
+    retries_used: int = 0
+    """Retries of this slot's poll so far. A retry goes to the back of its slot, so a device
+    that just started failing costs the healthy meters due with it one timeout, not several."""
 
 
 @dataclass
@@ -236,8 +239,8 @@ class ModbusBus:
                     if job is None:
                         await self._serve_request()
                     else:
-                        await self._poll(job)
-                        self._reschedule(job)
+                        if await self._poll(job):
+                            self._reschedule(job)
                     reopen_delay = REOPEN_MIN_S
                 except PortUnavailable as exc:
                     self._line_down(str(exc), reopen_delay)
@@ -281,7 +284,7 @@ class ModbusBus:
     def _pick(self) -> _Job | None:
         if not self._jobs:
             return None
-        return min(self._jobs, key=lambda j: (j.next_due, j.meter.status.consecutive_failures > 0,
+        return min(self._jobs, key=lambda j: (j.next_due, j.retries_used > 0 or j.meter.status.consecutive_failures > 0,
                                               j.meter.order, not j.energy))
 
     async def _next_work(self) -> _Job | None:
@@ -329,10 +332,12 @@ class ModbusBus:
             raise
         req.future.set_result(registers)
 
-    async def _transact(self, unit: int, function: int, start: int, count: int, turnaround_s: float) -> list[int]:
-        """One logical read with bounded retries; every attempt is counted on the line."""
+    async def _transact(self, unit: int, function: int, start: int, count: int, turnaround_s: float,
+                        attempts: int | None = None) -> list[int]:
+        """One logical read with bounded retries (polls retry later in their slot instead: ``attempts=1``);
+        every attempt is counted on the line."""
         last: AcquisitionError | None = None
-        for _attempt in range(self.cfg.retries + 1):
+        for _attempt in range(attempts or self.cfg.retries + 1):
             t0 = self._clock.monotonic()
             try:
                 registers = await self._transport.transact(unit, function, start, count, turnaround_s=turnaround_s)
@@ -394,25 +399,47 @@ class ModbusBus:
             self.line.last_cycle_s = now - slot
             self.cycle_times.append((slot, now - slot))
 
-    async def _poll(self, job: _Job) -> None:
+    async def _poll(self, job: _Job) -> bool:
+        """One attempt at a job. False when it was put back for a retry later in its slot."""
         meter = job.meter
         if not job.energy and meter.status.health == MeterHealth.OFFLINE:
-            return  # the energy poll is the backed-off probe; do not hammer a dead device
+            return True  # the energy poll is the backed-off probe; do not hammer a dead device
         log_ctx: dict[str, object] = {"bus": self.cfg.name, "meter": meter.cfg.id, "unit_id": meter.cfg.unit_id}
         before = self._clock.now()
         try:
             values, raw, decode_failed = await self._read(job)
         except PortUnavailable as exc:
+            job.retries_used = 0
             meter.status.read_failed(str(exc))
             raise
+        except (DeviceTimeout, FrameError) as exc:
+            if job.retries_used < self.cfg.retries:
+                job.retries_used += 1
+                log.debug("read_retry_later", error=str(exc), retry=job.retries_used, **log_ctx)
+                return False
+            job.retries_used = 0
+            self._failed(meter, exc, log_ctx)
+            return True
         except AcquisitionError as exc:
-            first = meter.status.consecutive_failures == 0
-            meter.device_failures += 1
-            meter.status.read_failed(str(exc))
-            # First failure is news; the rest of a streak is noise.
-            (log.warning if first else log.debug)("read_failed", error=str(exc),
-                                                  failures=meter.status.consecutive_failures, **log_ctx)
-            return
+            job.retries_used = 0
+            self._failed(meter, exc, log_ctx)
+            return True
+        job.retries_used = 0
+        await self._use(job, values, raw, decode_failed, before, log_ctx)
+        return True
+
+    def _failed(self, meter: _Meter, exc: AcquisitionError, log_ctx: dict[str, object]) -> None:
+        first = meter.status.consecutive_failures == 0
+        meter.device_failures += 1
+        meter.status.read_failed(str(exc))
+        # First failure is news; the rest of a streak is noise.
+        (log.warning if first else log.debug)("read_failed", error=str(exc),
+                                              failures=meter.status.consecutive_failures, **log_ctx)
+
+    async def _use(self, job: _Job, values: dict[str, float], raw: dict[str, list[int]], decode_failed: set[str],
+                   before: float, log_ctx: dict[str, object]) -> None:
+        """Turn a successful read into status and, for an energy poll, a reading."""
+        meter = job.meter
         after = self._clock.now()
         meter.device_failures = 0
         if "power_total" in values:
@@ -480,7 +507,7 @@ class ModbusBus:
         failed: set[str] = set()
         for block in job.plan.blocks:
             registers = await self._transact(meter.cfg.unit_id, block.function, block.start, block.count,
-                                             meter.cfg.turnaround_s)
+                                             meter.cfg.turnaround_s, attempts=1)
             for name, chunk in split_block(block, registers).items():
                 raw[name] = chunk
                 try:
