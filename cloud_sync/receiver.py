@@ -143,7 +143,7 @@ def create_app(store: ReceiverStore, token: str | None) -> Starlette:
         if token is None:
             return True
         given = request.headers.get("authorization", "")
-        return secrets.compare_digest(given, f"Bearer {token}")
+        return secrets.compare_digest(given.encode(), f"Bearer {token}".encode())
 
     async def post_batch(request: Request) -> Response:
         if not authorised(request):

@@ -130,6 +130,11 @@ port = {mosquitto.port}
                                       headers=auth)).json()
             assert one_off["values"]["frequency"] == 50.0, "one-off reads go through the running scheduler"
             assert one_off["values"]["energy_import"] > 0
+            bad_unit = await http.get("/api/v1/buses/line/read", params={"unit": 300, "profile": "eastron-sdm630"},
+                                      headers=auth)
+            assert bad_unit.status_code == 400, "an impossible unit id is refused, not sent down the line"
+            async with httpx.AsyncClient(base_url=base) as stranger:  # no cookie from the page visit
+                assert (await stranger.get("/api/v1/meters", params={"token": "töken"})).status_code == 401
             lines = {x["name"]: x for x in (await http.get("/api/v1/lines", headers=auth)).json()["lines"]}
             assert lines["line"]["transactions"] > 0
             assert lines["unplugged"]["connected"] is False

@@ -260,3 +260,21 @@ async def test_a_late_reading_whose_neighbour_was_pruned_is_refused_not_guessed(
     assert [d for _, d in result.dispositions] == ["before_retention"]
     assert await ledger.stored_intervals("m1", 0, 2**40) == before
     await ledger.close()
+
+
+async def test_one_reading_the_ledger_refuses_does_not_stop_the_writer_or_the_others(tmp_path: Path) -> None:
+    from gateway.clock import ManualClock
+    from gateway.ledger.writer import ReadingWriter
+    from gateway.status import GatewayStatus, MeterStatus
+
+    ledger = await _ledger(tmp_path)
+    status = GatewayStatus("gw", "G", 0)
+    status.meters["bad"] = MeterStatus("bad", "mqtt", "t")
+    writer = ReadingWriter(ledger, ManualClock(), status, flush_s=3600)
+    for reading in [*_readings("m1", 2), Reading("bad", T0, 2**70)]:  # no 64-bit integer holds it
+        await writer.submit(reading)
+    await writer.flush()
+    assert status.meters["bad"].rejected["ledger_refused"] == 1
+    assert status.readings_committed == 31
+    assert [i.wh for i in await ledger.stored_intervals("m1", 0, 2**40)] == [105, 105]
+    await ledger.close()

@@ -47,7 +47,7 @@ from gateway.acquisition.transport import (
 )
 from gateway.clock import Clock
 from gateway.config import BusConfig, ModbusMeterConfig
-from gateway.errors import AcquisitionError, DeviceException, DeviceTimeout, GatewayError, ValueRejected
+from gateway.errors import AcquisitionError, ConfigError, DeviceException, DeviceTimeout, GatewayError, ValueRejected
 from gateway.intervals import Reading
 from gateway.intervals.engine import CONFIRM_READINGS
 from gateway.profiles import Profile, Quantity, decode
@@ -55,6 +55,9 @@ from gateway.status import OFFLINE_AFTER, GatewayStatus, LineStatus, MeterHealth
 
 log = structlog.get_logger("gateway.modbus")
 
+MAX_UNIT_ID = 247
+MAX_REGISTERS_PER_READ = 125
+"""Modbus limits: unit ids 1..247 (0 is broadcast), at most 125 registers per read."""
 MAX_STAMP_UNCERTAINTY_S = 5.0
 """A read whose transaction took longer than this (retries, a slow device) is
 not used: its timestamp would be too uncertain to place energy in an interval."""
@@ -96,6 +99,10 @@ class _Meter:
     order: int
     last: Reading | None = None
     new_series: list[Reading] = field(default_factory=list)
+
+    @property
+    def max_power_w(self) -> float | None:
+        return self.cfg.max_power_w or self.profile.max_power_w
     """Consecutive readings off the series of ``last`` (rejected so far): a reset or a new meter if they persist."""
     device_failures: int = 0
     """Failures the device is to blame for (not line outages): drives its backoff."""
@@ -185,6 +192,10 @@ class ModbusBus:
         Raises the same errors as a poll would (DeviceTimeout, DeviceException,
         FrameError, PortUnavailable) after the bus's retries.
         """
+        if not 1 <= unit <= MAX_UNIT_ID:
+            raise ConfigError(f"unit id {unit} is outside 1..{MAX_UNIT_ID}")
+        if function not in (3, 4) or not 0 <= start <= 0xFFFF or not 1 <= count <= MAX_REGISTERS_PER_READ:
+            raise ConfigError(f"cannot read {count} registers at {start} with function {function}")
         if len(self._requests) >= MAX_PENDING_REQUESTS:
             raise BusBusy(f"{len(self._requests)} requests already queued on bus {self.cfg.name!r}")
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
@@ -330,6 +341,10 @@ class ModbusBus:
         except asyncio.CancelledError:
             req.future.cancel()
             raise
+        except Exception as exc:
+            # A bug must not leave the caller waiting forever; the bus task's supervisor restarts us.
+            req.future.set_exception(exc)
+            raise
         req.future.set_result(registers)
 
     async def _transact(self, unit: int, function: int, start: int, count: int, turnaround_s: float,
@@ -460,8 +475,8 @@ class ModbusBus:
         wh = round(energy)
         reading = Reading(meter.cfg.id, round(t * 1000), wh, "modbus",
                           register_modulus_wh=_modulus_wh(meter.quantities.get("energy_import")),
-                          max_power_w=meter.profile.max_power_w)
-        problem = _implausible(meter.last, reading, meter.profile.max_power_w)
+                          max_power_w=meter.max_power_w)
+        problem = _implausible(meter.last, reading, meter.max_power_w)
         if problem:
             self._reject(meter, problem[0], problem[1], raw, log_ctx)
             if await self._confirm_new_series(meter, reading, log_ctx):
@@ -482,7 +497,7 @@ class ModbusBus:
         order, and the interval engine starts a new register epoch from them.
         """
         series = meter.new_series
-        if series and _implausible(series[-1], reading, meter.profile.max_power_w):
+        if series and _implausible(series[-1], reading, meter.max_power_w):
             series.clear()
         series.append(reading)
         if len(series) < CONFIRM_READINGS:

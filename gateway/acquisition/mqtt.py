@@ -42,6 +42,10 @@ QUARANTINE_BYTES = 1024
 
 Submit = Callable[[Reading], Awaitable[None]]
 
+FUTURE_TOLERANCE_S = 300.0
+"""How far ahead of the gateway's clock a meter's own timestamp may be (meter clocks drift;
+minutes are normal, days are a broken clock or a seconds/milliseconds mix-up)."""
+
 
 class MqttSource:
     def __init__(self, cfg: MqttConfig, clock: Clock, submit: Submit, status: GatewayStatus,
@@ -105,7 +109,14 @@ class MqttSource:
         except PayloadError as exc:
             self._quarantine(topic, exc.reason, raw, meter.id, str(exc))
             return
-        t = stamp if stamp is not None else self._clock.now()
+        now = self._clock.now()
+        t = stamp if stamp is not None else now
+        if stamp is not None and stamp > now + FUTURE_TOLERANCE_S:
+            # A meter clock far ahead would make the engine fill (and bill) intervals that have not
+            # happened, then block every honest payload as out of order.
+            self._quarantine(topic, "future_timestamp", raw, meter.id,
+                             f"timestamp {stamp:.0f} is {stamp - now:.0f} s ahead of the gateway's clock")
+            return
         last = self._last.get(meter.id)
         # Only a meter's own timestamps can be out of order. A reading stamped by our clock is
         # placed by the writer, which holds it while time is untrusted (a Pi booting in 1970

@@ -28,6 +28,8 @@ from zoneinfo import ZoneInfo
 from gateway.config import MqttMeterConfig
 from gateway.errors import PayloadError
 
+MAX_REGISTER_WH = 2**53
+"""Larger values are garbage (and would not fit the ledger's 64-bit integers once scaled)."""
 _TO_WH = {"Wh": 1.0, "kWh": 1000.0, "MWh": 1_000_000.0}
 TASMOTA_VALUE_PATH = "ENERGY.Total"
 TASMOTA_TIME_PATH = "Time"
@@ -117,4 +119,7 @@ def parse_energy(meter: MqttMeterConfig, payload: bytes, *, max_bytes: int) -> t
             stamp = _timestamp(_dig(doc, time_path), time_path, meter.time_zone)
     if value < 0:
         raise PayloadError(f"energy {value} is negative", "negative")
-    return round(value * _TO_WH[meter.unit]), stamp
+    wh = value * _TO_WH[meter.unit]
+    if wh > MAX_REGISTER_WH:
+        raise PayloadError(f"energy {value} {meter.unit} is beyond any real register", "out_of_range")
+    return round(wh), stamp

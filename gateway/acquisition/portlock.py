@@ -20,7 +20,9 @@ from pathlib import Path
 from gateway.errors import GatewayError
 
 LOCK_DIR_ENV = "METER_GATEWAY_LOCK_DIR"
-_SYSTEM_LOCK_DIR = Path("/run/lock/meter-gateway")
+_SYSTEM_LOCK_DIR = Path("/run/meter-gateway")
+"""The systemd unit's RuntimeDirectory: writable for the hardened service (ProtectSystem=strict
+leaves /run/lock read-only) and the same path a root shell's scan/read looks at."""
 
 
 class PortBusy(GatewayError):
@@ -32,7 +34,7 @@ class PortBusy(GatewayError):
 
 
 def lock_dir() -> Path:
-    """Where lock files live: $METER_GATEWAY_LOCK_DIR, /run/lock/meter-gateway, or a per-user /tmp dir.
+    """Where lock files live: $METER_GATEWAY_LOCK_DIR, /run/meter-gateway, or a per-user /tmp dir.
 
     Daemon and CLI must agree on this, so it depends only on the environment
     and on what the system offers, never on a config file.
@@ -42,7 +44,7 @@ def lock_dir() -> Path:
         return Path(env)
     for candidate in (_SYSTEM_LOCK_DIR, Path(f"/tmp/meter-gateway-locks-{os.getuid()}")):
         with contextlib.suppress(OSError):
-            candidate.mkdir(mode=0o755, parents=True, exist_ok=True)
+            candidate.mkdir(mode=0o775, parents=True, exist_ok=True)
             if os.access(candidate, os.W_OK):
                 return candidate
     raise PortBusy("no writable lock directory; set METER_GATEWAY_LOCK_DIR", None)

@@ -27,6 +27,13 @@ READ_TIMEOUT_S = 1.0
 """One-off reads are not in a hurry; a generous timeout avoids false "no answer"."""
 
 
+def _unit_id(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 247:
+        raise argparse.ArgumentTypeError(f"{value} is not a Modbus unit id (1-247)")
+    return value
+
+
 def _add_line_args(p: argparse.ArgumentParser, timeout: float) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", help="serial device, e.g. /dev/ttyUSB0 (Modbus RTU)")
@@ -140,6 +147,6 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("read", help="read and decode every value of one meter once")
     _add_line_args(p, READ_TIMEOUT_S)
-    p.add_argument("--id", type=int, required=True, help="unit id of the meter")
+    p.add_argument("--id", type=_unit_id, required=True, help="unit id of the meter (1-247)")
     p.add_argument("--profile", required=True, help="built-in profile id or path to a profile file")
     p.set_defaults(func=cmd_read)

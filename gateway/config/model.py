@@ -61,6 +61,11 @@ class ModbusMeterConfig(_Model):
         default=None, gt=0, le=900,
         description="period for instantaneous values (power, voltage); default: read them with the energy",
     )
+    max_power_w: float | None = Field(
+        default=None, gt=0,
+        description="the most this meter can measure (e.g. for CT-connected meters: CT rating x voltage); "
+        "overrides the profile's; a faster rise is held as a misread until confirmed",
+    )
     turnaround_s: float = Field(
         default=0.0, ge=0, le=1.0,
         description="the device's think time before it answers: added to its timeout and its read-plan cost",

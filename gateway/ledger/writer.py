@@ -25,7 +25,7 @@ import structlog
 from gateway.clock import Clock
 from gateway.errors import LedgerError
 from gateway.intervals import Disposition, Reading
-from gateway.ledger.store import Ledger
+from gateway.ledger.store import CommitResult, Ledger
 from gateway.status import GatewayStatus
 from gateway.timetrust import AlwaysSynced, TimeTrust
 
@@ -134,11 +134,39 @@ class ReadingWriter:
         max_step_ms = self._trust.max_step_s * 1000
         batch = [t.placed(offset_ms, max_step_ms) for t in taken]
         batch.sort(key=lambda r: r.t_ms)
+        now_ms = int(self._clock.now() * 1000)
         try:
-            result = await self._ledger.commit_readings(batch, now_ms=int(self._clock.now() * 1000))
-        except LedgerError:
+            result = await self._ledger.commit_readings(batch, now_ms=now_ms)
+        except LedgerError as exc:
             self._status.commit_errors += 1
-            raise
+            if len(batch) == 1:
+                raise
+            # One poisonous reading must not stop the daemon nor take the others with it:
+            # commit them one by one and set aside only what the ledger still refuses. If
+            # every one fails the disk itself is the problem, and that is raised.
+            log.error("batch_commit_failed", error=str(exc), readings=len(batch))
+            await self._commit_one_by_one(batch, now_ms)
+            return
+        self._report(batch, result)
+
+    async def _commit_one_by_one(self, batch: list[Reading], now_ms: int) -> None:
+        failures: list[LedgerError] = []
+        for reading in batch:
+            try:
+                result = await self._ledger.commit_readings([reading], now_ms=now_ms)
+            except LedgerError as exc:
+                failures.append(exc)
+                meter_status = self._status.meters.get(reading.meter)
+                if meter_status:
+                    meter_status.rejected["ledger_refused"] += 1
+                log.error("reading_refused_by_ledger", meter=reading.meter, t_ms=reading.t_ms,
+                          register_wh=reading.register_wh, error=str(exc))
+                continue
+            self._report([reading], result)
+        if len(failures) == len(batch):
+            raise failures[-1]
+
+    def _report(self, batch: list[Reading], result: CommitResult) -> None:
         self._status.readings_committed += len(batch)
         self._status.credits_created += result.credits_created
         for reading, disposition in result.dispositions:

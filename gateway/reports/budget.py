@@ -33,7 +33,6 @@ import structlog
 from gateway.billing import BudgetAlert
 from gateway.clock import Clock
 from gateway.config import GatewayConfig, MqttConfig
-from gateway.errors import GatewayError
 from gateway.reports.service import meter_projection
 from gateway.reports.source import IntervalSource
 from gateway.status import GatewayStatus
@@ -107,7 +106,7 @@ class BudgetWatcher:
         for meter in self.budgeted_meters():
             try:
                 result = await meter_projection(self.source, self.cfg, meter, as_of)
-            except (GatewayError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one meter's bad data must not stop the others' checks
                 log.warning("budget_check_failed", meter=meter, error=str(exc))
                 continue
             alarm = ALARM_PREFIX + meter
@@ -132,7 +131,7 @@ class BudgetWatcher:
             try:
                 await self.events.record_event("budget_exceeded", t_ms=int(self.clock.now() * 1000),
                                                meter=alert.meter_id, detail=alert.message)
-            except GatewayError as exc:
+            except Exception as exc:  # noqa: BLE001 - a failed event write (disk full) must not re-announce every 5 s
                 log.warning("budget_event_not_recorded", meter=alert.meter_id, error=str(exc))
         if self.publisher is not None and self.cfg.billing.alert_topic:
             self.pending[alert.meter_id] = alert

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
 from gateway.billing import (
@@ -300,6 +300,18 @@ async def export_intervals(source: IntervalSource, meters: Iterable[str], start:
     return out
 
 
+NEM_TIME = timezone(timedelta(hours=10))
+
+
+def nem_days(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """[start, end) grown to whole NEM days (midnight to midnight, UTC+10)."""
+    first = start.astimezone(NEM_TIME).replace(hour=0, minute=0, second=0, microsecond=0)
+    last = end.astimezone(NEM_TIME)
+    if last.time() != time(0):
+        last = last.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    return first, last
+
+
 def nem12_participants(cfg: GatewayConfig) -> tuple[str, str]:
     return cfg.billing.nem12_from_participant or cfg.gateway_id[:10], cfg.billing.nem12_to_participant
 
@@ -321,10 +333,15 @@ def _has_nmi(cfg: GatewayConfig, meter: str) -> bool:
 
 async def nem12_export(source: IntervalSource, cfg: GatewayConfig, meters: Sequence[str] | None,
                        start: datetime, end: datetime, *, created: datetime) -> str:
-    """A NEM12 file (CRLF text) of the meters' intervals starting in ``[start, end)``."""
+    """A NEM12 file (CRLF text) of the meters' intervals, widened to whole NEM days.
+
+    NEM12 days run 00:00-24:00 at UTC+10 whatever the site's zone, and a receiving
+    system replaces whole days: a day cut at the site's midnight would arrive with
+    real data written as N (null). So the range grows to the NEM days it touches.
+    """
     infos = nem12_meters(cfg, meters)
     sender, receiver = nem12_participants(cfg)
-    data = await export_intervals(source, infos, start, end)
+    data = await export_intervals(source, infos, *nem_days(start, end))
     return nem12_text(data, infos, from_participant=sender, to_participant=receiver, created=created)
 
 

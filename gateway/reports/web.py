@@ -94,8 +94,14 @@ def report_routes(ctx: WebContext, config: GatewayConfig) -> list[Route]:
             return _config_error(exc)
         try:
             today = now().astimezone(zone_for(config.site_timezone)).date()
-            start = parse_bound(params.get("from", today.isoformat()), config.site_timezone)
-            end = parse_bound(params["to"], config.site_timezone) if "to" in params else start + timedelta(days=1)
+            first = params.get("from", today.isoformat())
+            start = parse_bound(first, config.site_timezone)
+            if "to" in params:
+                end = parse_bound(params["to"], config.site_timezone)
+            elif len(first) == 10:  # a local day: up to the next local midnight (23 or 25 h on DST days)
+                end = parse_bound((date.fromisoformat(first) + timedelta(days=1)).isoformat(), config.site_timezone)
+            else:
+                end = start + timedelta(days=1)
         except ValueError:
             return _error("from and to must be dates (YYYY-MM-DD, local) or ISO 8601 times", 400)
         if not start < end <= start + timedelta(days=MAX_RANGE_DAYS):

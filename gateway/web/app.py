@@ -25,7 +25,7 @@ from starlette.routing import Route
 from gateway.acquisition.modbus import ModbusBus
 from gateway.clock import Clock
 from gateway.config import GatewayConfig
-from gateway.errors import AcquisitionError, ProfileError
+from gateway.errors import AcquisitionError, ConfigError, ProfileError
 from gateway.intervals import INTERVAL_S
 from gateway.ledger.store import Ledger, UplinkSummary
 from gateway.profiles import resolve_profile
@@ -254,6 +254,8 @@ def create_app(ctx: WebContext) -> Starlette:
         try:
             async with asyncio.timeout(ONE_OFF_READ_TIMEOUT_S):
                 values, problems = await bus.read_values(unit, profile)
+        except ConfigError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         except (AcquisitionError, TimeoutError) as exc:
             return JSONResponse({"error": f"read failed: {exc or 'timed out'}"}, status_code=502)
         return JSONResponse({"bus": bus.cfg.name, "unit": unit, "profile": profile.id, "values": values,

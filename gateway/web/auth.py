@@ -36,7 +36,8 @@ def authorised(request: Request, token: str) -> bool:
     header = request.headers.get("authorization", "")
     candidates = [header.removeprefix("Bearer ").strip(), request.cookies.get(COOKIE, ""),
                   request.query_params.get("token", "")]
-    return any(c and secrets.compare_digest(c, token) for c in candidates)
+    # Compared as bytes: compare_digest refuses non-ASCII str, and a visitor controls these.
+    return any(c and secrets.compare_digest(c.encode(), token.encode()) for c in candidates)
 
 
 def denied() -> Response:

@@ -99,19 +99,23 @@ async def test_bad_payloads_are_counted_quarantined_and_harmless(mosquitto: Brok
         ("m/e", json.dumps({"e": 4, "t": 8})),   # older than the last accepted
         ("m/e", json.dumps({"e": 5, "t": 9})),   # a redelivered duplicate
         ("m/e", "[" * 100),  # nested deeper than any meter, under the size limit
-        ("m/e", json.dumps({"e": 6, "t": 10})),  # still alive
+        ("m/e", json.dumps({"e": 1e30, "t": 9.5})),  # beyond any register: would not even fit the ledger
+        ("m/e", json.dumps({"e": 7, "t": 99999999999})),  # a meter clock in the year 5138
+        ("m/e", json.dumps({"e": 6, "t": 10})),  # still alive, not blocked by the future stamp
     ]
     async with gw.running():
         await publish(mosquitto, bad)
-        await gw.wait_for(2, rejected=8)
+        await gw.wait_for(2, rejected=10)
     assert [r.register_wh for r in gw.readings] == [5, 6]
+    assert gw.status.payloads_rejected["out_of_range"] == 1
+    assert gw.status.payloads_rejected["future_timestamp"] == 1
     reasons = gw.status.payloads_rejected
     assert reasons["malformed"] == 3
     assert reasons["oversized"] == 1
     assert reasons["wrong_type"] == 2
     assert reasons["out_of_order"] == 1
     assert reasons["duplicate"] == 1
-    assert len(gw.status.quarantine) == 7
+    assert len(gw.status.quarantine) == 9
     assert gw.status.quarantine[0].payload == b"{not json"
     assert gw.status.meters["m"].rejected["out_of_order"] == 1
 

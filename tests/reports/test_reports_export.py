@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nemreader import NEMFile
 
+from gateway.reports.service import nem_days
 from tests.reports.conftest import (
     DEC_1,
     NMI_HOUSE,
@@ -59,10 +60,13 @@ def test_nem12_export_round_trips_through_nemreader_with_each_meters_nmi(site: S
     parsed = _nemreader(tmp_path, raw.decode("ascii"))
     assert set(parsed) == {NMI_HOUSE, NMI_SHED}, "pv has no NMI and is left out"
 
-    first = int(DEC_1.timestamp())
-    last = first + 7 * 86_400
+    week_start = int(DEC_1.timestamp())
+    nem_from, nem_to = nem_days(DEC_1, DEC_1 + timedelta(days=7))
+    first, last = int(nem_from.timestamp()), int(nem_to.timestamp())
+    assert first <= week_start
+    assert last >= week_start + 7 * 86_400
     house = {s: v for s, v in parsed[NMI_HOUSE].items() if v[1] != "N"}
-    assert sorted(house) == list(range(first, last, 900)), "exactly the local week, by interval start"
+    assert sorted(house) == list(range(first, last, 900)), "the whole NEM days (UTC+10) covering the local week"
     base = (first - int(datetime(2025, 11, 30, 5, tzinfo=UTC).timestamp())) // 900
     for k, start in enumerate(sorted(house)):
         assert house[start] == (house_register(base + k + 1) - house_register(base + k), "A")
