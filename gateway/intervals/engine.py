@@ -22,7 +22,8 @@ An interval is as good as the worse of its two boundaries.
 
 Registers that go down: a fall that a counter wrap explains (the register's
 width is known and the wrapped increase is small) is a **rollover**, counted on
-through. Any other fall is held as *suspect*: one bad read must not start a
+through. Any other fall, and any rise faster than the meter's maximum power
+allows, is held as *suspect*: one bad read must not start a
 new epoch (its successor would then credit the whole register again). When
 :data:`CONFIRM_READINGS` consecutive readings agree on the new, lower series,
 the meter was **reset or replaced**: a new register epoch starts at the first
@@ -178,7 +179,8 @@ class Disposition(StrEnum):
     LATE = "late"
     """Older than the newest reading: the ledger revises the intervals it touches."""
     SUSPECT = "suspect"
-    """Below the current series: held until confirmed as a new epoch or discarded as a glitch."""
+    """Off the current series (below it, or rising faster than the meter can measure): held until
+    confirmed as a new epoch or discarded as a glitch."""
 
 
 @dataclass(frozen=True, slots=True)
