@@ -240,6 +240,8 @@ class ModbusBus:
         try:
             if lock is not None:
                 await self._take_lock(lock)
+                if isinstance(self._transport, RtuTransport) and self.cfg.kind == "rtu":
+                    self._transport.lock_device_on_open(lock.owner, lock.key)
             log.info("bus_started", bus=self.cfg.name, kind=self.cfg.kind, endpoint=self._transport.endpoint,
                      meters=len(self._meters))
             self._started_mono = self._clock.monotonic()

@@ -35,6 +35,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from gateway.acquisition import rtu
+from gateway.acquisition.portlock import PortBusy, PortLock, endpoint_key
 from gateway.acquisition.read_plan import WireCost
 from gateway.config import BusConfig
 from gateway.errors import AcquisitionError, DeviceException, DeviceTimeout
@@ -191,6 +192,38 @@ class RtuTransport:
         self._last_unit: int | None = None
         self.noise_bytes = 0
         """Bytes found on the line that nobody asked for (noise, late answers)."""
+        self._device_lock_owner: str | None = None
+        self._held_key: str | None = None
+        self._device_lock: PortLock | None = None
+
+    def lock_device_on_open(self, owner: str, held_key: str) -> None:
+        """Also lock the device node a serial port resolves to, each time it is opened.
+
+        The bus locks its line under the configured path at start. When the adapter is unplugged at that
+        moment, /dev/serial/by-id/... does not resolve, so that lock is not under the /dev/ttyUSBn name a
+        technician may type into ``scan`` later. Locking the resolved node while it is open closes that gap
+        (and a node a commissioning tool already holds is reported as such, then retried like any outage).
+        """
+        self._device_lock_owner = owner
+        self._held_key = held_key
+
+    def _lock_device(self) -> None:
+        if self._device_lock_owner is None or self.cfg.device is None or self._device_lock is not None:
+            return
+        key = endpoint_key(device=os.path.realpath(self.cfg.device))
+        if key == self._held_key:
+            return  # resolved when the bus started: its own lock already covers this node
+        lock = PortLock(key, owner=self._device_lock_owner)
+        try:
+            lock.acquire()
+        except PortBusy as exc:
+            raise PortUnavailable(f"{self.cfg.device} is in use: {exc}") from None
+        self._device_lock = lock
+
+    def _unlock_device(self) -> None:
+        if self._device_lock is not None:
+            self._device_lock.release()
+            self._device_lock = None
 
     @property
     def gap_s(self) -> float:
@@ -205,12 +238,14 @@ class RtuTransport:
             self.close()
         if self.cfg.kind == "rtu":
             assert self.cfg.device is not None
+            self._lock_device()
             try:
                 port = serial.Serial(
                     port=self.cfg.device, baudrate=self.cfg.baud, bytesize=8, parity=self.cfg.framing[1],
                     stopbits=int(self.cfg.framing[2]), timeout=0, exclusive=True,
                 )
             except (serial.SerialException, OSError, ValueError) as exc:
+                self._unlock_device()
                 raise PortUnavailable(f"cannot open {self.cfg.device}: {exc}") from exc
             link: _Link = _SerialLink(port)
         else:
@@ -326,6 +361,7 @@ class RtuTransport:
             self._link.close()
             self._link = None
             self._last_unit = None
+        self._unlock_device()  # the node may come back under another name
 
 
 class ModbusTcpTransport:

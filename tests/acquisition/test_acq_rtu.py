@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -235,6 +236,38 @@ async def test_the_daemon_holds_the_line_lock_while_running(tmp_path: Path) -> N
             PortLock(endpoint_key(device=str(h.line.path)), owner="test").acquire()
     with PortLock(endpoint_key(device=str(h.line.path)), owner="test"):
         pass
+
+
+async def test_a_line_unplugged_at_start_is_locked_under_its_node_name_once_it_appears(tmp_path: Path) -> None:
+    # The daemon starts while the adapter is unplugged: its by-id style path does not resolve, so the lock it
+    # takes is under that path. Once the node appears and the bus opens it, a scan of the node itself
+    # (/dev/pts/N here, /dev/ttyUSB0 on a box) must still be refused.
+    h = Harness(tmp_path, units=(1,))
+    task = asyncio.create_task(h.bus.run())
+    try:
+        await asyncio.sleep(0.3)
+        assert not h.status.lines["rs485"].connected
+        h.line.start()
+        for _ in range(60):
+            if h.of("m1"):
+                break
+            await asyncio.sleep(0.1)
+        assert h.of("m1"), "the bus opened the line once it appeared"
+        node = os.path.realpath(h.line.path)
+        with pytest.raises(PortBusy, match="meter-gateway bus rs485"):
+            PortLock(endpoint_key(device=node), owner="test").acquire()
+        h.line.vanish()  # unplugged again: the node's lock goes with the open port
+        for _ in range(60):
+            if not h.status.lines["rs485"].connected:
+                break
+            await asyncio.sleep(0.1)
+        assert not h.status.lines["rs485"].connected
+        with PortLock(endpoint_key(device=node), owner="test"):
+            pass
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        h.line.stop()
 
 
 async def test_separate_period_for_instantaneous_values(tmp_path: Path) -> None:
