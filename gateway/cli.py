@@ -39,9 +39,11 @@ def _run_until_signal(make: Callable[[asyncio.Event], Coroutine[Any, Any, Any]])
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from gateway.config import load_config
+    from gateway.config import InvalidConfig, host_problems, load_config
 
     cfg = load_config(args.file)
+    if problems := host_problems(args.file, cfg):
+        raise InvalidConfig(args.file, problems)
     meters = cfg.all_meter_ids()
     print(f"{args.file}: OK — gateway {cfg.gateway_id!r}, {len(cfg.buses)} bus(es), {len(meters)} meter(s), "
           f"data dir {cfg.data_dir}")
@@ -50,10 +52,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.clock import SystemClock
-    from gateway.config import load_config
+    from gateway.config import InvalidConfig, host_problems, load_config
     from gateway.daemon import run_daemon
 
     cfg = load_config(args.config)
+    if problems := host_problems(args.config, cfg):
+        raise InvalidConfig(args.config, problems)
     logs.configure(cfg.logging.level, cfg.logging.format)
     _run_until_signal(lambda stop: run_daemon(cfg, SystemClock(), stop, config_dir=Path(args.config).resolve().parent))
     return EXIT_OK

@@ -79,3 +79,47 @@ def test_run_refuses_a_bad_config(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 2
     assert "line 3: web.port" in proc.stderr
+
+
+def _deployable(tmp_path: Path, *, token: bool, data_dir: str = "state") -> Path:
+    config = tmp_path / "gateway.toml"
+    config.write_text(f'''gateway_id = "gw"
+data_dir = "{data_dir}"
+
+[uplinks.billing_api]
+url = "http://127.0.0.1:9"
+token_file = "api.token"
+''')
+    if token:
+        (tmp_path / "api.token").write_text("secret\n")
+    return config
+
+
+def test_check_config_reports_a_missing_token_file_and_an_uncreatable_data_dir(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("")
+    config = _deployable(tmp_path, token=False, data_dir="a-file/state")
+    assert main(["check-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err
+    assert f"line 2: data_dir: {tmp_path / 'a-file' / 'state'} cannot be created" in err
+    assert f"line 6: uplinks.billing_api.token_file: {tmp_path / 'api.token'} does not exist" in err
+    assert "mode 0600" in err
+
+
+def test_run_refuses_before_touching_anything_when_the_token_file_is_missing(tmp_path: Path) -> None:
+    config = _deployable(tmp_path, token=False)
+    proc = subprocess.run([sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                          capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 2
+    assert "token_file" in proc.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def test_secret_files_are_relative_to_the_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = _deployable(tmp_path, token=True)
+    cfg = load_config(config)
+    assert cfg.uplinks.billing_api is not None
+    assert cfg.uplinks.billing_api.token_file == tmp_path / "api.token"
+    assert main(["check-config", str(config)]) == 0
+    assert "OK" in capsys.readouterr().out

@@ -7,6 +7,7 @@ wants the whole list in one go. Each problem names its path in the file
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections import Counter
@@ -215,9 +216,57 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
     if problems or cfg is None:
         problems.sort(key=lambda p: (p.line or 0, p.path))
         raise InvalidConfig(source, problems)
-    if not cfg.data_dir.is_absolute():
-        cfg = cfg.model_copy(update={"data_dir": (base / cfg.data_dir).resolve()})
+    return _relative_to(cfg, base)
+
+
+def _relative_to(cfg: GatewayConfig, base: Path) -> GatewayConfig:
+    """Paths in the file are relative to the file, as its header says; the daemon's cwd does not matter."""
+    def absolute(path: Path) -> Path:
+        return path if path.is_absolute() else (base / path).resolve()
+
+    cfg = cfg.model_copy(update={"data_dir": absolute(cfg.data_dir)})
+    api = cfg.uplinks.billing_api
+    if api is not None and api.token_file is not None:
+        api = api.model_copy(update={"token_file": absolute(api.token_file)})
+        cfg = cfg.model_copy(update={"uplinks": cfg.uplinks.model_copy(update={"billing_api": api})})
+    if cfg.mqtt is not None and cfg.mqtt.password_file is not None:
+        cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
+            update={"password_file": absolute(cfg.mqtt.password_file)})})
     return cfg
+
+
+def host_problems(path: str | Path, cfg: GatewayConfig) -> list[ConfigProblem]:
+    """What the file cannot show: secret files the daemon must read and a data dir it must write.
+
+    Checked as the user that runs the command, so ``check-config`` run as the service user (the
+    installer does) sees what the daemon will see; ``run`` refuses on these too, before it touches the
+    ledger.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    lines = key_lines(text)
+    found: list[ConfigProblem] = []
+    secrets: list[tuple[KeyPath, Path, str]] = []
+    if cfg.uplinks.billing_api is not None and cfg.uplinks.billing_api.token_file is not None:
+        secrets.append((("uplinks", "billing_api", "token_file"), cfg.uplinks.billing_api.token_file,
+                        "write the billing API's bearer token there (one line), owned by the service user, "
+                        "mode 0600"))
+    if cfg.mqtt is not None and cfg.mqtt.password_file is not None:
+        secrets.append((("mqtt", "password_file"), cfg.mqtt.password_file,
+                        "write the broker password there (one line), owned by the service user, mode 0600"))
+    for loc, file, hint in secrets:
+        if not os.access(file, os.R_OK) or not file.is_file():
+            why = "does not exist" if not file.exists() else "is not a readable file for this user"
+            found.append(ConfigProblem(_dotted(loc), line_for(lines, loc), f"{file} {why}", hint))
+    data_dir = cfg.data_dir
+    existing = data_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and (not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK)):
+        what = "is not writable" if existing == data_dir else f"cannot be created ({existing} is not writable)"
+        found.append(ConfigProblem("data_dir", line_for(lines, ("data_dir",)), f"{data_dir} {what} for this user",
+                                   "create it owned by the user the daemon runs as (the installer does this), "
+                                   "or point data_dir at a writable place"))
+    return found
 
 
 def load_config(path: str | Path) -> GatewayConfig:
