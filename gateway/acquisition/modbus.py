@@ -211,18 +211,24 @@ class ModbusBus:
         block failed is listed in problems with the reason, not silently missing.
         """
         wanted = [profile.quantities[n] for n in (names or profile.quantities)]
+        # A configured meter's turnaround applies to one-off reads too, or they time out where polls do not.
+        turnaround = next((m.cfg.turnaround_s for m in self._meters if m.cfg.unit_id == unit), 0.0)
         plan = plan_reads(wanted, max_registers=profile.max_registers_per_read,
-                          even_only=profile.registers_even_only, cost=wire_cost(self.cfg))
+                          even_only=profile.registers_even_only, cost=wire_cost(self.cfg, turnaround))
         by_name = {q.name: q for q in wanted}
         values: dict[str, float] = {}
         problems: dict[str, str] = {}
-        for block in plan.blocks:
+        for i, block in enumerate(plan.blocks):
             try:
-                registers = await self.request(unit, block.function, block.start, block.count)
+                registers = await self.request(unit, block.function, block.start, block.count,
+                                               turnaround_s=turnaround)
                 chunks = split_block(block, registers)
             except AcquisitionError as exc:
                 problems.update({name: str(exc) for name in block.quantities})
                 if isinstance(exc, PortUnavailable | DeviceTimeout):
+                    # The rest would wait out the same timeout; say so for each of them.
+                    for later in plan.blocks[i + 1:]:
+                        problems.update(dict.fromkeys(later.quantities, f"not tried: {exc}"))
                     break
                 continue
             for name, chunk in chunks.items():
@@ -332,22 +338,26 @@ class ModbusBus:
         req = self._requests.popleft()
         if req.future.done():  # the caller gave up
             return
+        # The caller may give up (time out) while its read is on the wire: then its future is already
+        # cancelled and must not be set, or the InvalidStateError would take the whole line down.
+        future = req.future
         try:
             registers = await self._transact(req.unit, req.function, req.start, req.count, req.turnaround_s)
         except PortUnavailable as exc:
-            req.future.set_exception(exc)
+            _fail(future, exc)
             raise
         except AcquisitionError as exc:
-            req.future.set_exception(exc)
+            _fail(future, exc)
             return
         except asyncio.CancelledError:
-            req.future.cancel()
+            future.cancel()
             raise
         except Exception as exc:
             # A bug must not leave the caller waiting forever; the bus task's supervisor restarts us.
-            req.future.set_exception(exc)
+            _fail(future, exc)
             raise
-        req.future.set_result(registers)
+        if not future.done():
+            future.set_result(registers)
 
     async def _transact(self, unit: int, function: int, start: int, count: int, turnaround_s: float,
                         attempts: int | None = None) -> list[int]:
@@ -535,6 +545,11 @@ class ModbusBus:
                     log.warning("value_rejected", bus=self.cfg.name, meter=meter.cfg.id, quantity=name,
                                 reason=exc.reason, raw=chunk)
         return values, raw, failed
+
+
+def _fail(future: asyncio.Future[list[int]], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
 
 
 def _next_slot(now: float, period: float) -> float:

@@ -282,3 +282,45 @@ async def test_separate_period_for_instantaneous_values(tmp_path: Path) -> None:
     assert h.status.meters["m1"].last_power_w is not None
     assert h.status.lines["rs485"].transactions >= 2 + 4 * 2 * 1
 
+
+
+async def test_a_one_off_read_abandoned_on_the_wire_does_not_take_the_line_down(tmp_path: Path) -> None:
+    # The web API gives up on a read after its own timeout, possibly while the transaction is in flight.
+    h = Harness(tmp_path, units=(1, 2))
+    h.sim.device(2).mode = "silent"
+    async with h.running() as bus:
+        while len(h.of("m1")) < 2:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.2)  # mid-slot (polls are on the wall-clock grid): the read goes on the wire at once
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.02):
+                await bus.request(2, 4, 0x48, 2)
+        await asyncio.sleep(0.1)  # the abandoned transaction times out on the wire meanwhile
+        before = len(h.of("m1"))
+        await asyncio.sleep(1.1)
+        assert len(h.of("m1")) >= before + 2, "the line kept polling"
+        assert await bus.request(1, 4, 0x48, 2), "and still serves one-off reads"
+
+
+async def test_a_one_off_read_lists_every_quantity_it_could_not_get(tmp_path: Path) -> None:
+    h = Harness(tmp_path, units=(1,))
+    h.sim.device(1).mode = "silent"
+    async with h.running() as bus:
+        values, problems = await bus.read_values(1, SDM630)
+    assert values == {}
+    assert set(problems) == set(SDM630.quantities), "none silently missing"
+    assert sum(p.startswith("not tried") for p in problems.values()) > 0
+
+
+async def test_one_off_reads_wait_for_the_configured_turnaround(tmp_path: Path) -> None:
+    h = Harness(tmp_path, units=(1,))
+    meters = [m.model_copy(update={"turnaround_s": 0.2}) for m in h.cfg.meters]
+    h.cfg = h.cfg.model_copy(update={"meters": tuple(meters)})
+    h.bus = ModbusBus(h.cfg, {"m1": SDM630}, h.clock, h._submit, h.status)
+    h.sim.device(1).turnaround_s = 0.15  # longer than the 50 ms timeout, shorter than turnaround + timeout
+    async with h.running() as bus:
+        values, problems = await bus.read_values(1, SDM630, ["energy_import", "voltage_l1"])
+        await asyncio.sleep(0.6)
+    assert problems == {}
+    assert set(values) == {"energy_import", "voltage_l1"}
+    assert h.of("m1"), "polls with the same turnaround work too"
