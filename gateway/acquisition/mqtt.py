@@ -81,7 +81,7 @@ class MqttSource:
                     delay = RECONNECT_MIN_S
                     failures = 0
                     async for message in client.messages:
-                        await self._handle(str(message.topic), message.payload)
+                        await self._handle_safely(str(message.topic), message.payload)
             except aiomqtt.MqttError as exc:
                 self._status.mqtt_connected = False
                 failures += 1
@@ -96,6 +96,16 @@ class MqttSource:
             if t.matches(pattern):
                 return meter
         return None
+
+    async def _handle_safely(self, topic: str, payload: object) -> None:
+        """A payload must never end the source: the messages queued behind it are already acknowledged."""
+        try:
+            await self._handle(topic, payload)
+        except Exception as exc:
+            # A bug in handling, not a bad payload (those raise PayloadError): keep the evidence, go on.
+            log.exception("payload_handling_failed", topic=topic)
+            raw = payload if isinstance(payload, bytes) else str(payload).encode()
+            self._quarantine(topic, "internal_error", raw, None, repr(exc))
 
     async def _handle(self, topic: str, payload: object) -> None:
         raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()

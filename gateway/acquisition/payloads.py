@@ -55,7 +55,9 @@ def _number(value: Any, what: str) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise PayloadError(f"{what} {value!r} is not a number", "wrong_type") from None
+        raise PayloadError(f"{what} {str(value)[:40]!r} is not a number", "wrong_type") from None
+    except OverflowError:  # an integer with hundreds of digits
+        raise PayloadError(f"{what} is too large for any register", "out_of_range") from None
     if not math.isfinite(number):
         raise PayloadError(f"{what} is not finite", "not_finite")
     return number
@@ -111,6 +113,8 @@ def parse_energy(meter: MqttMeterConfig, payload: bytes, *, max_bytes: int) -> t
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PayloadError(f"payload is not JSON: {exc.msg}", "malformed") from None
+        except ValueError as exc:  # e.g. an integer longer than Python's conversion limit
+            raise PayloadError(f"payload is not usable JSON: {str(exc)[:80]}", "malformed") from None
         tasmota = meter.format in ("tasmota", "tasmota-sml")
         value_path = meter.value_path or TASMOTA_VALUE_PATH
         time_path = meter.time_path or (TASMOTA_TIME_PATH if tasmota else None)

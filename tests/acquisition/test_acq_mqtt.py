@@ -120,6 +120,23 @@ async def test_bad_payloads_are_counted_quarantined_and_harmless(mosquitto: Brok
     assert gw.status.meters["m"].rejected["out_of_order"] == 1
 
 
+async def test_huge_numbers_are_quarantined_and_the_source_goes_on(mosquitto: Broker) -> None:
+    gw = Gateway(mosquitto, [{"id": "m", "topic": "m/e", "format": "json", "value_path": "e", "unit": "Wh"}],
+                 max_payload_bytes=8192)
+    bad: list[tuple[str, bytes | str]] = [
+        ("m/e", '{"e": 1' + "0" * 320 + "}"),  # valid JSON, too big for a float
+        ("m/e", '{"e": 1' + "0" * 5000 + "}"),  # longer than Python converts from text
+        ("m/e", json.dumps({"e": 5})),  # the same connection still delivers
+    ]
+    async with gw.running():
+        await publish(mosquitto, bad)
+        await gw.wait_for(1, rejected=2)
+        assert gw.status.mqtt_connected
+    assert [r.register_wh for r in gw.readings] == [5]
+    assert gw.status.payloads_rejected["out_of_range"] == 1
+    assert gw.status.payloads_rejected["malformed"] == 1
+
+
 async def test_no_message_loss_across_gateway_and_broker_restarts(mosquitto: Broker) -> None:
     gw = Gateway(mosquitto, [{"id": "m", "topic": "m/e", "format": "json", "value_path": "e", "time_path": "t",
                               "unit": "Wh"}])
