@@ -114,6 +114,15 @@ def expected_len(buf: bytes | bytearray, unit: int, function: int) -> int | None
     return 5 + buf[2]
 
 
+def answer_start(buf: bytes | bytearray, unit: int, function: int) -> int | None:
+    """Where our answer may begin in ``buf``: the first ``unit`` byte followed by our function or its
+    exception (or by nothing yet). None if no byte of ``buf`` can start it."""
+    for i, byte in enumerate(buf):
+        if byte == unit and (i + 1 == len(buf) or buf[i + 1] in (function, function | EXCEPTION_FLAG)):
+            return i
+    return None
+
+
 def stray_frame(buf: bytes | bytearray) -> int | None:
     """Classify bytes that are not the answer we wait for.
 

@@ -46,6 +46,9 @@ CONNECT_TIMEOUT_S = 3.0
 """Host seconds to open a TCP connection to a device server; a LAN peer answers in
 milliseconds, and a longer wait would stall every meter on the line."""
 
+LEADING_NOISE_MAX = 4
+"""Noise bytes skipped in front of an answer; more than that is a garbled answer, not noise."""
+
 GATEWAY_NO_RESPONSE = (0x0A, 0x0B)
 """Exception codes a Modbus TCP gateway sends for an absent serial device: a
 timeout in disguise, not an answer from the meter."""
@@ -314,6 +317,7 @@ class RtuTransport:
         return response.registers
 
     async def _receive(self, link: _Link, unit: int, function: int, deadline: float) -> bytes:
+        skipped = 0
         while True:
             if link.broken:
                 raise PortUnavailable(f"{self.endpoint}: {link.broken}")
@@ -329,6 +333,17 @@ class RtuTransport:
                     # request. Neither ours nor this device's fault; drop it and keep waiting.
                     del link.inbox[:stray]
                     self.noise_bytes += stray
+                    continue
+                start = rtu.answer_start(link.inbox, unit, function)
+                if start is None:
+                    start = len(link.inbox)  # all of it may be noise ahead of an answer still to come
+                if start and skipped + start <= LEADING_NOISE_MAX:
+                    # A byte or two of noise in front of the answer (lines without bias resistors
+                    # produce them when a driver turns on): skip to where the answer starts; its
+                    # CRC still decides whether it is one.
+                    del link.inbox[:start]
+                    self.noise_bytes += start
+                    skipped += start
                     continue
                 await self._drain(link, deadline)
                 raise FrameError(f"{self.endpoint}: {exc}", exc.reason) from None

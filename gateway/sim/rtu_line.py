@@ -46,6 +46,8 @@ class RtuDevice:
     exception_code: int = 4
     late_s: float = 0.0
     turnaround_s: float = 0.0
+    noise_prefix: bytes = b""
+    """Bytes the line adds before each answer (a bus without bias resistors at driver turnaround)."""
     requests: int = 0
 
     def answer(self, req: rtu.Request, rng: random.Random) -> bytes | None:
@@ -152,6 +154,7 @@ class _Responder:
         else:
             frame = frames[0][1]
         device = frames[0][0]
+        frame = device.noise_prefix + frame
         loop = asyncio.get_running_loop()
         delay = device.turnaround_s + (device.late_s if device.mode == "late" else 0.0)
         if self.wire is None:

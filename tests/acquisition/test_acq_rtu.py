@@ -324,3 +324,25 @@ async def test_one_off_reads_wait_for_the_configured_turnaround(tmp_path: Path) 
     assert problems == {}
     assert set(values) == {"energy_import", "voltage_l1"}
     assert h.of("m1"), "polls with the same turnaround work too"
+
+
+@pytest.mark.parametrize("noise", [b"\x00", b"\xff", b"\x00\x00", b"\x00\x02"])
+async def test_noise_bytes_in_front_of_an_answer_are_skipped(tmp_path: Path, noise: bytes) -> None:
+    # FIELD_NOTES: a line without bias resistors shows spurious bytes when a driver turns on.
+    h = Harness(tmp_path, units=(1, 2))
+    h.sim.device(1).noise_prefix = noise
+    async with h.running():
+        await asyncio.sleep(1.2)
+    assert len(h.of("m1")) >= 2
+    assert h.status.meters["m1"].consecutive_failures == 0
+    assert h.status.lines["rs485"].noise_bytes >= 2 * len(noise)
+    assert len(h.of("m2")) >= 2
+
+
+async def test_a_garbled_answer_is_still_an_error(tmp_path: Path) -> None:
+    h = Harness(tmp_path, units=(1,))
+    h.sim.device(1).noise_prefix = b"\x00" * 6  # more than noise: the answer is garbled
+    async with h.running():
+        await asyncio.sleep(1.2)
+    assert h.of("m1") == []
+    assert h.status.meters["m1"].consecutive_failures >= 2
