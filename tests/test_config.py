@@ -123,3 +123,71 @@ def test_secret_files_are_relative_to_the_config_file(tmp_path: Path, capsys: py
     assert cfg.uplinks.billing_api.token_file == tmp_path / "api.token"
     assert main(["check-config", str(config)]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+def test_two_buses_on_one_line_a_profile_without_import_energy_and_a_shadowed_topic(tmp_path: Path) -> None:
+    (tmp_path / "power-only.toml").write_text('''
+id = "acme-p1"
+manufacturer = "Acme"
+model = "P1"
+max_registers_per_read = 40
+
+[quantities.power_total]
+address = 0x0C
+function = 4
+datatype = "float32"
+scale = 1.0
+unit = "W"
+''')
+    text = f"""
+gateway_id = "gw"
+
+[[buses]]
+name = "a"
+host = "10.0.0.5"
+  [[buses.meters]]
+  id = "m1"
+  unit_id = 1
+  profile = "{tmp_path / 'power-only.toml'}"
+
+[[buses]]
+name = "b"
+host = "10.0.0.5"
+port = 502
+  [[buses.meters]]
+  id = "m2"
+  unit_id = 2
+  profile = "eastron-sdm630"
+
+[[buses]]
+name = "c"
+host = "10.0.0.5"
+port = 503
+
+[mqtt]
+  [[mqtt.meters]]
+  id = "any-flat"
+  topic = "site/+/SENSOR"
+  value_path = "e"
+  [[mqtt.meters]]
+  id = "flat-2"
+  topic = "site/flat2/SENSOR"
+  value_path = "e"
+  [[mqtt.meters]]
+  id = "garage"
+  topic = "garage/#"
+  value_path = "e"
+  [[mqtt.meters]]
+  id = "garage-2"
+  topic = "garage/2/SENSOR"
+  value_path = "e"
+"""
+    with pytest.raises(InvalidConfig) as info:
+        parse_config(text, base_dir=tmp_path)
+    found = {p.path: p.message for p in info.value.problems}
+    assert "uses the same line as bus 'a'" in found["buses[1].host"]
+    assert "buses[2].host" not in found, "another port is another endpoint"
+    assert "no energy_import" in found["buses[0].meters[0].profile"]
+    assert "matched by meter 'any-flat'" in found["mqtt.meters[1].topic"]
+    assert "matched by meter 'garage'" in found["mqtt.meters[3].topic"]
+    assert len(found) == 4, found

@@ -107,15 +107,28 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
     errors instead of only after those are fixed.
     """
     # Imported here: the profile library is only needed for this check.
+    from gateway.acquisition.portlock import endpoint_key
     from gateway.profiles import resolve_profile
 
     found: list[tuple[KeyPath, str, str]] = []
     where_ids: list[tuple[KeyPath, Any]] = []
     buses = _list(raw, "buses")
     bus_names = Counter(b.get("name") for b in buses if isinstance(b, dict))
+    lines: dict[str, Any] = {}
     for b, bus in enumerate(buses):
         if isinstance(bus, dict) and bus_names[bus.get("name")] > 1:
             found.append((("buses", b, "name"), f"bus name {bus.get('name')!r} is used more than once", ""))
+        if isinstance(bus, dict):
+            # Two buses on one line would be two masters: the second could never take the line.
+            device, host, port = bus.get("device"), bus.get("host"), bus.get("port") or 502
+            key = (endpoint_key(device=device) if isinstance(device, str) and device else
+                   endpoint_key(host=host, port=port) if isinstance(host, str) and host else None)
+            if key is not None and key in lines:
+                found.append((("buses", b, "device" if device else "host"),
+                              f"bus {bus.get('name')!r} uses the same line as bus {lines[key]!r}",
+                              "put all meters of one line under one [[buses]] entry"))
+            elif key is not None:
+                lines[key] = bus.get("name")
         meters = _list(bus, "meters")
         units = Counter(m.get("unit_id") for m in meters if isinstance(m, dict))
         for m, meter in enumerate(meters):
@@ -126,19 +139,36 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
             profile = meter.get("profile")
             if isinstance(profile, str) and profile:
                 try:
-                    resolve_profile(profile, base_dir)
+                    resolved = resolve_profile(profile, base_dir)
                 except ProfileError as exc:
                     found.append(((*where, "profile"), str(exc).splitlines()[0],
                                   "run 'meter-gateway profiles list' for built-in ids"))
+                else:
+                    if "energy_import" not in resolved.quantities:
+                        found.append(((*where, "profile"), f"profile {profile!r} has no energy_import quantity, "
+                                      "so this meter would never be read",
+                                      "map the meter's cumulative import energy register as energy_import"))
             unit = meter.get("unit_id")
             if isinstance(unit, int) and units[unit] > 1:
                 found.append(((*where, "unit_id"),
                               f"unit_id {unit} is used by more than one meter on bus {bus.get('name')!r}",
                               "give each device on a bus its own address (meter-gateway scan finds them)"))
     mqtt = raw.get("mqtt")
+    topics: list[tuple[str, Any]] = []
     for m, meter in enumerate(_list(mqtt, "meters")):
         if isinstance(meter, dict):
             where_ids.append((("mqtt", "meters", m), meter.get("id")))
+            topic = meter.get("topic")
+            if not isinstance(topic, str):
+                continue
+            # A message goes to the first meter whose pattern matches it.
+            earlier = next((other for pattern, other in topics if _topic_covers(pattern, topic)), None)
+            if earlier is not None:
+                found.append((("mqtt", "meters", m, "topic"),
+                              f"topic {topic!r} is already matched by meter {earlier!r}, so this meter "
+                              "would never get a message", "give each meter its own topic, or list the "
+                              "specific topic before a wildcard one"))
+            topics.append((topic, meter.get("id")))
     ids = Counter(meter_id for _, meter_id in where_ids if isinstance(meter_id, str))
     for where, meter_id in where_ids:
         if isinstance(meter_id, str) and ids[meter_id] > 1:
@@ -146,6 +176,17 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
                           "every meter needs its own id"))
     found.extend(_billing_problems(raw, [where for where, _ in where_ids]))
     return found
+
+
+def _topic_covers(pattern: str, topic: str) -> bool:
+    """Whether every message ``topic`` (itself possibly a pattern) can match also matches ``pattern``."""
+    p, t = pattern.split("/"), topic.split("/")
+    for i, level in enumerate(p):
+        if level == "#":
+            return True
+        if i >= len(t) or t[i] == "#" or (level != "+" and (t[i] == "+" or level != t[i])):
+            return False
+    return len(p) == len(t)
 
 
 def _billing_problems(raw: dict[str, Any], meters: list[KeyPath]) -> list[tuple[KeyPath, str, str]]:
