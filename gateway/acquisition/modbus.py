@@ -62,6 +62,15 @@ MAX_STAMP_UNCERTAINTY_S = 5.0
 """A read whose transaction took longer than this (retries, a slow device) is
 not used: its timestamp would be too uncertain to place energy in an interval."""
 
+NAP_S = 30.0
+"""Longest wait between looks at the wall clock while no poll is due."""
+
+STEP_GUARD_S = 1.0
+"""Slack on the monotonic bound of a wall-precise wait."""
+
+WALL_STEP_S = 2.0
+"""A change of wall minus monotonic time larger than this is a clock step that moves the poll grid."""
+
 BACKOFF_MAX_S = 900.0
 """A meter that stays offline is still tried at least once per interval."""
 
@@ -152,6 +161,8 @@ class ModbusBus:
         self._serve_request_next = True
         self._window: deque[tuple[float, float, bool]] = deque()
         self._started_mono: float | None = None
+        self._wall_offset: float | None = None
+        """Wall minus monotonic time when the grid was last checked: a change is a wall-clock step."""
         self.cycle_times: deque[tuple[float, float]] = deque(maxlen=256)
         """(slot, seconds from the slot to its last poll's end), recent cycles, for benchmarks."""
         self.line = status.lines.setdefault(bus.name, LineStatus(bus.name, bus.kind, self._transport.endpoint,
@@ -309,6 +320,7 @@ class ModbusBus:
     async def _next_work(self) -> _Job | None:
         """The next poll to run, or None to serve a queued request."""
         while True:
+            self._follow_wall_steps()
             job = self._pick()
             due = job is not None and job.next_due <= self._clock.now()
             if self._requests and (not due or self._serve_request_next):
@@ -330,8 +342,48 @@ class ModbusBus:
                     with contextlib.suppress(asyncio.CancelledError):
                         await w
 
+    def _follow_wall_steps(self) -> None:
+        """Move the poll grid with a wall-clock step (NTP correcting a box that booted with a wrong time).
+
+        Polls are due on the wall-clock grid; after a step back of an hour every slot would lie an hour
+        ahead and the line would fall silent for that hour. Shifting each due time by the step keeps the
+        wait until each poll what it was; a forward step would otherwise count as missed cycles.
+        """
+        offset = self._clock.now() - self._clock.monotonic()
+        if self._wall_offset is None:
+            self._wall_offset = offset
+            return
+        step = offset - self._wall_offset
+        if abs(step) < WALL_STEP_S:
+            return  # NTP slewing, not a step; also re-based below once it adds up
+        self._wall_offset = offset
+        log.warning("wall_clock_step", bus=self.cfg.name, step_s=round(step, 3))
+        for job in self._jobs:
+            job.next_due = round((job.next_due + step) / job.period) * job.period
+        for meter in self._meters:
+            if meter.backoff_until:
+                meter.backoff_until += step
+
     async def _sleep_until(self, wall: float) -> object:
-        await self._clock.sleep_until(wall)
+        """Wait for a wall-clock instant, but never longer in monotonic time than it looked when we began.
+
+        Waits are bounded by NAP_S so that a wall-clock step is noticed (and the grid moved with it) soon;
+        a step back during the last, wall-precise part of a wait ends it after the monotonic span it had.
+        """
+        remaining = wall - self._clock.now()
+        if remaining > NAP_S:
+            await self._clock.sleep(NAP_S)
+            return None
+        waits = [asyncio.ensure_future(self._clock.sleep_until(wall)),
+                 asyncio.ensure_future(self._clock.sleep(remaining + STEP_GUARD_S))]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+            for w in waits:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w
         return None
 
     async def _serve_request(self) -> None:

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from gateway.acquisition.modbus import ModbusBus
-from gateway.clock import SystemClock
+from gateway.clock import ManualClock, SystemClock
 from gateway.config import BusConfig
 from gateway.intervals import Reading
 from gateway.profiles import builtin_profile
@@ -112,3 +112,44 @@ async def test_rtu_over_tcp_device_server(tmp_path: Path) -> None:
         assert all(abs(r.register_wh - m.model.register_wh(r.t_ms / 1000)) <= 10
                    for r in readings if r.meter == m.meter_id)
     assert status.lines["ep"].transactions >= 6
+
+
+async def test_polling_follows_a_wall_clock_step_back() -> None:
+    # A box that booted with its clock an hour ahead gets corrected by NTP: the wall clock steps back.
+    # The poll grid must move with it, not leave the line silent for an hour.
+    clock = ManualClock(start=1_800_000_000.0)
+    meter = SimulatedMeter("m1", 1, SDM630, LoadModel.for_meter("m1", 1_800_000_000))
+    port = free_port()
+    sim = MeterSimulator([meter], clock, port=port)
+    await sim.start()
+    readings: list[Reading] = []
+
+    async def submit(r: Reading) -> None:
+        readings.append(r)
+
+    status = GatewayStatus("gw", "k", clock.now())
+    cfg = _cfg("tcp", port, [meter], period=10.0, timeout=0.5)
+    bus = ModbusBus(cfg, {"m1": SDM630}, clock, submit, status)
+
+    async def tick(seconds: float) -> None:
+        clock.advance(seconds)
+        await asyncio.sleep(0.05)  # real time for the transaction on the socket
+
+    task = asyncio.create_task(bus.run())
+    try:
+        await asyncio.sleep(0.1)
+        for _ in range(3):
+            await tick(10)
+        before = len(readings)
+        assert before >= 2
+        clock.step_wall(-3600)
+        for _ in range(6):
+            await tick(10)
+        after = len(readings) - before
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sim.stop()
+    assert after >= 4, f"{after} polls in 60 s after the step"
+    stamps = [r.t_ms for r in readings[before:]]
+    assert all(b - a == 10_000 for a, b in itertools.pairwise(stamps)), stamps
