@@ -42,6 +42,10 @@ def lock_dir() -> Path:
     env = os.environ.get(LOCK_DIR_ENV)
     if env:
         return Path(env)
+    if _SYSTEM_LOCK_DIR.is_dir():
+        # The daemon's directory, even when this user cannot write to it: a private fallback would
+        # never see the daemon's locks, and a technician's scan would become a second master.
+        return _SYSTEM_LOCK_DIR
     for candidate in (_SYSTEM_LOCK_DIR, Path(f"/tmp/meter-gateway-locks-{os.getuid()}")):
         with contextlib.suppress(OSError):
             candidate.mkdir(mode=0o775, parents=True, exist_ok=True)
@@ -77,7 +81,27 @@ class PortLock:
 
     def acquire(self) -> None:
         path = self.path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        writable = True
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+        except PermissionError:
+            # Another user's lock file (normally the daemon's): flock works on a read-only descriptor.
+            writable = False
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise PortBusy(f"cannot create the line lock {path} (permission denied): run as root or as "
+                               "a member of the meter-gateway group", None) from None
+            except OSError as exc:
+                raise PortBusy(f"cannot check the line lock {path} ({exc.strerror}): run as root or as a "
+                               "member of the meter-gateway group", None) from None
+        except OSError as exc:
+            raise PortBusy(f"cannot create the line lock {path} ({exc.strerror}): run as root or as a "
+                           "member of the meter-gateway group", None) from None
+        if writable:
+            # The service's UMask=0077 would leave it private; others must be able to test the lock.
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o664)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -88,14 +112,15 @@ class PortLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {self.owner}\n".encode(), 0)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {self.owner}\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
+                os.ftruncate(self._fd, 0)  # fails harmlessly on a read-only descriptor
             os.close(self._fd)  # closing drops the flock
             self._fd = None
 
