@@ -278,3 +278,23 @@ async def test_one_reading_the_ledger_refuses_does_not_stop_the_writer_or_the_ot
     assert status.readings_committed == 31
     assert [i.wh for i in await ledger.stored_intervals("m1", 0, 2**40)] == [105, 105]
     await ledger.close()
+
+
+async def test_a_lone_reading_the_ledger_refuses_is_set_aside_not_raised(tmp_path: Path) -> None:
+    # A site with one meter flushes one reading at a time: refusing it must not end the writer (and the daemon).
+    from gateway.clock import ManualClock
+    from gateway.ledger.writer import ReadingWriter
+    from gateway.status import GatewayStatus, MeterStatus
+
+    ledger = await _ledger(tmp_path)
+    status = GatewayStatus("gw", "G", 0)
+    status.meters["m1"] = MeterStatus("m1", "mqtt", "t")
+    writer = ReadingWriter(ledger, ManualClock(), status, flush_s=3600)
+    await writer.submit(Reading("m1", T0, 2**70))  # no 64-bit integer holds it
+    await writer.flush()
+    assert status.meters["m1"].rejected["ledger_refused"] == 1
+    for reading in _readings("m1", 1):
+        await writer.submit(reading)
+    await writer.flush()
+    assert status.readings_committed == 16
+    await ledger.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections import deque
 from dataclasses import dataclass, replace
 
@@ -139,32 +140,36 @@ class ReadingWriter:
             result = await self._ledger.commit_readings(batch, now_ms=now_ms)
         except LedgerError as exc:
             self._status.commit_errors += 1
+            if _storage_failed(exc):
+                raise  # the disk or the database file: nothing here can fix that, let systemd restart us
             if len(batch) == 1:
-                raise
+                self._refused(batch[0], exc)
+                return
             # One poisonous reading must not stop the daemon nor take the others with it:
-            # commit them one by one and set aside only what the ledger still refuses. If
-            # every one fails the disk itself is the problem, and that is raised.
+            # commit them one by one and set aside only what the ledger still refuses.
             log.error("batch_commit_failed", error=str(exc), readings=len(batch))
             await self._commit_one_by_one(batch, now_ms)
             return
         self._report(batch, result)
 
     async def _commit_one_by_one(self, batch: list[Reading], now_ms: int) -> None:
-        failures: list[LedgerError] = []
         for reading in batch:
             try:
                 result = await self._ledger.commit_readings([reading], now_ms=now_ms)
             except LedgerError as exc:
-                failures.append(exc)
-                meter_status = self._status.meters.get(reading.meter)
-                if meter_status:
-                    meter_status.rejected["ledger_refused"] += 1
-                log.error("reading_refused_by_ledger", meter=reading.meter, t_ms=reading.t_ms,
-                          register_wh=reading.register_wh, error=str(exc))
+                if _storage_failed(exc):
+                    raise
+                self._refused(reading, exc)
                 continue
             self._report([reading], result)
-        if len(failures) == len(batch):
-            raise failures[-1]
+
+    def _refused(self, reading: Reading, exc: LedgerError) -> None:
+        """A reading the ledger cannot take (its content, not the disk): count it, log it, go on."""
+        meter_status = self._status.meters.get(reading.meter)
+        if meter_status:
+            meter_status.rejected["ledger_refused"] += 1
+        log.error("reading_refused_by_ledger", meter=reading.meter, t_ms=reading.t_ms,
+                  register_wh=reading.register_wh, error=str(exc))
 
     def _report(self, batch: list[Reading], result: CommitResult) -> None:
         self._status.readings_committed += len(batch)
@@ -183,3 +188,12 @@ class ReadingWriter:
             self.credits_committed = asyncio.Event()
             log.debug("credits_committed", n=result.credits_created, readings=len(batch))
 
+
+def _storage_failed(exc: LedgerError) -> bool:
+    """Whether SQLite itself failed (I/O error, disk full, damaged file) rather than refused this content.
+
+    A constraint violation or a value SQLite cannot hold is about the reading; any other database
+    error is about the storage, and would fail for every reading alike.
+    """
+    cause = exc.__cause__
+    return isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.IntegrityError)
