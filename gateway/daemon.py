@@ -127,7 +127,7 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
     orderly = False
     try:
         status = GatewayStatus(cfg.gateway_id, keypair.public_key, clock.now())
-        trust = TimeTrust(clock, source_for(cfg.time.trust), cfg.time.max_step_s)
+        trust = TimeTrust(clock, source_for(cfg.time.trust), cfg.time.max_step_s, cfg.time.step_settle_s)
         writer = ReadingWriter(ledger, clock, status, trust=trust, flush_s=cfg.ledger.commit_every_s)
         buses = [ModbusBus(bus, profiles, clock, writer.submit, status) for bus in cfg.buses]
         mqtt = None

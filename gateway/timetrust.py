@@ -9,7 +9,14 @@ re-stamped with the now-correct offset between wall and monotonic time
 (monotonic time never jumps, so it carries the true spacing across the step).
 
 Trust needs two things: a synchronised clock (by the configured source) and
-no unexplained jump of wall time against monotonic time since the last look.
+no jump of wall time against monotonic time lately. The first synchronisation
+may step the clock (that is what it is for); a step seen while time was already
+trusted (an operator's `date -s`, a misbehaving time source) suspends trust until
+the clock has held still for ``settle_s`` of monotonic time and is synchronised,
+so that a clock set wrong and corrected again at once never closes an interval.
+Readings held meanwhile are placed on the timeline the clock settled on; the
+span across the step is then a gap for the interval engine, filled by its gap
+rules and flagged estimated or substituted, never actual.
 """
 
 from __future__ import annotations
@@ -59,10 +66,13 @@ class TimeTrust:
     clock: Clock
     source: SyncSource
     max_step_s: float = 2.0
+    settle_s: float = 300.0
     trusted: bool = False
     reason: str = "not checked yet"
     steps: int = 0
     _offset: float | None = field(default=None, repr=False)
+    _stepped_at: float | None = field(default=None, repr=False)
+    """Monotonic time of the last step seen while trusted; None when not settling."""
 
     def offset(self) -> float:
         """Wall minus monotonic time now; constant while nobody steps the clock."""
@@ -70,13 +80,23 @@ class TimeTrust:
 
     def check(self) -> bool:
         offset = self.offset()
+        mono = self.clock.monotonic()
         if not self.source.synchronised():
+            # Whatever the clock does until it is synchronised, the synchronisation sets it right.
+            self._offset = None
+            self._stepped_at = None
             self._set(False, "the system clock is not synchronised yet (waiting for NTP)")
             return False
         if self._offset is not None and abs(offset - self._offset) > self.max_step_s:
             self.steps += 1
-            log.warning("clock_step", step_s=round(offset - self._offset, 3))
+            log.warning("clock_step", step_s=round(offset - self._offset, 3), settle_s=self.settle_s)
+            self._stepped_at = mono
         self._offset = offset
+        if self._stepped_at is not None:
+            if mono - self._stepped_at < self.settle_s:
+                self._set(False, f"the wall clock jumped; waiting until it has held still for {self.settle_s:.0f} s")
+                return False
+            self._stepped_at = None
         self._set(True, "synchronised")
         return True
 

@@ -217,6 +217,10 @@ class TimeConfig(_Model):
         default=2.0, gt=0, le=3600,
         description="a wall-clock jump larger than this (against the monotonic clock) suspends trust",
     )
+    step_settle_s: float = Field(
+        default=300.0, ge=0, le=86_400,
+        description="after a jump, trust returns once the clock has held still (and is synchronised) this long",
+    )
 
 
 NemParticipant = Annotated[str, Field(min_length=1, max_length=10, pattern=r"^[A-Za-z0-9_.\-]+$")]
