@@ -78,8 +78,12 @@ class ReceiverStore:
                 (gateway, batch_key)).fetchone()
             if prior and prior[0] == digest:
                 replay: dict[str, Any] = json.loads(prior[1])
-                replay["replayed"] = True
-                return replay
+                # A stored answer that rejected something is not final: the cause may be fixed by now
+                # (enrolment, a predecessor delivered since). Evaluating again is safe, because every
+                # credit is stored at most once and answers `duplicate` when seen again.
+                if not replay.get("rejected"):
+                    replay["replayed"] = True
+                    return replay
             now_ms = int(time.time() * 1000)
             results: list[dict[str, Any]] = []
             self._db.execute("BEGIN IMMEDIATE")

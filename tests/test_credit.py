@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,11 +43,28 @@ def test_a_chain_verifies_and_links() -> None:
     assert chain[1]["credit"]["prev_hash"] == chain[0]["hash"]
 
 
-def test_canonical_bytes_are_stable() -> None:
-    body = CreditBody("gw", KEY.public_key, "m", 1, 0, 900, 5, "A", 0, 5, GENESIS_HASH, 1)
-    assert body.canonical() == body.canonical()
-    assert b" " not in body.canonical()
-    assert sign(body, KEY).hash == sign(body, KEY).hash
+def test_canonical_bytes_hash_and_signature_match_the_documented_scheme() -> None:
+    # A fixed vector: central systems implement the contract (openapi.yaml) from these bytes, so any
+    # change to the encoding must show up here, not in production.
+    key = Keypair.from_raw_ed25519_seed(bytes(range(32)))
+    body = CreditBody("gw-1", key.public_key, "flat-1", 1, 1767225600, 1767226500, 150, "A", 1000, 1150,
+                      GENESIS_HASH, 1767226501000)
+    expected = (
+        b'{"corrects":null,"created_ms":1767226501000,"end":1767226500,"gateway":"gw-1",'
+        b'"gateway_key":"GAB2CB576PHBBPQ5ODORRZ2LYCMWPZGWGCN2KDK7DXOIMZASKUY3QZ6Q","kind":"interval",'
+        b'"meter":"flat-1","prev_hash":"0000000000000000000000000000000000000000000000000000000000000000",'
+        b'"quality":"A","register_end_wh":1150,"register_start_wh":1000,"seq":1,"start":1767225600,"v":1,'
+        b'"wh":150}'
+    )
+    assert body.canonical() == expected
+    signed = sign(body, key)
+    assert signed.hash == hashlib.sha256(expected).hexdigest()
+    assert signed.hash == "0bd6372953b074664a75ee7ca15a25f935aa71ceef77243f4b9e8cd5270015a7"
+    # ed25519 is deterministic: the documented message is the domain prefix plus the canonical bytes.
+    signature = base64.b64decode(signed.signature)
+    Keypair.from_public_key(key.public_key).verify(b"meter-gateway/credit/v1\n" + expected, signature)
+    assert signed.signature == ("Uo09K/JEANKM9UvgfXWLcN+p1QnbE4UYJVqd4xYhZFAFT0+Y2rXMRD9KYZNo13CR9Gm3rJM8qi3Q"
+                                "wNJlW/ABDA==")
 
 
 @pytest.mark.parametrize(
@@ -84,3 +104,22 @@ def test_malformed_credit_names_the_field() -> None:
         verify(item, expected_key=KEY.public_key, tip=None)
     assert info.value.reason is Rejection.MALFORMED
     assert "'wh'" in info.value.detail
+
+
+def test_a_batch_rejected_for_a_cause_fixed_since_is_evaluated_again(tmp_path: Path) -> None:
+    from cloud_sync.receiver import ReceiverStore
+
+    chain = _chain(2)
+    raw = json.dumps({"batch": "b1", "credits": chain}).encode()
+    store = ReceiverStore(tmp_path / "receiver.db", {"gw": Keypair.random().public_key})  # enrolled wrongly
+    first = store.ingest("gw", "b1", raw, chain)
+    assert first["rejected"] == 2
+    assert {r["reason"] for r in first["results"]} == {"wrong_key"}
+    store.enrolled["gw"] = KEY.public_key  # the enrolment is corrected
+    again = store.ingest("gw", "b1", raw, chain)  # the gateway resends the same batch, same key and bytes
+    assert again["accepted"] == 2
+    assert not again.get("replayed")
+    replay = store.ingest("gw", "b1", raw, chain)
+    assert replay["replayed"] is True, "a fully accepted answer is replayed as stored"
+    assert [c["credit"]["seq"] for c in store.credits("gw", "m1")] == [1, 2]
+    store.close()
