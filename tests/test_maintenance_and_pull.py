@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import sqlite3
 import stat
 from pathlib import Path
 
 import httpx
-import structlog
 from stellar_sdk import Keypair
 
 from cloud_sync.credit import ChainTip, verify
@@ -96,18 +94,19 @@ async def test_pull_api_pages_through_the_outbox_with_a_stable_cursor(tmp_path: 
 
 def test_identity_key_file_is_private_and_the_secret_never_printed(tmp_path: Path,
                                                                   capsys: object) -> None:
-    out = io.StringIO()
-    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(out))
+    # Everything the command writes (its output and its logs, which go to stderr) is captured.
     assert main(["identity", "--data-dir", str(tmp_path)]) == 0
-    public = capsys.readouterr().out.strip()  # type: ignore[attr-defined]
+    first = capsys.readouterr()  # type: ignore[attr-defined]
+    public = first.out.strip()
     path = identity.key_path(tmp_path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     secret = path.read_text().strip()
     assert public.startswith("G")
     assert Keypair.from_secret(secret).public_key == public
     assert main(["identity", "--data-dir", str(tmp_path)]) == 0, "second call reuses the key"
-    assert capsys.readouterr().out.strip() == public  # type: ignore[attr-defined]
-    assert secret not in out.getvalue()
+    second = capsys.readouterr()  # type: ignore[attr-defined]
+    assert second.out.strip() == public
+    assert secret not in first.out + first.err + second.out + second.err
     os.chmod(path, 0o644)
     assert main(["identity", "--data-dir", str(tmp_path)]) == 2, "a readable key file is refused"
     err = capsys.readouterr().err  # type: ignore[attr-defined]
