@@ -30,6 +30,55 @@ the meter was **reset or replaced**: a new register epoch starts at the first
 of them, with zero energy assumed across the change and an event recorded. A
 reading that returns to the old series discards the suspects as glitches.
 
+Held suspects are kept in time order, all after the last accepted reading. A
+reading at or before the newest held suspect is out of order: it is ``LATE``
+(``DUPLICATE`` if it repeats a held one), never added to the held list — with
+one exception: a reading that continues the current series and comes before
+*every* held suspect is simply the series' next reading and is accepted (the
+suspects stay held). So an epoch can only ever step forward in time.
+
+**Glitch epochs.** Agreeing readings are not proof of a new register: a bridge
+that reboots may publish 0, 0, 0 (or a low counter of its own) for a while. An
+idle replaced meter shows exactly that pattern too, so it still confirms an
+epoch (refusing flat readings would stall an idle meter's intervals for as long
+as it stays idle). Instead the engine remembers the series it left — its last
+reading (time, raw, virtual), the size of the jump, and the open interval's
+grade — for up to :data:`MAX_FORMER_SERIES` epoch changes, until the new epoch
+has counted as much energy as the jump (a genuinely reset register has then
+come at least that far on its own). A reading **returns** to a former series
+when it is at or above that series' last reading, the series could have got
+there (within the meter's maximum power from that reading, when known), and
+the current series explains it worse:
+
+* a reading *on* the current series returns at once if it rises over the
+  current series by more than all the energy counted since the change. This
+  is the bridge that published 0, 0, 0 and now shows the real register again
+  (without a maximum power, that rise is "plausible"). A reset register that
+  climbs through its old value on its own rises by less, so it does not
+  return. One reading is enough because a return credits less energy than the
+  current series would have for the same reading;
+* a reading *off* the current series (below it, or rising faster than the
+  meter can measure) is held like any suspect. When :data:`CONFIRM_READINGS`
+  held readings agree and the first of them returns to a former series, the
+  epoch is reverted instead of a new one being started. So a single misread
+  never undoes a real epoch (which could credit up to the maximum power over
+  all the time since the change).
+
+If several former series qualify, the one that credits the least energy wins.
+A return **reverts** the epoch: no energy is credited for the jump, a
+``register_epoch_reverted`` event is recorded, and
+
+* if no interval boundary passed since the change, the glitch's readings are
+  rejected outright: the state goes back to the former series' last reading
+  and the new reading follows on from it as if nothing had happened;
+* otherwise the intervals closed during the glitch stay as they are (credits
+  may have left the box). The virtual register then goes on from the former
+  series' value, ``raw + former offset``, and the span from the last
+  glitch reading is substituted (S17/18). If the glitch itself counted more than
+  that (a garbage counter that rose), the register cannot go back: the excess
+  stays credited and the virtual register stays that much ahead. It never goes
+  down, and the intervals still add up exactly to it.
+
 The engine works on a *virtual* register (raw value plus the epoch offset)
 that never decreases, so no interval is ever negative.
 
@@ -39,6 +88,7 @@ arithmetic is exact integer arithmetic.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from itertools import pairwise
@@ -50,6 +100,12 @@ CONFIRM_READINGS = 3
 """Consecutive readings on a lower series that prove a reset or replacement."""
 ROLLOVER_MAX_FRACTION = 10
 """A fall is a rollover only if the wrapped increase is under 1/10 of the register's range."""
+MAX_FORMER_SERIES = 4
+"""How many series left at an epoch change are remembered, to recognise a return to one of them."""
+
+
+class EngineError(RuntimeError):
+    """An internal invariant of the interval engine broke: a bug, never a property of the data."""
 
 METHOD_ESTIMATE_LINEAR = 54
 METHOD_SUBSTITUTE_LINEAR = 17
@@ -169,7 +225,44 @@ class MeterState:
     """Added to raw register values: grows by the modulus at a rollover, resets at a new epoch."""
     last_raw_wh: int | None = None
     pending: tuple[tuple[int, int], ...] = ()
-    """Suspect (t_ms, raw) readings below the current series, awaiting confirmation."""
+    """Suspect (t_ms, raw) readings off the current series, awaiting confirmation: in time order,
+    all after ``last_t_ms``."""
+    formers: tuple[FormerSeries, ...] = ()
+    """Series left at recent epoch changes (oldest first): a reading that returns to one reverts the
+    epoch. Persist with :func:`formers_to_json` / :func:`formers_from_json`."""
+
+
+@dataclass(frozen=True, slots=True)
+class FormerSeries:
+    """The series a meter left at an epoch change: where it stood, to recognise a return to it."""
+
+    t_ms: int
+    """Time of the series' last reading before the change."""
+    raw_wh: int
+    """Its raw register value."""
+    virtual_wh: int
+    """Its virtual register value (also where the new epoch's virtual register began)."""
+    jump_wh: int
+    """How far the register jumped at the change; once the new epoch has counted this much, it stands."""
+    anchor_grade: Grade = ACTUAL
+    """The open interval's start grade before the change flagged it (restored if the change is undone)."""
+
+    @property
+    def offset_wh(self) -> int:
+        return self.virtual_wh - self.raw_wh
+
+
+def formers_to_json(formers: tuple[FormerSeries, ...]) -> str:
+    """Compact text for storage, e.g. ``[[t_ms, raw, virtual, jump, "A"], ...]``."""
+    return json.dumps([[f.t_ms, f.raw_wh, f.virtual_wh, f.jump_wh, f.anchor_grade.encode()] for f in formers],
+                      separators=(",", ":"))
+
+
+def formers_from_json(text: str | None) -> tuple[FormerSeries, ...]:
+    if not text:
+        return ()
+    return tuple(FormerSeries(int(t), int(raw), int(virtual), int(jump), Grade.decode(grade))
+                 for t, raw, virtual, jump, grade in json.loads(text))
 
 
 class Disposition(StrEnum):
@@ -216,11 +309,22 @@ def boundaries_between(t0_ms: int, t1_ms: int) -> range:
 
 
 def _advance(state: MeterState, meter: str, t1: int, v1: int, raw1: int, estimate_gap_ms: int,
-             forced: Grade | None = None) -> tuple[MeterState, list[Interval]]:
-    """Move forward from the last reading to (t1, v1), closing the intervals it completes."""
+             forced: Grade | None = None, *, pending: tuple[tuple[int, int], ...] = (),
+             formers: tuple[FormerSeries, ...] | None = None) -> tuple[MeterState, list[Interval]]:
+    """Move forward from the last reading to (t1, v1), closing the intervals it completes.
+
+    ``pending`` becomes the new state's held suspects (all after ``t1``); ``formers`` its former
+    series (default: the state's), less those the new epoch has outgrown.
+    """
     assert state.last_t_ms is not None
     assert state.last_wh is not None
     t0, v0 = state.last_t_ms, state.last_wh
+    if t1 <= t0:
+        raise EngineError(f"interval engine for meter {meter} asked to step from t={t0} ms back to t={t1} ms: "
+                          "refusing rather than closing an interval twice (this is a bug)")
+    if v1 < v0:
+        raise EngineError(f"interval engine for meter {meter} asked to move the virtual register down from "
+                          f"{v0} to {v1} Wh at t={t1} ms: refusing rather than emitting negative energy (a bug)")
     grade = forced or segment_grade(t1 - t0, estimate_gap_ms)
     anchor_s, anchor_wh, anchor_grade = state.anchor_s, state.anchor_wh, state.anchor_grade
     closed: list[Interval] = []
@@ -235,8 +339,13 @@ def _advance(state: MeterState, meter: str, t1: int, v1: int, raw1: int, estimat
             end_grade = b_grade.worse(forced) if forced and on_reading else b_grade
             closed.append(make_interval(meter, anchor_s, anchor_wh, anchor_grade, value, end_grade))
         anchor_s, anchor_wh, anchor_grade = b_s, value, b_grade
+    if formers is None:
+        formers = state.formers
+    if formers:
+        formers = tuple(f for f in formers if v1 - f.virtual_wh < f.jump_wh)
     # Built directly, not with dataclasses.replace: this runs for every reading of every meter.
-    new = MeterState(state.meter, t1, v1, anchor_s, anchor_wh, anchor_grade, state.offset_wh, raw1, ())
+    new = MeterState(state.meter, t1, v1, anchor_s, anchor_wh, anchor_grade, state.offset_wh, raw1, pending,
+                     formers)
     return new, closed
 
 
@@ -251,6 +360,44 @@ def _consistent(series: tuple[tuple[int, int], ...], max_power_w: float | None) 
     return all(_plausible_rise(t0, r0, t1, r1, max_power_w) for (t0, r0), (t1, r1) in pairwise(series))
 
 
+def _held(state: MeterState) -> tuple[tuple[int, int], ...]:
+    """The held suspects, in time order and all after the last accepted reading.
+
+    Always true of what this engine stores; enforced here for state saved by older versions,
+    which kept the held list in arrival order.
+    """
+    pending, last_t = state.pending, state.last_t_ms
+    if not pending or last_t is None:
+        return pending
+    if pending[0][0] > last_t and all(a[0] < b[0] for a, b in pairwise(pending)):
+        return pending
+    by_time = {t: raw for t, raw in sorted(pending) if t > last_t}
+    return tuple(by_time.items())
+
+
+def _return_to(state: MeterState, t: int, raw: int, continued: int, max_power_w: float | None, *,
+               confirmed: bool = False) -> FormerSeries | None:
+    """The former series this reading returns to, if any (see the module docstring).
+
+    A reading off the current series can only return once ``confirmed`` by agreeing successors.
+    """
+    assert state.last_t_ms is not None
+    assert state.last_raw_wh is not None
+    assert state.last_wh is not None
+    on_current = _plausible_rise(state.last_t_ms, state.last_raw_wh, t, continued, max_power_w)
+    if not on_current and not confirmed:
+        return None
+    best: FormerSeries | None = None
+    for former in state.formers:
+        if not _plausible_rise(former.t_ms, former.raw_wh, t, raw, max_power_w):
+            continue  # below the former series, or further above it than it could have got
+        if on_current and continued - state.last_raw_wh <= state.last_wh - former.virtual_wh:
+            continue  # the current series explains it at least as well
+        if best is None or raw - former.raw_wh <= raw - best.raw_wh:
+            best = former  # the least energy; the newest on a tie
+    return best
+
+
 def feed(state: MeterState, reading: Reading, *, estimate_gap_ms: int = DEFAULT_ESTIMATE_GAP_MS) -> Step:
     """Add one reading to a meter's state; return the intervals it closes."""
     raw, t = reading.register_wh, reading.t_ms
@@ -261,50 +408,82 @@ def feed(state: MeterState, reading: Reading, *, estimate_gap_ms: int = DEFAULT_
                       anchor_s=t // 1000 if on_boundary else None, anchor_wh=virtual if on_boundary else None,
                       anchor_grade=ACTUAL)
         return Step(new, (), Disposition.ACCEPTED, virtual_wh=virtual)
-    if t <= state.last_t_ms:
-        if t == state.last_t_ms and raw == state.last_raw_wh:
+    last_t, last_raw = state.last_t_ms, state.last_raw_wh
+    if t <= last_t:
+        if t == last_t and raw == last_raw:
             return Step(state, (), Disposition.DUPLICATE)
         return Step(state, (), Disposition.LATE)
+    held = _held(state)
+    if held != state.pending:
+        state = replace(state, pending=held)
 
     events: list[Event] = []
     offset = state.offset_wh
     modulus = reading.register_modulus_wh
-    wrapped = bool(modulus) and raw < state.last_raw_wh and \
-        0 <= raw + (modulus or 0) - state.last_raw_wh <= (modulus or 0) // ROLLOVER_MAX_FRACTION
+    wrapped = bool(modulus) and raw < last_raw and \
+        0 <= raw + (modulus or 0) - last_raw <= (modulus or 0) // ROLLOVER_MAX_FRACTION
     continued = raw + (modulus or 0) if wrapped else raw
-    if not _plausible_rise(state.last_t_ms, state.last_raw_wh, t, continued, reading.max_power_w):
+    plausible = _plausible_rise(last_t, last_raw, t, continued, reading.max_power_w)
+    early = bool(held) and t <= held[-1][0]
+    if early:
+        # Out of order with the held suspects. Only a reading before every one of them may
+        # go on (the series' own next reading, or a return to a former series); anything
+        # else would put the held list, and so an epoch change, out of time order.
+        if (t, raw) in held:
+            return Step(state, (), Disposition.DUPLICATE)
+        if t >= held[0][0]:
+            return Step(state, (), Disposition.LATE)
+    if state.formers:
+        former = _return_to(state, t, raw, continued, reading.max_power_w)
+        if former is not None:
+            return _revert(state, reading, former, ((t, raw),), estimate_gap_ms)
+    keep: tuple[tuple[int, int], ...] = ()
+    if early:
+        if not plausible:
+            return Step(state, (), Disposition.LATE)
+        keep = held  # still later than this reading: they wait for their own successors
+    if not plausible:
         # Below the series, or rising faster than the meter can measure: one bad read must
         # not start a new epoch (nor be billed); wait for the next readings to tell.
-        pending = (*state.pending, (t, raw))[-CONFIRM_READINGS:]
+        pending = (*held, (t, raw))[-CONFIRM_READINGS:]
         if len(pending) < CONFIRM_READINGS or not _consistent(pending, reading.max_power_w):
             return Step(replace(state, pending=pending), (), Disposition.SUSPECT)
+        if state.formers:
+            first_t, first_raw = pending[0]
+            former = _return_to(state, first_t, first_raw, first_raw, reading.max_power_w, confirmed=True)
+            if former is not None:
+                return _revert(state, reading, former, pending, estimate_gap_ms)
         return _new_epoch(state, reading, pending, estimate_gap_ms)
     if wrapped:
         offset += modulus or 0
-        events.append(Event("rollover", f"register wrapped from {state.last_raw_wh} to {raw} Wh"))
-    if state.pending:
+        events.append(Event("rollover", f"register wrapped from {last_raw} to {raw} Wh"))
+    if held and not keep:
         events.append(Event("suspects_discarded",
-                            f"{len(state.pending)} reading(s) below the series were glitches"))
+                            f"{len(held)} reading(s) off the series were glitches"))
     virtual = raw + offset
     if offset != state.offset_wh:
         state = replace(state, offset_wh=offset)
-    new, closed = _advance(state, reading.meter, t, virtual, raw, estimate_gap_ms)
+    new, closed = _advance(state, reading.meter, t, virtual, raw, estimate_gap_ms, pending=keep)
     return Step(new, tuple(closed), Disposition.ACCEPTED, tuple(events), virtual)
 
 
 def _new_epoch(state: MeterState, reading: Reading, pending: tuple[tuple[int, int], ...],
                estimate_gap_ms: int) -> Step:
     """Confirmed reset/replacement: continue the virtual register from where it stood."""
+    assert state.last_t_ms is not None
     assert state.last_wh is not None
     assert state.last_raw_wh is not None
     first_t, first_raw = pending[0]
     offset = state.last_wh - first_raw
     event = Event("register_epoch", f"register went from {state.last_raw_wh} to {first_raw} Wh and stayed there: "
                                     "meter reset or replaced; zero energy assumed across the change")
+    former = FormerSeries(state.last_t_ms, state.last_raw_wh, state.last_wh, abs(state.last_raw_wh - first_raw),
+                          state.anchor_grade)
+    formers = (*state.formers, former)[-MAX_FORMER_SERIES:]
     current = replace(state, offset_wh=offset)
     closed: list[Interval] = []
     current, out = _advance(current, reading.meter, first_t, first_raw + offset, first_raw, estimate_gap_ms,
-                            forced=EPOCH_CHANGE)
+                            forced=EPOCH_CHANGE, formers=formers)
     closed.extend(out)
     if not out and current.anchor_s is not None:
         # The change fell inside the still-open interval: flag it through its start boundary.
@@ -315,6 +494,61 @@ def _new_epoch(state: MeterState, reading: Reading, pending: tuple[tuple[int, in
         current, out = _advance(current, reading.meter, t, virtual, raw, estimate_gap_ms)
         closed.extend(out)
     return Step(current, tuple(closed), Disposition.ACCEPTED, (event,), virtual)
+
+
+def _revert(state: MeterState, reading: Reading, former: FormerSeries, series: tuple[tuple[int, int], ...],
+            estimate_gap_ms: int) -> Step:
+    """The register came back to a series it left: the epochs since were a glitch (see the module docstring).
+
+    ``series`` are the (t_ms, raw) readings on the former series, in time order: the one that returns
+    first, then those that confirmed it; ``reading`` is the last of them.
+    """
+    assert state.last_t_ms is not None
+    assert state.last_wh is not None
+    first_t, first_raw = series[0]
+    index = state.formers.index(former)
+    older = state.formers[:index]
+    dropped = len(state.formers) - index
+    detail = (f"register returned to {first_raw} Wh, at or above the {former.raw_wh} Wh it stood at before "
+              f"{'an epoch change' if dropped == 1 else f'{dropped} epoch changes'}: "
+              "a glitch, not a new register; no energy credited for the jump")
+    if not boundaries_between(former.t_ms, state.last_t_ms):
+        # Nothing was closed since the change: reject the glitch's readings outright and go
+        # on from the former series' last reading as if they never came.
+        flagged = former.anchor_grade.worse(EPOCH_CHANGE)
+        current = replace(state, last_t_ms=former.t_ms, last_wh=former.virtual_wh, last_raw_wh=former.raw_wh,
+                          offset_wh=former.offset_wh, pending=(), formers=older,
+                          anchor_grade=former.anchor_grade if state.anchor_grade == flagged else state.anchor_grade)
+        closed: list[Interval] = []
+        events = [Event("register_epoch_reverted", detail + "; its readings are rejected")]
+        virtual: int | None = None
+        for t, raw in series:
+            step = feed(current, replace(reading, t_ms=t, register_wh=raw), estimate_gap_ms=estimate_gap_ms)
+            if step.disposition is not Disposition.ACCEPTED:
+                raise EngineError(f"interval engine for meter {reading.meter}: reading {raw} Wh at t={t} ms was "
+                                  f"{step.disposition} on the series it returned to (this is a bug)")
+            current, virtual = step.state, step.virtual_wh
+            closed.extend(step.intervals)
+            events.extend(step.events)
+        return Step(current, tuple(closed), Disposition.ACCEPTED, tuple(events), virtual)
+    # Intervals were closed on the glitch's series: they stand. Go on from the former series'
+    # value, substituting the span since the glitch's last reading; never down.
+    virtual = max(state.last_wh, first_raw + former.offset_wh)
+    offset = virtual - first_raw
+    current = replace(state, offset_wh=offset)
+    current, closed = _advance(current, reading.meter, first_t, virtual, first_raw, estimate_gap_ms,
+                               forced=EPOCH_CHANGE, formers=older)
+    if not closed and current.anchor_s is not None:
+        current = replace(current, anchor_grade=current.anchor_grade.worse(EPOCH_CHANGE))
+    for t, raw in series[1:]:
+        virtual = raw + offset
+        current, out = _advance(current, reading.meter, t, virtual, raw, estimate_gap_ms)
+        closed.extend(out)
+    excess = offset - former.offset_wh
+    detail += "; intervals closed during it stand and the span since its last reading is substituted"
+    if excess:
+        detail += f"; it had counted {excess} Wh more than the former series, which stay credited"
+    return Step(current, tuple(closed), Disposition.ACCEPTED, (Event("register_epoch_reverted", detail),), virtual)
 
 
 @dataclass(frozen=True, slots=True)
