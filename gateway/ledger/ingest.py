@@ -21,7 +21,14 @@ import aiosqlite
 from cloud_sync.credit import GENESIS_HASH, CreditBody, sign
 from gateway.credits import Tip
 from gateway.intervals import Disposition, Interval, MeterState, Quality, Reading, feed
-from gateway.intervals.engine import INTERVAL_S, BoundaryValue, Grade, reinterpolate
+from gateway.intervals.engine import (
+    INTERVAL_S,
+    BoundaryValue,
+    Grade,
+    interpolate,
+    reinterpolate,
+    segment_grade,
+)
 from gateway.intervals.revision import Change, plan_changes
 
 if TYPE_CHECKING:
@@ -132,9 +139,10 @@ class IngestBatch:
         a_t, a_raw, a_v = after[0]
         offset = a_v - a_raw
         prior = before[0] if before else None
-        if prior is None and await self._covered(db, meter, t):
-            # Its lower neighbour was pruned (retention or low disk): the intervals around it were
-            # built from readings no longer here; re-deriving them from one side would be a guess.
+        if prior is None and await self._covered(db, meter, a_t):
+            # Its lower neighbour was pruned (retention or low disk): the intervals up to the reading
+            # it would be interpolated to were built from readings no longer here; re-deriving them
+            # from one side would overwrite measured values with a straight line.
             await self._refuse(db, reading, "before_retention")
             return
         if prior is not None and prior[2] - prior[1] != offset:
@@ -160,6 +168,13 @@ class IngestBatch:
             known[interval.end] = BoundaryValue(interval.end, interval.register_end_wh, interval.end_grade)
         if state.anchor_s is not None and state.anchor_wh is not None:
             known[state.anchor_s] = BoundaryValue(state.anchor_s, state.anchor_wh, state.anchor_grade)
+        if prior is not None and not _bridged_by((prior[0], prior[2]), (a_t, a_v), known,
+                                                 self.ledger.estimate_gap_ms):
+            # Readings between its two stored neighbours were pruned (by an older gateway version's
+            # low-disk pruning): the boundaries there are not what the neighbours alone imply, so
+            # re-deriving them from the neighbours would overwrite values built from lost readings.
+            await self._refuse(db, reading, "before_retention")
+            return
         changes, anchor = plan_changes(meter, values, known, stored, state.anchor_s)
         if any(change.interval.wh < 0 for change in changes):
             await self._refuse(db, reading, "late_inconsistent")
@@ -175,12 +190,16 @@ class IngestBatch:
             self.states[meter] = replace(state, anchor_s=anchor, anchor_wh=fixed.wh, anchor_grade=fixed.grade)
             self._touched.add(meter)
 
-    async def _covered(self, db: aiosqlite.Connection, meter: str, t_ms: int) -> bool:
-        """Does the meter already have a fixed boundary at or before ``t_ms``?"""
+    async def _covered(self, db: aiosqlite.Connection, meter: str, after_ms: int) -> bool:
+        """Does the meter have a fixed boundary before ``after_ms``, its oldest stored reading?
+
+        Such a boundary can only have come from a reading older than every stored one, i.e. a
+        pruned one; a boundary on ``after_ms`` itself is that reading's own value.
+        """
         (first,) = await _rows(db, "SELECT MIN(start) FROM intervals WHERE meter=?", (meter,))
         anchor = self.states[meter].anchor_s
         fixed = [int(x) for x in (first[0], anchor) if x is not None]
-        return bool(fixed) and min(fixed) * 1000 <= t_ms
+        return bool(fixed) and min(fixed) * 1000 < after_ms
 
     async def _apply(self, db: aiosqlite.Connection, change: Change, seqs: dict[int, int]) -> None:
         interval = change.interval
@@ -268,6 +287,30 @@ def _interval_row(interval: Interval, seq: int) -> tuple[Any, ...]:
     return (interval.meter, interval.start, interval.end, interval.wh, interval.quality.value,
             interval.register_start_wh, interval.register_end_wh, seq, interval.method, interval.reason,
             interval.start_grade.encode(), interval.end_grade.encode())
+
+
+def _bridged_by(before: tuple[int, int], after: tuple[int, int], known: dict[int, BoundaryValue],
+               estimate_gap_ms: int) -> bool:
+    """Were the stored boundaries strictly between two readings derived from those two alone?
+
+    Arguments are (t_ms, virtual Wh). True when no reading between them was used, or all such
+    readings are still stored (then they would be the neighbours instead). False when any
+    stored boundary there is not the straight line between the two, or is actual although the
+    two are more than an interval apart: readings between them built it and are gone.
+    Estimated and substituted grades may differ (``estimate_gap_ms`` is configuration).
+    """
+    bt, bv = before
+    at, av = after
+    expected = segment_grade(at - bt, estimate_gap_ms)
+    for b_s, value in known.items():
+        b_ms = b_s * 1000
+        if not bt < b_ms < at:
+            continue
+        if value.wh != interpolate(bt, bv, at, av, b_ms):
+            return False
+        if (value.grade.quality is Quality.ACTUAL) != (expected.quality is Quality.ACTUAL):
+            return False
+    return True
 
 
 async def _sent_horizon(db: aiosqlite.Connection) -> int:

@@ -44,19 +44,46 @@ async def maintain_once(ledger: Ledger, clock: Clock, data_dir: Path, cfg: Ledge
     await ledger.prune_history(older_than_ms=now_ms - int(cfg.readings_retention_days * DAY_MS))
     if low:
         pruned += await ledger.prune_readings(older_than_ms=now_ms, keep_latest=True)
-        await ledger.release_free_pages()
+        released = await ledger.release_free_pages()
         still = free_mb(data_dir) if free is None else free
         message = (f"Disk low: {still:.0f} MB free (alarm below {cfg.min_free_mb} MB). Raw readings were pruned; "
                    "billing data is kept. Free space or replace the SD card.")
         if "disk_low" not in status.alarms:
-            log.error("disk_low", free_mb=round(still), min_free_mb=cfg.min_free_mb, pruned=pruned)
+            log.error("disk_low", free_mb=round(still), min_free_mb=cfg.min_free_mb, pruned=pruned,
+                      pages_released=released)
+            if not await ledger.auto_vacuum_enabled():
+                # Freed pages are reused by the ledger, but the file cannot shrink until switched.
+                log.warning("ledger_space_not_returned", reason="ledger created without auto-vacuum; it is "
+                            "switched once the disk has about twice the ledger's size free")
             await ledger.record_event("disk_low", t_ms=now_ms, detail=message)
         status.alarms["disk_low"] = message
-    elif status.alarms.pop("disk_low", None):
-        log.info("disk_ok", free_mb=round(available))
+    else:
+        if status.alarms.pop("disk_low", None):
+            log.info("disk_ok", free_mb=round(available))
+        await _enable_auto_vacuum(ledger, available, cfg)
     if pruned:
         log.info("readings_pruned", n=pruned, retention_days=retention_days)
     return pruned
+
+
+async def _enable_auto_vacuum(ledger: Ledger, available_mb: float, cfg: LedgerConfig) -> None:
+    """Give a ledger created by an older version (no auto-vacuum) the means to return space.
+
+    Done here, once, and not as a schema migration when the ledger opens: the VACUUM that
+    switches it rewrites the whole file, which on an SD card takes minutes for a large ledger
+    (past systemd's start timeout) and needs about twice its size free (a migration failing on
+    a full disk would keep the gateway from starting). Here it runs only while the disk is not
+    low and the rewrite fits above the alarm threshold, with the daemon already up; readings
+    queue meanwhile (their energy is in the registers in any case).
+    """
+    if ledger.vacuum_tried or await ledger.auto_vacuum_enabled():
+        return
+    size_mb = ledger.file_bytes() / 1_048_576
+    if available_mb - 2 * size_mb < cfg.min_free_mb:
+        return
+    log.info("ledger_vacuum_start", size_mb=round(size_mb), reason="switching on incremental auto-vacuum")
+    if await ledger.enable_auto_vacuum():
+        log.info("ledger_vacuum_done", size_mb=round(ledger.file_bytes() / 1_048_576))
 
 
 async def maintain(ledger: Ledger, clock: Clock, data_dir: Path, cfg: LedgerConfig, status: GatewayStatus) -> None:

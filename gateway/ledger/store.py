@@ -39,6 +39,8 @@ from gateway.ledger.ingest import IngestBatch
 log = structlog.get_logger("gateway.ledger")
 
 DB_FILE = "ledger.db"
+AUTO_VACUUM_INCREMENTAL = 2
+"""``PRAGMA auto_vacuum`` value of incremental mode."""
 CLEAN_MARKER = "ledger.clean"
 """Present only between a clean close and the next open: no integrity scan needed then."""
 
@@ -145,6 +147,7 @@ class Ledger:
         self._states: dict[str, MeterState] = {}
         self._tips: dict[str, Tip] = {}
         self._max_credit_id = 0
+        self._vacuum_tried = False
         # Every use of the write connection holds this lock, so one task's
         # transaction can never swallow another task's statements.
         self._lock = asyncio.Lock()
@@ -176,6 +179,10 @@ class Ledger:
         except Exception as exc:
             raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
         try:
+            if (await _rows(write, "PRAGMA page_count"))[0][0] == 0:
+                # A new file: auto-vacuum can only be chosen before the first page is written, and
+                # switching to WAL writes it. Without it, pruning never returns space to the card.
+                await write.execute("PRAGMA auto_vacuum=INCREMENTAL")
             await write.execute("PRAGMA journal_mode=WAL")
             await write.execute("PRAGMA synchronous=FULL")
             await write.execute("PRAGMA busy_timeout=5000")
@@ -209,9 +216,6 @@ class Ledger:
     @staticmethod
     async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
         (current,) = (await _rows(conn, "PRAGMA user_version"))[0]
-        if current == 0:
-            # Only possible before the first table exists: lets pruning return space to the card.
-            await conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         if current > SCHEMA_VERSION:
             raise LedgerError(
                 f"ledger {path} has schema version {current}, newer than this gateway knows "
@@ -418,12 +422,22 @@ class Ledger:
     # ---- retention ---------------------------------------------------------
 
     async def prune_readings(self, *, older_than_ms: int, keep_latest: bool = False) -> int:
-        """Delete raw readings older than a time; with ``keep_latest``, keep each meter's newest."""
+        """Delete raw readings older than a time; with ``keep_latest``, keep each meter's newest.
+
+        "Newest" is by reading time among the readings the engine used (not the row inserted
+        last, which may be an old late reading): so what is pruned is always everything before
+        the readings that remain, and a late reading can never be placed between two stored
+        readings with pruned ones between them. One older than all that remain is refused by
+        the ingest (``before_retention``) instead of being interpolated across the pruned span.
+        """
         async with self._transaction() as db:
             if keep_latest:
+                # One backward probe of the time index per meter, not a scan of all readings.
                 cursor = await db.execute(
-                    "DELETE FROM readings WHERE t_ms < ? AND rowid NOT IN "
-                    "(SELECT MAX(rowid) FROM readings GROUP BY meter)", (older_than_ms,))
+                    "DELETE FROM readings WHERE t_ms < ? AND rowid NOT IN (SELECT keep FROM "
+                    "(SELECT (SELECT r.rowid FROM readings r WHERE r.meter = m.meter AND r.virtual_wh IS NOT NULL "
+                    "ORDER BY r.t_ms DESC LIMIT 1) AS keep FROM meters m) WHERE keep IS NOT NULL)",
+                    (older_than_ms,))
             else:
                 cursor = await db.execute("DELETE FROM readings WHERE t_ms < ?", (older_than_ms,))
             return int(cursor.rowcount)
@@ -438,10 +452,64 @@ class Ledger:
                 (older_than_ms,))
             return int(events.rowcount) + int(batches.rowcount)
 
-    async def release_free_pages(self) -> None:
-        """Give pages freed by pruning back to the file system (incremental auto-vacuum)."""
+    async def release_free_pages(self) -> int:
+        """Give pages freed by pruning back to the file system; returns how many were released.
+
+        Needs incremental auto-vacuum (every ledger created by this version has it; an older one
+        gets it from :meth:`enable_auto_vacuum`); without it the free pages are only reused.
+        """
         async with self._lock:
-            await self._w.execute("PRAGMA incremental_vacuum")
+            (before,) = (await _rows(self._w, "PRAGMA freelist_count"))[0]
+            # executescript steps the pragma to the end: a single step (execute) frees one page.
+            await self._w.executescript("PRAGMA incremental_vacuum;")
+            (after,) = (await _rows(self._w, "PRAGMA freelist_count"))[0]
+            if before != after:
+                # The file only shrinks when the WAL is copied back; also empties the grown WAL.
+                await self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(before) - int(after)
+
+    async def auto_vacuum_enabled(self) -> bool:
+        """Can :meth:`release_free_pages` return space (incremental auto-vacuum)?"""
+        async with self._lock:  # the write connection: a reader's cached header may be older
+            (mode,) = (await _rows(self._w, "PRAGMA auto_vacuum"))[0]
+        return int(mode) == AUTO_VACUUM_INCREMENTAL
+
+    def file_bytes(self) -> int:
+        """The ledger's size on disk: the database file and its WAL."""
+        total = 0
+        for file in (self.path, self.path.with_name(self.path.name + "-wal")):
+            with contextlib.suppress(FileNotFoundError):
+                total += file.stat().st_size
+        return total
+
+    @property
+    def vacuum_tried(self) -> bool:
+        """:meth:`enable_auto_vacuum` already ran (or failed) in this process."""
+        return self._vacuum_tried
+
+    async def enable_auto_vacuum(self) -> bool:
+        """Switch a ledger created without auto-vacuum (by an older version) to incremental.
+
+        A one-off VACUUM: it rewrites the whole file (through the WAL, then back), so it needs
+        about twice the file's size free and holds the writer for as long as that takes. The
+        caller decides when (see :mod:`gateway.ledger.maintenance`); never from
+        :meth:`open`, where it would delay the start past systemd's start timeout.
+        Tried at most once per process: a VACUUM that failed (disk full) is not repeated every
+        few minutes, rewriting the card each time; the next start tries again.
+        """
+        if self._vacuum_tried:
+            return False
+        self._vacuum_tried = True
+        async with self._lock:
+            try:
+                await self._w.execute(f"PRAGMA auto_vacuum={AUTO_VACUUM_INCREMENTAL}")
+                await self._w.execute("VACUUM")
+                await self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.error("ledger_vacuum_failed", path=str(self.path), error=str(exc))
+                return False
+            (mode,) = (await _rows(self._w, "PRAGMA auto_vacuum"))[0]
+        return int(mode) == AUTO_VACUUM_INCREMENTAL
 
     # ---- queries for the web and CLI -------------------------------------------
 
