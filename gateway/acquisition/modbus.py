@@ -115,7 +115,6 @@ class _Meter:
     """Consecutive readings off the series of ``last`` (rejected so far): a reset or a new meter if they persist."""
     device_failures: int = 0
     """Failures the device is to blame for (not line outages): drives its backoff."""
-    backoff_until: float = 0.0
 
 
 @dataclass
@@ -330,17 +329,10 @@ class ModbusBus:
                 self._serve_request_next = True
                 return job
             self._wake.clear()
-            waiters: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
-            if job is not None:
-                waiters.append(asyncio.ensure_future(self._sleep_until(job.next_due)))
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
-                for w in waiters:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await w
+            if job is None:
+                await self._wake.wait()
+            else:
+                await _first_of(self._wake.wait(), self._sleep_until(job.next_due))
 
     def _follow_wall_steps(self) -> None:
         """Move the poll grid with a wall-clock step (NTP correcting a box that booted with a wrong time).
@@ -360,9 +352,6 @@ class ModbusBus:
         log.warning("wall_clock_step", bus=self.cfg.name, step_s=round(step, 3))
         for job in self._jobs:
             job.next_due = round((job.next_due + step) / job.period) * job.period
-        for meter in self._meters:
-            if meter.backoff_until:
-                meter.backoff_until += step
 
     async def _sleep_until(self, wall: float) -> object:
         """Wait for a wall-clock instant, but never longer in monotonic time than it looked when we began.
@@ -374,16 +363,7 @@ class ModbusBus:
         if remaining > NAP_S:
             await self._clock.sleep(NAP_S)
             return None
-        waits = [asyncio.ensure_future(self._clock.sleep_until(wall)),
-                 asyncio.ensure_future(self._clock.sleep(remaining + STEP_GUARD_S))]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-            for w in waits:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await w
+        await _first_of(self._clock.sleep_until(wall), self._clock.sleep(remaining + STEP_GUARD_S))
         return None
 
     async def _serve_request(self) -> None:
@@ -464,7 +444,6 @@ class ModbusBus:
         if job.energy and meter.device_failures >= OFFLINE_AFTER:
             wait = min(period * 2 ** (meter.device_failures - OFFLINE_AFTER + 1), max(BACKOFF_MAX_S, period))
             job.next_due = _next_slot(now + wait - period, period)
-            meter.backoff_until = job.next_due
         else:
             job.next_due += period
             if job.next_due <= now:
@@ -597,6 +576,19 @@ class ModbusBus:
                     log.warning("value_rejected", bus=self.cfg.name, meter=meter.cfg.id, quantity=name,
                                 reason=exc.reason, raw=chunk)
         return values, raw, failed
+
+
+async def _first_of(*waits: Awaitable[object]) -> None:
+    """Wait until the first of ``waits`` is done; cancel the others and wait for them to end."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
 
 
 def _fail(future: asyncio.Future[list[int]], exc: BaseException) -> None:
