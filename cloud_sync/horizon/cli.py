@@ -44,8 +44,10 @@ def _faults(path: str | None) -> FaultPlan:
 def cmd_ledger(args: argparse.Namespace) -> int:
     from cloud_sync.horizon.ledger import LocalLedger
     from cloud_sync.horizon.server import serve_ledger
+    from gateway import logs
     from gateway.clock import Clock, SimulatedClock, SystemClock
 
+    logs.configure(args.log_level, "auto")
     if args.speed is not None and args.speed <= 0:
         raise ConfigError("--speed must be positive")
     clock: Clock = SystemClock() if args.speed is None else SimulatedClock(SystemClock().now(), speed=args.speed)
@@ -93,6 +95,8 @@ def register(subparsers: Any) -> Any:
     p.add_argument("--speed", type=float, default=None,
                    help="run the ledger's clock this many times faster than real time (default: real time)")
     p.add_argument("--faults", default=None, metavar="FILE", help="JSON list of fault rules (see faults.py)")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                   help="stderr log level (info logs faults delivered and upgrades; debug every transaction)")
     p.set_defaults(func=cmd_ledger)
     return group
 

@@ -181,9 +181,8 @@ class LocalLedger:
     # -- submitting ----------------------------------------------------------------------------
     def submit(self, envelope_b64: str) -> Submission:
         """Apply an envelope (or return its stored result). Raises MalformedEnvelope."""
-        envelope = decode_envelope(envelope_b64.strip())
-        frame = frame_of(envelope, self.network_id)
-        envelope_xdr = envelope.to_xdr()
+        envelope_xdr = envelope_b64.strip()
+        frame = frame_of(decode_envelope(envelope_xdr), self.network_id)
         with self._lock:
             stored = self.store.transaction(frame.hash.hex())
             if stored is not None:

@@ -62,6 +62,9 @@ class Overlay:
         self._parent = parent
         self._entries: dict[Key, Entry | None] = {}
         self._sponsorships: dict[str, str] | None = None  # None: the parent's, unchanged
+        # The outermost overlay remembers what it read from the reader: a 100-payment batch asks
+        # for the same source account a hundred times, and the reader does not change meanwhile.
+        self._reads: dict[Key, Entry | None] = {}
 
     # -- reading -------------------------------------------------------------------------
     def _peek(self, key: Key) -> Entry | None:
@@ -70,7 +73,9 @@ class Overlay:
             return self._entries[key]
         if isinstance(self._parent, Overlay):
             return self._parent._peek(key)
-        return self._parent.get_entry(key)
+        if key not in self._reads:
+            self._reads[key] = self._parent.get_entry(key)
+        return self._reads[key]
 
     def get_entry(self, key: Key) -> Entry | None:
         return self._peek(key)
@@ -78,8 +83,7 @@ class Overlay:
     def _load(self, key: Key) -> Entry | None:
         if key in self._entries:
             return self._entries[key]
-        base = (self._parent._peek(key) if isinstance(self._parent, Overlay)
-                else self._parent.get_entry(key))
+        base = self._parent._peek(key) if isinstance(self._parent, Overlay) else self._peek(key)
         if base is None:
             return None
         mine = base.copy()
