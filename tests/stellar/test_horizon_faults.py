@@ -82,13 +82,15 @@ async def test_503_and_429_answer_before_applying(running: RunningLedger) -> Non
     assert balance(running, b) == 10_005 * XLM
 
 
-async def test_429_reaches_the_sdk_as_a_bad_request(running: RunningLedger) -> None:
-    running.faults.add(FaultRule("/transactions", (FaultMode.RATE_LIMITED_429,)))
+async def test_429_reaches_the_sdk_as_a_bad_request_with_its_retry_after(running: RunningLedger) -> None:
+    running.faults.add(FaultRule("/transactions", (FaultMode.RATE_LIMITED_429,), retry_after_s=3))
     tx, _ = await payment(running)
     async with ServerAsync(running.url, client=HttpxAsyncClient()) as server:
         with pytest.raises(BadRequestError) as exc:
             await server.submit_transaction(tx)
     assert exc.value.status == 429
+    # The SDK keeps the response (headers included) as the exception's first argument.
+    assert exc.value.args[0].headers["retry-after"] == "3"
 
 
 async def test_reset_after_applying_loses_the_answer_not_the_transaction(running: RunningLedger) -> None:

@@ -256,6 +256,23 @@ async def test_server_async_over_httpx(tmp_path: Path) -> None:
         ledger.close()
 
 
+async def test_httpx_adapter_enforces_the_sdks_content_size_limit(tmp_path: Path) -> None:
+    from stellar_sdk.exceptions import ContentSizeLimitExceededError
+
+    ledger = LocalLedger(tmp_path / "ledger", SystemClock())
+    client = HttpxAsyncClient()
+    try:
+        async with serve_ledger(ledger) as running:
+            small = await client.get(f"{running.url}/fee_stats", max_content_size=100_000)
+            assert small.status_code == 200
+            assert small.json()["last_ledger_base_fee"] == "100"
+            with pytest.raises(ContentSizeLimitExceededError):
+                await client.get(f"{running.url}/fee_stats", max_content_size=100)
+    finally:
+        await client.close()
+        ledger.close()
+
+
 async def test_server_async_connection_errors_are_the_sdks() -> None:
     async with ServerAsync(f"http://127.0.0.1:{free_port()}", client=HttpxAsyncClient()) as nowhere:
         with pytest.raises(SdkConnectionError):
