@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from stellar_sdk import Account as SdkAccount
+from stellar_sdk import Asset as SdkAsset
 from stellar_sdk import Keypair, Network, TransactionBuilder, TransactionEnvelope, xdr
 
 from cloud_sync.horizon import codes
@@ -102,8 +103,6 @@ class Net:
         return kp
 
     def trust(self, holder: Keypair, asset: Asset, limit: str | None = None) -> TxOutcome:
-        from stellar_sdk import Asset as SdkAsset
-
         return self.submit(self.tx(holder).append_change_trust_op(SdkAsset(asset.code, asset.issuer), limit)
                            .build(), holder)
 
