@@ -107,7 +107,7 @@ def test_server_refuses_with_horizon_codes(horizon: ThreadedLedger) -> None:
     server = Server(horizon.url)
     a, issuer = fund(horizon.url), fund(horizon.url)
 
-    def build(**kw: object) -> TransactionBuilder:
+    def build() -> TransactionBuilder:
         return TransactionBuilder(server.load_account(a.public_key), PASSPHRASE, base_fee=100)
 
     tx = build().append_payment_op(issuer.public_key, Asset.native(), "1").set_timeout(TIMEOUT_S).build()
