@@ -40,16 +40,20 @@ def start(data_dir: Path, *extra: str, module: bool = True) -> LedgerProcess:
     banner: list[str] = []
     deadline = time.monotonic() + START_S
     assert proc.stdout is not None
-    while time.monotonic() < deadline and len(banner) < 4:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        banner.append(line.rstrip("\n"))
-    if len(banner) < 4:
-        proc.kill()
+    try:
+        while time.monotonic() < deadline and len(banner) < 4:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            banner.append(line.rstrip("\n"))
+        assert len(banner) == 4, f"the ledger did not start: {banner}"
+        assert banner[0].startswith("local ledger: "), banner
+        url = banner[0].split(": ", 1)[1]
+    except BaseException:
+        proc.kill()  # never leave a ledger behind when the banner is not what we expect
         _, err = proc.communicate(timeout=STOP_S)
-        pytest.fail(f"the ledger did not start: {banner} {err}")
-    url = banner[0].split(": ", 1)[1]
+        print(err, file=sys.stderr)
+        raise
     return LedgerProcess(proc, url, banner)
 
 
