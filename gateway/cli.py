@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 
+from cloud_sync.horizon.cli import register as register_stellar
 from gateway import logs
 from gateway.commissioning import register as register_commissioning
 from gateway.errors import ConfigError, GatewayError
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_commissioning(sub)
     register_reports(sub)
+    register_stellar(sub)
 
     p = sub.add_parser("identity", help="print this gateway's public key (creating the key on first use)")
     group = p.add_mutually_exclusive_group()

@@ -1,0 +1,3 @@
+from cloud_sync.horizon.cli import main
+
+raise SystemExit(main())
