@@ -119,7 +119,7 @@ KINDS = ("interval", "correction")
 QUALITIES = ("A", "E", "S", "F", "N")
 """NEM12 quality letters: actual, estimated, substituted, final substitute, null."""
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 """Gateway and meter ids: as the gateway's configuration accepts them (``gateway/config/model.py``)."""
 KEY_PATTERN = r"^G[A-Z2-7]{55}$"
 HASH_PATTERN = r"^[0-9a-f]{64}$"
