@@ -152,7 +152,7 @@ def parse_batch(doc: Any, key: str) -> Batch:
     if type(credits) is not list:
         raise BatchRefused(400, "credits must be an array")
     if len(credits) > MAX_CREDITS:
-        raise BatchRefused(413, f"batch of {len(credits)} credits; the limit is {MAX_CREDITS} (lower the "
+        raise BatchRefused(400, f"batch of {len(credits)} credits; the limit is {MAX_CREDITS} (lower the "
                                 "gateway's batch_size)")
     return Batch(gateway, key, credits)
 

@@ -35,6 +35,15 @@ def _wait_ready(proc: subprocess.Popen[str], port: int) -> None:
     raise AssertionError("receiver did not start")
 
 
+def _exit(proc: subprocess.Popen[str]) -> str:
+    """Its stderr once it has exited by itself; a receiver still running then is stopped and fails the test."""
+    try:
+        return proc.communicate(timeout=START_S)[1]
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        raise AssertionError("the receiver started serving instead of refusing to start") from None
+
+
 def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
     proc.terminate()
     try:
@@ -54,11 +63,7 @@ def _post(port: int, token: str | None) -> httpx.Response:
 
 def test_without_a_token_file_the_receiver_refuses_to_start(tmp_path: Path) -> None:
     proc = _receiver(tmp_path, free_port())
-    try:
-        _, err = proc.communicate(timeout=START_S)
-    except subprocess.TimeoutExpired:
-        _stop(proc)
-        raise AssertionError("the receiver started serving without authentication") from None
+    err = _exit(proc)
     assert proc.returncode == 2
     assert "--token-file" in err
     assert "--insecure-no-auth" in err
@@ -70,7 +75,7 @@ def test_an_empty_or_missing_token_file_is_refused(tmp_path: Path) -> None:
     empty.write_text("\n")
     for path in (empty, tmp_path / "missing.token"):
         proc = _receiver(tmp_path, free_port(), "--token-file", str(path))
-        _, err = proc.communicate(timeout=START_S)
+        err = _exit(proc)
         assert proc.returncode == 2, err
         assert str(path) in err
         assert "Traceback" not in err
