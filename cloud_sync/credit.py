@@ -104,6 +104,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from stellar_sdk import Keypair
@@ -287,6 +288,12 @@ def parse_wire(item: Any) -> tuple[dict[str, Any], str, str]:
     return body, digest, signature
 
 
+@lru_cache(maxsize=4096)
+def _verifier(public_key: str) -> Keypair:
+    """The key decoded once (decoding a ``G...`` key costs about half as much as verifying a signature)."""
+    return Keypair.from_public_key(public_key)
+
+
 def authenticate(body: dict[str, Any], digest: str, signature: str, expected_key: str | None) -> None:
     """Rule 2: signed by the enrolled key, and ``digest`` is the hash of exactly this content."""
     if expected_key is None:
@@ -296,7 +303,7 @@ def authenticate(body: dict[str, Any], digest: str, signature: str, expected_key
     canonical = canonical_bytes(body)
     try:
         raw_sig = base64.b64decode(signature, validate=True)
-        Keypair.from_public_key(expected_key).verify(DOMAIN + canonical, raw_sig)
+        _verifier(expected_key).verify(DOMAIN + canonical, raw_sig)
     except (BadSignatureError, ValueError, binascii.Error) as exc:
         raise CreditRejected(Rejection.BAD_SIGNATURE, "signature does not verify (forged or tampered)") from exc
     if credit_hash(canonical) != digest:
