@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -190,3 +192,17 @@ async def test_the_summary_adds_up_what_was_accepted(client: Client, store: Rece
     answer = await client.get("/v1/summary", "/v1/summary")
     assert answer.json() == {"meters": [{"gateway": GW, "meter": "m1", "credits": 3, "first_seq": 1, "last_seq": 3,
                                          "wh": 100 + 101 + 102}]}
+
+
+async def test_storage_that_is_locked_is_a_503_to_retry_and_nothing_is_stored(client: Client, tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / "receiver.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the database past the store's busy timeout
+    try:
+        response = await client.send(honest_chain(1), "k1")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"]
+    assert await client.stored() == []
+    assert (await client.send(honest_chain(1), "k1")).json()["accepted"] == 1, "the retry goes through"
