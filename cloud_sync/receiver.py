@@ -2,14 +2,19 @@
 
 A small, complete implementation of the contract, used by the demo and the
 tests and as a model for a real central system: it verifies every credit
-(signature against the enrolled gateway key, hash, sequence continuity and
-chain link) and stores each (gateway, meter, seq) exactly once, however often
-a gateway resends it.
+(signature against the enrolled gateway key, hash, every field's domain,
+sequence continuity, chain link and the interval's history; see
+:mod:`cloud_sync.credit`) and stores each (gateway, meter, seq) exactly once,
+however often a gateway resends it. What it decides about a request is in
+:mod:`cloud_sync.receiver_intake` (pure); this module stores (SQLite) and serves (HTTP).
 
 Run it on its own::
 
     python -m cloud_sync.receiver --db receiver.db --port 8081 \
         --enroll gw-0001=GABC... --token-file token.txt
+
+Every request but ``/healthz`` needs ``Authorization: Bearer <token>``. Only
+tests may run it without (``--insecure-no-auth``, which says so on stderr).
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import secrets
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +37,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from stellar_sdk import Keypair
 
-from cloud_sync.credit import ChainTip, CreditRejected, Rejection, parse_wire, verify
-
-MAX_BODY_BYTES = 16 * 1024 * 1024
+from cloud_sync.credit import KEY_PATTERN, ChainTip, Credited, is_id
+from cloud_sync.receiver_intake import (
+    MAX_BODY_BYTES,
+    Batch,
+    BatchRefused,
+    IdempotencyConflict,
+    check_content_type,
+    check_idempotency_key,
+    decode_body,
+    examine_batch,
+    parse_batch,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS credits (
@@ -47,7 +64,41 @@ CREATE TABLE IF NOT EXISTS batches (
     response TEXT NOT NULL, received_ms INTEGER NOT NULL,
     PRIMARY KEY (gateway, batch_key)
 );
+-- The credits of one quarter-hour, to check that corrections add up (built on first open of an older file).
+CREATE INDEX IF NOT EXISTS credits_by_start ON credits (gateway, meter, start);
 """
+
+
+class ReceiverConfigError(Exception):
+    """The receiver cannot run as configured; the message says what to change."""
+
+
+class _SqliteView:
+    """One gateway's credits inside the current transaction (see :class:`CreditView`)."""
+
+    def __init__(self, db: sqlite3.Connection, gateway: str, now_ms: int) -> None:
+        self._db, self._gateway, self._now_ms = db, gateway, now_ms
+
+    def stored(self, meter: str, seq: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT wire FROM credits WHERE gateway=? AND meter=? AND seq=?",
+                               (self._gateway, meter, seq)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def tip(self, meter: str) -> ChainTip | None:
+        row = self._db.execute(
+            "SELECT seq, hash FROM credits WHERE gateway=? AND meter=? ORDER BY seq DESC LIMIT 1",
+            (self._gateway, meter)).fetchone()
+        return ChainTip(row[0], row[1]) if row else None
+
+    def credited(self, meter: str, start: int) -> Sequence[Credited]:
+        rows = self._db.execute("SELECT seq, wh, wire FROM credits WHERE gateway=? AND meter=? AND start=?",
+                                (self._gateway, meter, start)).fetchall()
+        return [Credited(seq, json.loads(wire)["credit"]["kind"], wh) for seq, wh, wire in rows]
+
+    def add(self, body: dict[str, Any], digest: str, item: dict[str, Any]) -> None:
+        self._db.execute("INSERT INTO credits VALUES (?,?,?,?,?,?,?,?)",
+                         (self._gateway, body["meter"], body["seq"], digest, body["wh"], body["start"],
+                          json.dumps(item), self._now_ms))
 
 
 class ReceiverStore:
@@ -64,66 +115,39 @@ class ReceiverStore:
     def close(self) -> None:
         self._db.close()
 
-    def _tip(self, gateway: str, meter: str) -> ChainTip | None:
-        row = self._db.execute(
-            "SELECT seq, hash FROM credits WHERE gateway=? AND meter=? ORDER BY seq DESC LIMIT 1",
-            (gateway, meter)).fetchone()
-        return ChainTip(row[0], row[1]) if row else None
-
     def ingest(self, gateway: str, batch_key: str, raw: bytes, credits: list[Any]) -> dict[str, Any]:
+        """Examine and store one batch in one transaction; return its ``BatchResult``.
+
+        Raises :class:`IdempotencyConflict` when ``batch_key`` was answered before
+        for other bytes: that answer stands, nothing is examined.
+        """
         digest = hashlib.sha256(raw).hexdigest()
         with self._lock:
             prior = self._db.execute(
                 "SELECT request_sha256, response FROM batches WHERE gateway=? AND batch_key=?",
                 (gateway, batch_key)).fetchone()
-            if prior and prior[0] == digest:
+            if prior and prior[0] != digest:
+                raise IdempotencyConflict(batch_key)
+            if prior:
                 replay: dict[str, Any] = json.loads(prior[1])
                 # A stored answer that rejected something is not final: the cause may be fixed by now
-                # (enrolment, a predecessor delivered since). Evaluating again is safe, because every
-                # credit is stored at most once and answers `duplicate` when seen again.
+                # (enrolment, a predecessor delivered since). Evaluating the same bytes again is safe,
+                # because every credit is stored at most once and answers `duplicate` when seen again.
                 if not replay.get("rejected"):
                     replay["replayed"] = True
                     return replay
             now_ms = int(time.time() * 1000)
-            results: list[dict[str, Any]] = []
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for item in credits:
-                    results.append(self._one(gateway, item, now_ms))
-                counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
-                response = {"batch": batch_key, "results": results, **counts}
-                self._db.execute(
-                    "INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?)",
-                    (gateway, batch_key, digest, json.dumps(response), now_ms))
+                response = examine_batch(Batch(gateway, batch_key, credits), self.enrolled.get(gateway),
+                                         _SqliteView(self._db, gateway, now_ms))
+                self._db.execute("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?)",
+                                 (gateway, batch_key, digest, json.dumps(response), now_ms))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             return response
-
-    def _one(self, gateway: str, item: Any, now_ms: int) -> dict[str, Any]:
-        try:
-            body, digest, _ = parse_wire(item)
-            if body["gateway"] != gateway:
-                raise CreditRejected(Rejection.MALFORMED, "credit names another gateway than its batch")
-            meter, seq = body["meter"], body["seq"]
-            stored = self._db.execute(
-                "SELECT hash FROM credits WHERE gateway=? AND meter=? AND seq=?", (gateway, meter, seq)).fetchone()
-            if stored:
-                if stored[0] == digest:
-                    return {"meter": meter, "seq": seq, "status": "duplicate"}
-                raise CreditRejected(Rejection.REPLAY, f"seq {seq} was already accepted with different content")
-            body, digest = verify(item, expected_key=self.enrolled.get(gateway), tip=self._tip(gateway, meter))
-        except CreditRejected as exc:
-            fields = item.get("credit") if isinstance(item, dict) else None
-            meter_id = fields.get("meter") if isinstance(fields, dict) else None
-            seq_no = fields.get("seq") if isinstance(fields, dict) else None
-            return {"meter": meter_id, "seq": seq_no, "status": "rejected", "reason": exc.reason.value,
-                    "detail": exc.detail}
-        self._db.execute(
-            "INSERT INTO credits VALUES (?,?,?,?,?,?,?,?)",
-            (gateway, meter, seq, digest, body["wh"], body["start"], json.dumps(item), now_ms))
-        return {"meter": meter, "seq": seq, "status": "accepted"}
 
     def credits(self, gateway: str, meter: str) -> list[dict[str, Any]]:
         rows = self._db.execute(
@@ -138,52 +162,70 @@ class ReceiverStore:
                 for g, m, n, a, b, wh in rows]
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-def create_app(store: ReceiverStore, token: str | None) -> Starlette:
+def _unauthorised() -> JSONResponse:
+    return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="billing"'})
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BatchRefused(413, f"body of {declared} bytes; the limit is {MAX_BODY_BYTES}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BatchRefused(413, f"body over the limit of {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(store: ReceiverStore, token: str | None, *, insecure_no_auth: bool = False) -> Starlette:
+    """The HTTP API of ``store``. ``token`` is required; ``insecure_no_auth`` (tests only) lets anyone in."""
+    if token is None and not insecure_no_auth:
+        raise ReceiverConfigError("the receiver needs a bearer token (or insecure_no_auth=True, for tests only)")
+    if token is not None and (not token or token != token.strip()):
+        raise ReceiverConfigError("the bearer token must be non-empty, without surrounding whitespace")
+    expected = f"Bearer {token}".encode() if token is not None else None
+
     def authorised(request: Request) -> bool:
-        if token is None:
+        if expected is None:
             return True
-        given = request.headers.get("authorization", "")
-        return secrets.compare_digest(given.encode(), f"Bearer {token}".encode())
+        given = request.headers.get("authorization", "").encode("latin-1")
+        return secrets.compare_digest(given, expected)
 
     async def post_batch(request: Request) -> Response:
         if not authorised(request):
-            return _error(401, "missing or wrong bearer token")
-        key = request.headers.get("idempotency-key")
-        if not key:
-            return _error(400, "Idempotency-Key header is required")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return _error(413, "batch too large")
-        raw = b""
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY_BYTES:
-                return _error(413, "batch too large")
+            return _unauthorised()
         try:
-            doc = json.loads(raw)
-        except json.JSONDecodeError:
-            return _error(400, "body is not JSON")
-        if not isinstance(doc, dict) or not isinstance(doc.get("gateway"), str) \
-                or not isinstance(doc.get("credits"), list) or doc.get("batch") != key:
-            return _error(400, "expected {gateway, batch (= Idempotency-Key), credits: [...]}")
-        if doc["gateway"] not in store.enrolled:
-            return _error(403, f"gateway {doc['gateway']!r} is not enrolled")
-        result = await run_in_threadpool(store.ingest, doc["gateway"], key, raw, doc["credits"])
+            check_content_type(request.headers.get("content-type"))
+            key = check_idempotency_key(request.headers.get("idempotency-key"))
+            raw = await _read_body(request)
+            batch = parse_batch(await run_in_threadpool(decode_body, raw), key)
+            if batch.gateway not in store.enrolled:
+                raise BatchRefused(403, f"gateway {batch.gateway!r} is not enrolled")
+            result = await run_in_threadpool(store.ingest, batch.gateway, key, raw, batch.credits)
+        except BatchRefused as exc:
+            return _error(exc.status, exc.message)
+        except sqlite3.OperationalError as exc:  # locked, disk full, I/O error: nothing was committed
+            return _error(503, f"storage unavailable ({exc}); retry later", {"Retry-After": "5"})
         return JSONResponse(result)
 
     async def get_credits(request: Request) -> Response:
         if not authorised(request):
-            return _error(401, "missing or wrong bearer token")
+            return _unauthorised()
         gateway, meter = request.path_params["gateway"], request.path_params["meter"]
+        if not (is_id(gateway) and is_id(meter)):
+            return JSONResponse({"credits": []})  # no credit is ever stored under such ids
         return JSONResponse({"credits": await run_in_threadpool(store.credits, gateway, meter)})
 
     async def get_summary(request: Request) -> Response:
         if not authorised(request):
-            return _error(401, "missing or wrong bearer token")
+            return _unauthorised()
         return JSONResponse({"meters": await run_in_threadpool(store.summary)})
 
     async def healthz(_: Request) -> Response:
@@ -191,10 +233,40 @@ def create_app(store: ReceiverStore, token: str | None) -> Starlette:
 
     return Starlette(routes=[
         Route("/v1/batches", post_batch, methods=["POST"]),
-        Route("/v1/gateways/{gateway}/meters/{meter}/credits", get_credits),
-        Route("/v1/summary", get_summary),
-        Route("/healthz", healthz),
+        Route("/v1/gateways/{gateway}/meters/{meter}/credits", get_credits, methods=["GET"]),
+        Route("/v1/summary", get_summary, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
     ])
+
+
+def _enrolment(entries: list[str]) -> dict[str, str]:
+    enrolled: dict[str, str] = {}
+    for entry in entries:
+        gateway, sep, key = entry.partition("=")
+        if not sep or not is_id(gateway):
+            raise ReceiverConfigError(f"--enroll {entry!r}: expected GATEWAY=GKEY, GATEWAY being the gateway_id "
+                                      "(1-64 of A-Z a-z 0-9 _ . -)")
+        try:
+            if not re.fullmatch(KEY_PATTERN, key):
+                raise ValueError(key)
+            Keypair.from_public_key(key)
+        except ValueError:
+            raise ReceiverConfigError(f"--enroll {entry!r}: {key!r} is not a public key; use what "
+                                      "`meter-gateway identity` prints (G...)") from None
+        if gateway in enrolled:
+            raise ReceiverConfigError(f"--enroll: gateway {gateway!r} is enrolled twice")
+        enrolled[gateway] = key
+    return enrolled
+
+
+def _token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReceiverConfigError(f"--token-file {path}: cannot read it ({exc})") from None
+    if not token:
+        raise ReceiverConfigError(f"--token-file {path} is empty; write the bearer token the gateways send into it")
+    return token
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,12 +278,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--enroll", action="append", default=[], metavar="GATEWAY=GKEY",
                         help="accept credits from this gateway id signed by this public key (repeatable)")
-    parser.add_argument("--token-file", type=Path, help="require this bearer token")
+    parser.add_argument("--token-file", type=Path, help="file holding the bearer token every request must carry")
+    parser.add_argument("--insecure-no-auth", action="store_true",
+                        help="accept requests without any token: for tests on loopback only, never in production")
     args = parser.parse_args(argv)
-    enrolled = dict(item.split("=", 1) for item in args.enroll)
-    token = args.token_file.read_text().strip() if args.token_file else None
-    store = ReceiverStore(args.db, enrolled)
-    uvicorn.run(create_app(store, token), host=args.listen, port=args.port, log_level="warning")
+    if args.token_file and args.insecure_no_auth:
+        parser.error("give either --token-file or --insecure-no-auth, not both")
+    if not args.token_file and not args.insecure_no_auth:
+        parser.error("--token-file is required: a file holding the bearer token the gateways send "
+                     "(--insecure-no-auth runs without authentication, for tests only)")
+    try:
+        enrolled = _enrolment(args.enroll)
+        token = _token(args.token_file) if args.token_file else None
+    except ReceiverConfigError as exc:
+        parser.error(str(exc))
+    if token is None:
+        print("WARNING: receiver running with no authentication (--insecure-no-auth): anyone who can reach "
+              f"{args.listen}:{args.port} may submit and read credits; use --token-file outside tests",
+              file=sys.stderr, flush=True)
+    try:
+        store = ReceiverStore(args.db, enrolled)
+    except sqlite3.Error as exc:
+        print(f"error: cannot open the receiver database {args.db}: {exc}", file=sys.stderr)
+        return 1
+    uvicorn.run(create_app(store, token, insecure_no_auth=token is None), host=args.listen, port=args.port,
+                log_level="warning")
     return 0
 
 
