@@ -1,4 +1,4 @@
-"""Every meter has a power ceiling, from its config, its profile's rating or the default, and check-config says which."""
+"""Every meter has a power ceiling (config, profile rating, or the default), and check-config says which."""
 
 from __future__ import annotations
 
