@@ -147,7 +147,9 @@ class MqttSource:
         recent.append((t, wh))
         self._rejections.accepted(meter.id)
         status = self._status.meters[meter.id]
-        status.read_ok(t)
+        # When the gateway heard from it, not what its clock says: a meter clock in the year 5138 must
+        # not become the page's "last reading" (the writer judges the stamp, see the module docstring).
+        status.read_ok(self._clock.now())
         status.last_register_wh = wh
         await self._submit(Reading(meter.id, round(t * 1000), wh, "mqtt", meter_clock=stamp is not None,
                                    max_power_w=self._ceilings[meter.id]))

@@ -126,6 +126,9 @@ async def test_bad_payloads_are_counted_quarantined_and_harmless(mosquitto: Brok
     assert [(r.register_wh, r.t_ms) for r in gw.readings] == [(5, 9000), (4, 8000), (7, 99999999999000),
                                                               (6, 10000)]
     assert all(r.meter_clock and r.max_power_w == DEFAULT_MAX_POWER_W for r in gw.readings)
+    last_heard = gw.status.meters["m"].last_read_t
+    assert last_heard is not None
+    assert abs(last_heard - gw.clock.now()) < 60, "when it was heard, not its clock"
     reasons = gw.status.payloads_rejected
     assert reasons["out_of_range"] == 1
     assert reasons["malformed"] == 3
