@@ -40,7 +40,7 @@ def _run_until_signal(make: Callable[[asyncio.Event], Coroutine[Any, Any, Any]])
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from gateway.config import InvalidConfig, host_problems, load_config
+    from gateway.config import InvalidConfig, ceiling_report, host_problems, load_config
 
     cfg = load_config(args.file)
     if problems := host_problems(args.file, cfg):
@@ -48,6 +48,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     meters = cfg.all_meter_ids()
     print(f"{args.file}: OK — gateway {cfg.gateway_id!r}, {len(cfg.buses)} bus(es), {len(meters)} meter(s), "
           f"data dir {cfg.data_dir}")
+    for line in ceiling_report(cfg, Path(args.file).resolve().parent):
+        print(f"  {line}")
     return EXIT_OK
 
 

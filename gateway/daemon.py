@@ -128,14 +128,12 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
     try:
         status = GatewayStatus(cfg.gateway_id, keypair.public_key, clock.now())
         trust = TimeTrust(clock, source_for(cfg.time.trust), cfg.time.max_step_s, cfg.time.step_settle_s)
-        writer = ReadingWriter(ledger, clock, status, trust=trust, flush_s=cfg.ledger.commit_every_s)
+        writer = ReadingWriter(ledger, clock, status, trust=trust, flush_s=cfg.ledger.commit_every_s,
+                               horizon_s=cfg.ledger.readings_retention_days * 86_400)
         buses = [ModbusBus(bus, profiles, clock, writer.submit, status) for bus in cfg.buses]
         mqtt = None
         if cfg.mqtt:
-            last_t = {m.id: s.last_t_ms / 1000 for m in cfg.mqtt.meters
-                      if (s := ledger.meter_state(m.id)).last_t_ms is not None}
-            mqtt = MqttSource(cfg.mqtt, clock, writer.submit, status, client_id=f"meter-gateway-{cfg.gateway_id}",
-                              last_t=last_t)
+            mqtt = MqttSource(cfg.mqtt, clock, writer.submit, status, client_id=f"meter-gateway-{cfg.gateway_id}")
         uplink = None
         if cfg.uplinks.billing_api:
             uplink = BillingApiUplink(cfg.uplinks.billing_api, ledger, clock, gateway_id=cfg.gateway_id,

@@ -47,6 +47,7 @@ from gateway.acquisition.transport import (
 )
 from gateway.clock import Clock
 from gateway.config import BusConfig, ModbusMeterConfig
+from gateway.config.ceiling import modbus_ceiling
 from gateway.errors import AcquisitionError, ConfigError, DeviceException, DeviceTimeout, GatewayError, ValueRejected
 from gateway.intervals import Reading
 from gateway.intervals.engine import CONFIRM_READINGS
@@ -108,13 +109,14 @@ class _Meter:
     order: int
     last: Reading | None = None
     new_series: list[Reading] = field(default_factory=list)
-
-    @property
-    def max_power_w(self) -> float | None:
-        return self.cfg.max_power_w or self.profile.max_power_w
     """Consecutive readings off the series of ``last`` (rejected so far): a reset or a new meter if they persist."""
     device_failures: int = 0
     """Failures the device is to blame for (not line outages): drives its backoff."""
+
+    @property
+    def max_power_w(self) -> float:
+        """The most this meter can measure: config, else its profile, else the default ceiling."""
+        return modbus_ceiling(self.cfg, self.profile).watts
 
 
 @dataclass

@@ -63,8 +63,9 @@ class ModbusMeterConfig(_Model):
     )
     max_power_w: float | None = Field(
         default=None, gt=0,
-        description="the most this meter can measure (e.g. for CT-connected meters: CT rating x voltage); "
-        "overrides the profile's; a faster rise is held as a misread until confirmed",
+        description="the most this meter can measure (e.g. for CT-connected meters: CT rating x voltage x "
+        "phases); overrides the profile's; a faster rise is held as a misread. Default: the profile's, else "
+        "100 kW (check-config shows which)",
     )
     turnaround_s: float = Field(
         default=0.0, ge=0, le=1.0,
@@ -132,7 +133,8 @@ class MqttMeterConfig(_Model):
     )
     max_power_w: float | None = Field(
         default=None, gt=0,
-        description="the most this meter can measure: a faster rise is held as a misread until confirmed",
+        description="the most this meter can measure: a faster rise is held as a misread. Default 100 kW "
+        "(check-config warns): set it, e.g. 3700 for a 16 A plug",
     )
     tariff: TariffName | None = Field(default=None, description="name of a [tariffs] table; default billing.tariff")
     budget: Budget | None = None
@@ -211,7 +213,8 @@ class TimeConfig(_Model):
     trust: Literal["ntp", "rtc", "always"] = Field(
         default="ntp",
         description="ntp: close intervals only once the kernel reports the clock synchronised; "
-        "rtc: the box has a battery clock, trust it from boot; always: tests and demos",
+        "rtc: the box has a battery clock, trusted from boot while it reads a plausible time (not before "
+        "2026 nor the ledger's newest reading, at most 400 days past it), else NTP decides; always: tests and demos",
     )
     max_step_s: float = Field(
         default=2.0, gt=0, le=3600,

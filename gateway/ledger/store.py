@@ -79,7 +79,9 @@ async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) 
 @dataclass
 class CommitResult:
     intervals: list[Interval] = field(default_factory=list)
-    """Intervals closed for the first time."""
+    """Intervals closed for the first time: the first :data:`gateway.ledger.ingest.KEPT_INTERVALS` of them
+    (a long outage closes tens of thousands; memory stays flat). ``intervals_closed`` counts them all."""
+    intervals_closed: int = 0
     dispositions: list[tuple[Reading, str]] = field(default_factory=list)
     """What became of each reading: a Disposition value, or why a late reading was refused."""
     revised: int = 0
@@ -90,7 +92,7 @@ class CommitResult:
 
     @property
     def credits_created(self) -> int:
-        return len(self.intervals) + self.corrections
+        return self.intervals_closed + self.corrections
 
 
 @dataclass(frozen=True)

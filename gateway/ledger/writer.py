@@ -11,6 +11,14 @@ Each reading is queued with the wall-minus-monotonic offset of the moment it
 was taken. While time is untrusted (see :mod:`gateway.timetrust`) readings are
 held, not committed; once trusted, any reading taken under a different offset
 is moved by the difference, so a clock step never misplaces energy.
+
+Once time is trusted, each reading is also judged against it before the ledger
+sees it: one older than the ledger's horizon (readings retention) or, when the
+meter stamped it, one whose stamp is far from the moment the gateway received
+it (see :func:`gateway.timetrust.meter_clock_problem`) is refused and counted,
+and the meter is shown with its clock wrong. A meter booted without NTP that
+stamps 1970 thus never starts a timeline in 1970. A battery clock is compared
+with the ledger's newest reading before it is trusted at all.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ from gateway.clock import Clock
 from gateway.errors import LedgerError
 from gateway.intervals import Disposition, Reading
 from gateway.ledger.store import CommitResult, Ledger
+from gateway.rejections import RejectionLog
 from gateway.status import GatewayStatus
-from gateway.timetrust import AlwaysSynced, TimeTrust
+from gateway.timetrust import AlwaysSynced, TimeTrust, meter_clock_problem
 
 log = structlog.get_logger("gateway.writer")
 
@@ -37,6 +46,8 @@ QUEUE_LIMIT = 10_000
 HOLD_LIMIT = 200_000
 """Readings held while time is untrusted: two days of 70 meters read every minute.
 Past that the oldest go; their energy is still in the registers."""
+DEFAULT_HORIZON_S = 35 * 86_400.0
+"""The ledger's horizon when the daemon gives none: the default readings retention."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +55,20 @@ class _Taken:
     reading: Reading
     offset_s: float
     """Wall minus monotonic time when the reading was taken."""
+    received_s: float
+    """The gateway's wall time when the reading was handed over (for a meter's own timestamp: when
+    the gateway received it, to judge that stamp by)."""
 
-    def placed(self, offset_now_ms: int, max_step_ms: float) -> Reading:
-        """The reading, moved onto today's trusted timeline if the clock stepped since."""
-        if self.reading.meter_clock:
-            return self.reading
+    def placed(self, offset_now_ms: int, max_step_ms: float) -> tuple[Reading, int]:
+        """The reading and its receipt time (ms), moved onto today's trusted timeline if the clock
+        stepped since. A meter's own timestamp does not move; when it was received does."""
         shift = offset_now_ms - round(self.offset_s * 1000)
         if abs(shift) <= max_step_ms:
-            return self.reading
-        return replace(self.reading, t_ms=self.reading.t_ms + shift)
+            shift = 0
+        received_ms = round(self.received_s * 1000) + shift
+        if self.reading.meter_clock or not shift:
+            return self.reading, received_ms
+        return replace(self.reading, t_ms=self.reading.t_ms + shift), received_ms
 
 
 _USED = (Disposition.ACCEPTED.value, Disposition.LATE.value, Disposition.DUPLICATE.value)
@@ -60,13 +76,17 @@ _USED = (Disposition.ACCEPTED.value, Disposition.LATE.value, Disposition.DUPLICA
 
 class ReadingWriter:
     def __init__(self, ledger: Ledger, clock: Clock, status: GatewayStatus, *,
-                 flush_s: float = 5.0, max_batch: int = 1000, trust: TimeTrust | None = None) -> None:
+                 flush_s: float = 5.0, max_batch: int = 1000, trust: TimeTrust | None = None,
+                 horizon_s: float = DEFAULT_HORIZON_S) -> None:
         self._ledger = ledger
         self._clock = clock
         self._status = status
         self._flush_s = flush_s
         self._max_batch = max_batch
         self._trust = trust or TimeTrust(clock, AlwaysSynced())
+        self._horizon_ms = round(horizon_s * 1000)
+        self._known_loaded = False
+        self._rejections = RejectionLog(log, "reading_not_used", clock)
         self._queue: asyncio.Queue[_Taken] = asyncio.Queue(QUEUE_LIMIT)
         self._held: deque[_Taken] = deque(maxlen=HOLD_LIMIT)
         self._gathering: list[_Taken] = []
@@ -74,7 +94,7 @@ class ReadingWriter:
         """Set after every commit that created credits; uplinks wait on it."""
 
     async def submit(self, reading: Reading) -> None:
-        await self._queue.put(_Taken(reading, self._trust.offset()))
+        await self._queue.put(_Taken(reading, self._trust.offset(), self._clock.now()))
 
     @property
     def held(self) -> int:
@@ -117,6 +137,8 @@ class ReadingWriter:
             await self._commit(batch)
 
     async def _commit(self, taken: list[_Taken]) -> None:
+        if not self._known_loaded:
+            await self._load_known_time()
         if not self._trust.check():
             if len(self._held) + len(taken) > HOLD_LIMIT:
                 self._status.readings_dropped_untrusted += len(self._held) + len(taken) - HOLD_LIMIT
@@ -133,9 +155,11 @@ class ReadingWriter:
             self._status.readings_held = 0
         offset_ms = round(self._trust.offset() * 1000)
         max_step_ms = self._trust.max_step_s * 1000
-        batch = [t.placed(offset_ms, max_step_ms) for t in taken]
-        batch.sort(key=lambda r: r.t_ms)
         now_ms = int(self._clock.now() * 1000)
+        batch = self._judged([t.placed(offset_ms, max_step_ms) for t in taken], now_ms)
+        if not batch:
+            return
+        batch.sort(key=lambda r: r.t_ms)
         try:
             result = await self._ledger.commit_readings(batch, now_ms=now_ms)
         except LedgerError as exc:
@@ -151,6 +175,40 @@ class ReadingWriter:
             await self._commit_one_by_one(batch, now_ms)
             return
         self._report(batch, result)
+
+    async def _load_known_time(self) -> None:
+        """The ledger's newest reading is a time known to be real: a battery clock must not read before it."""
+        self._known_loaded = True
+        newest = [t for meter in await self._ledger.meter_ids()
+                  if (t := self._ledger.meter_state(meter).last_t_ms) is not None]
+        if newest:
+            self._trust.remember(max(newest) / 1000)
+
+    def _judged(self, placed: list[tuple[Reading, int]], now_ms: int) -> list[Reading]:
+        """The readings whose time can be real on the trusted clock; the others are refused and counted."""
+        kept: list[Reading] = []
+        horizon_ms = now_ms - self._horizon_ms
+        for reading, received_ms in placed:
+            problem = meter_clock_problem(reading.t_ms, received_ms) if reading.meter_clock else None
+            if problem is None and reading.t_ms < horizon_ms:
+                problem = "before_horizon", (f"taken {(now_ms - reading.t_ms) / 86_400_000:.1f} days ago, before "
+                                             f"the ledger's horizon ({self._horizon_ms / 86_400_000:.0f} days of "
+                                             "readings are kept)")
+            meter_status = self._status.meters.get(reading.meter)
+            if problem is None:
+                if meter_status and reading.meter_clock and meter_status.clock_wrong:
+                    meter_status.clock_wrong = None
+                    log.info("meter_clock_plausible_again", meter=reading.meter, t_ms=reading.t_ms)
+                kept.append(reading)
+                continue
+            reason, detail = problem
+            if meter_status:
+                meter_status.rejected[reason] += 1
+                if reason.startswith("meter_clock"):
+                    meter_status.clock_wrong = detail
+            self._rejections.rejected(reading.meter, reason, detail=detail, t_ms=reading.t_ms,
+                                      register_wh=reading.register_wh)
+        return kept
 
     async def _commit_one_by_one(self, batch: list[Reading], now_ms: int) -> None:
         for reading in batch:
@@ -179,8 +237,10 @@ class ReadingWriter:
                 meter_status = self._status.meters.get(reading.meter)
                 if meter_status:
                     meter_status.rejected[disposition] += 1
-                log.warning("reading_not_used", meter=reading.meter, reason=disposition,
-                            t_ms=reading.t_ms, register_wh=reading.register_wh)
+                self._rejections.rejected(reading.meter, disposition, t_ms=reading.t_ms,
+                                          register_wh=reading.register_wh)
+            elif disposition == Disposition.ACCEPTED.value:
+                self._rejections.accepted(reading.meter)
         for meter_id, event in result.events:
             log.warning(event.kind, meter=meter_id, detail=event.detail)
         if result.credits_created or result.revised:

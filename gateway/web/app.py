@@ -129,6 +129,10 @@ def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], statu
         if age is not None and age > 3600:
             found.append(f"Uplink {u['uplink']}: {u['backlog']} credits waiting, the oldest for {age // 60} min. "
                          f"Last error: {u['last_error']}")
+    for meter_status in status.meters.values():
+        if meter_status.clock_wrong:
+            found.append(f"Meter {meter_status.meter}: meter clock wrong — {meter_status.clock_wrong}. Its readings "
+                         "are refused until its clock is right: enable NTP on the meter (or its bridge).")
     if status.time_trusted is False:
         found.append(f"Time is not trusted ({status.time_trust_reason}): {status.readings_held} readings are held "
                      "and no interval is closed until it is. Check NTP / network.")
