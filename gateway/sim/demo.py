@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from gateway.config import load_config
 from gateway.daemon import Running, run_daemon
 from gateway.intervals import INTERVAL_S
 from gateway.profiles import builtin_profile
+from gateway.sim import children
 from gateway.sim.load import LoadModel
 from gateway.sim.modbus_sim import MeterSimulator, SimulatedMeter
 from gateway.web.server import free_port, make_server
@@ -188,9 +190,12 @@ async def _mosquitto(port: int, data_dir: Path) -> subprocess.Popen[bytes] | Non
     if not binary:
         return None
     conf = data_dir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the broker runs beside the demo
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # user: started as root, mosquitto would switch to its own user, and the kernel forgets a
+    # child's parent-death signal when it changes credentials (see gateway.sim.children).
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"user {getpass.getuser()}\n")
+    # Dies with the demo, even when the demo is SIGKILLed.
+    proc = children.spawn([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         with contextlib.suppress(OSError):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -198,6 +203,7 @@ async def _mosquitto(port: int, data_dir: Path) -> subprocess.Popen[bytes] | Non
             return proc
         await asyncio.sleep(0.05)
     proc.kill()
+    proc.wait()
     return None
 
 
