@@ -7,7 +7,10 @@ test runs never look at each other's brokers (nothing here matches by name).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,3 +85,57 @@ def wait_for_child(pid: int, name: str, timeout: float) -> Proc:
                 return p
         time.sleep(0.02)
     raise AssertionError(f"process {pid} started no {name!r} (within {timeout} s, or it exited)")
+
+
+PR_SET_CHILD_SUBREAPER = 36
+"""From <linux/prctl.h>."""
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl failed")
+
+
+def children_of(pid: int) -> list[Proc]:
+    """Direct children of ``pid``, zombies included."""
+    out = []
+    for entry in os.listdir(PROC):
+        if entry.isdigit() and (found := _stat(int(entry))) is not None and found[2] == pid:
+            out.append(Proc(int(entry), found[3], found[0]))
+    return out
+
+
+class Adopter:
+    """Makes this process the subreaper of everything it starts, for a ``with`` block.
+
+    A SIGKILLed child's own children are then re-parented to us instead of init,
+    at once and exactly (the kernel does it before the killed child can be waited
+    for), so after each kill we see everything it left behind, even a process it
+    started a millisecond before the kill, without scanning the tree in advance.
+    """
+
+    def __enter__(self) -> Adopter:
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _prctl(PR_SET_CHILD_SUBREAPER, 0)
+        self.collect(set(), timeout=0)
+
+    def collect(self, ours: set[int], timeout: float = GONE_WAIT_S) -> tuple[int, list[Proc]]:
+        """After a kill: (how many processes were left to us, those still alive after ``timeout``).
+
+        ``ours`` are the pids we started and still hold (they are our children anyway). The
+        dead are reaped; the living are killed, after being reported.
+        """
+        me = os.getpid()
+        adopted = [p for p in children_of(me) if p.pid not in ours]
+        left = survivors(adopted, timeout)
+        for p in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGKILL)
+        for p in adopted:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(p.pid, 0)
+        return len(adopted), left
