@@ -33,6 +33,8 @@ from tests.procs import Adopter, Proc
 PY = sys.executable
 REPO = Path(__file__).resolve().parent.parent
 METERS = 5
+MAX_TRIMMED = 3
+"""Intervals at either end before the first (after the last) boundary the gateway read, not interpolated."""
 RECEIVER_START_S = 30.0
 """The receiver imports starlette and uvicorn, about a second; a loaded CI box may take much longer."""
 RECEIVER_STOP_S = 10.0
@@ -177,13 +179,16 @@ class Rig:
         return children.spawn(self.demo_argv(*extra), stdout=subprocess.DEVNULL, stderr=self.log, cwd=REPO), offset
 
     def wait(self, demo: subprocess.Popen[Any], seconds: float, *, until: Callable[[], bool] | None = None,
-             chaos: ReceiverChaos | None = None) -> bool:
-        """Let the demo run up to ``seconds``; True as soon as ``until`` holds (then strike at once)."""
+             chaos: ReceiverChaos | None = None, allow_exit: bool = False) -> bool:
+        """Let the demo run up to ``seconds``; True as soon as ``until`` holds (then strike at once).
+
+        ``allow_exit``: the demo may die by itself meanwhile (its storage was cut under it).
+        """
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if until is not None and until():
                 return True
-            if demo.poll() is not None:
+            if demo.poll() is not None and not allow_exit:
                 raise AssertionError(f"the demo exited by itself ({demo.returncode}):\n{self.log_tail()}")
             if chaos is not None:
                 chaos.tick()
@@ -289,7 +294,9 @@ def assert_exact(data: Path, receiver_db: Path, key: str) -> Verdict:
     report = check_conservation(receiver_db, DemoState.load_or_create(data, 0).epoch)
     for meter, r in report.items():
         assert r["contiguous"], meter
+        assert r["gapless"], f"{meter}: the intervals leave a hole in time"
         assert r["exact"], f"{meter}: {r['credited_wh']} Wh credited, register moved {r['register_delta_wh']} Wh"
+        assert max(r["trimmed"]) <= MAX_TRIMMED, f"{meter}: too many intervals outside read boundaries {r}"
     return Verdict(len(rows), sum(r["corrections"] for r in report.values()),
                    {m: t.seq for m, t in tips.items()})
 

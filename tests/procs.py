@@ -121,7 +121,10 @@ class Adopter:
 
     def __exit__(self, *exc: object) -> None:
         _prctl(PR_SET_CHILD_SUBREAPER, 0)
-        self.collect(set(), timeout=0)
+        for p in children_of(os.getpid()):  # reap what died meanwhile; the living are someone's to stop
+            if not alive(p):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(p.pid, os.WNOHANG)
 
     def collect(self, ours: set[int], timeout: float = GONE_WAIT_S) -> tuple[int, list[Proc]]:
         """After a kill: (how many processes were left to us, those still alive after ``timeout``).

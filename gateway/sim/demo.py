@@ -277,27 +277,42 @@ def receiver_summary(receiver_db: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def check_conservation(receiver_db: Path, epoch: float) -> dict[str, dict[str, Any]]:
-    """Per meter: credits, their sum, and the simulated register delta over the same span.
+    """Per meter: the energy credited between two instants and the true register delta between them.
 
-    Corrections (credits of ``kind`` "correction", whose ``wh`` is a signed change to an earlier
-    credit) count in the sum; the span is that of the interval credits.
+    The two instants are the first and the last interval boundary whose register value is the
+    meter's true register there, i.e. a boundary the gateway read rather than interpolated
+    between the readings around it (it does that when a poll is missed: a box too busy, the
+    last readings lost in a power cut). Energy around an interpolated boundary is only shared
+    differently between its two intervals, so between read boundaries the sum must match to the
+    Wh; ``trimmed`` says how many intervals lay outside at each end. Corrections (``kind``
+    "correction": a signed change to an earlier credit, with that interval's new register
+    values) count in the sum of the interval they correct.
     """
     report: dict[str, dict[str, Any]] = {}
     truth = models(epoch)
     for meter, credits in receiver_summary(receiver_db).items():
         model = truth[meter]
-        intervals = [c for c in credits if c.get("kind", "interval") == "interval"]
-        start = min(c["start"] for c in intervals)
-        end = max(c["end"] for c in intervals)
-        total = sum(c["wh"] for c in credits)
-        delta = model.register_wh(end) - model.register_wh(start)
+        latest: dict[int, dict[str, Any]] = {}  # interval start -> its newest credit (register values)
+        energy: dict[int, int] = {}
+        for c in credits:
+            latest[c["start"]] = c
+            energy[c["start"]] = energy.get(c["start"], 0) + c["wh"]
+        starts = sorted(latest)
+        ends = [latest[t]["end"] for t in starts]
+        read = [t for t in starts if latest[t]["register_start_wh"] == model.register_wh(t)]
+        read += [e for t, e in zip(starts, ends, strict=True) if latest[t]["register_end_wh"] == model.register_wh(e)]
+        first, last = (min(read), max(read)) if read else (starts[0], starts[0])
+        total = sum(energy[t] for t in starts if first <= t < last)
+        delta = model.register_wh(last) - model.register_wh(first)
         seqs = [c["seq"] for c in credits]
         report[meter] = {
             "credits": len(credits), "first_seq": seqs[0], "last_seq": seqs[-1],
             "contiguous": seqs == list(range(seqs[0], seqs[0] + len(seqs))),
-            "corrections": len(credits) - len(intervals),
-            "from": start, "to": end, "credited_wh": total, "register_delta_wh": delta,
-            "exact": total == delta,
+            "gapless": all(e == s for e, s in zip(ends, starts[1:], strict=False)),
+            "corrections": sum(1 for c in credits if c.get("kind", "interval") == "correction"),
+            "from": first, "to": last, "credited_wh": total, "register_delta_wh": delta,
+            "trimmed": (sum(1 for t in starts if t < first), sum(1 for t in starts if t >= last)),
+            "exact": bool(read) and last > first and total == delta,
         }
     return report
 
