@@ -251,8 +251,16 @@ class Rig:
 
 
 def outbox(data: Path) -> dict[tuple[str, int], str]:
+    """The ledger's credits; none if the ledger (or its schema) is gone."""
+    if not (data / "ledger.db").exists():
+        return {}
     with contextlib.closing(_ro(data / "ledger.db")) as db:
-        return {(m, s): h for m, s, h in db.execute("SELECT meter, seq, hash FROM credits")}
+        try:
+            return {(m, s): h for m, s, h in db.execute("SELECT meter, seq, hash FROM credits")}
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}
+            raise
 
 
 def received(receiver_db: Path) -> list[tuple[str, int, str, str]]:
