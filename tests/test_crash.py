@@ -17,7 +17,7 @@ unchanged; and nothing the demo started outlives it (checked by pid). At the end
 the receiver must hold every credit exactly once, in unbroken verified chains,
 adding up to each simulated meter's register delta to the Wh.
 
-``CRASH_KILLS`` (default 24) sets the number of random gateway kills.
+``CRASH_KILLS`` (default 20) sets the number of random gateway kills.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from gateway.ledger.store import AUTO_VACUUM_INCREMENTAL, SCHEMA_VERSION
 from tests import old_ledger
 from tests.crash_rig import ReceiverChaos, Rig, assert_exact, assert_receiver_within_ledger, late_arrivals
 
-KILLS = int(os.environ.get("CRASH_KILLS", "24"))
+KILLS = int(os.environ.get("CRASH_KILLS", "20"))
 HISTORY_DAYS = 3
 HISTORY_STEP_S = 10
 """About 130 000 readings (what makes the upgrade, the VACUUM and pruning last long enough to be
