@@ -12,7 +12,7 @@ Why a trampoline and not ``preexec_fn``: ``preexec_fn`` runs Python between
 which can deadlock. The trampoline is a fresh interpreter (``-I -S``, about
 20 ms) with no threads.
 
-Caveats, enforced or documented:
+Caveats:
 
 * The signal fires when the *thread* that forked the child exits, not the
   process. Start children from the main thread (the demo starts its broker from
