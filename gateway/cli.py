@@ -67,16 +67,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.sim.demo import run_demo
+    from gateway.sim.demo import Rehearsal, run_demo
 
     if args.speed <= 0:
         raise ConfigError("--speed must be positive")
+    if args.late_mqtt < 0 or args.late_mqtt == 1:
+        raise ConfigError("--late-mqtt must be 0 (off) or at least 2 (every N-th message arrives late)")
     logs.configure(args.log_level, "console" if sys.stderr.isatty() else "json")
     result = _run_until_signal(
         lambda stop: run_demo(Path(args.data_dir), speed=args.speed, duration=args.duration, stop=stop,
                               web_port=args.web_port, receiver_url=args.receiver,
                               receiver_token_file=Path(args.receiver_token_file) if args.receiver_token_file
-                              else None))
+                              else None, rehearse=Rehearsal(args.late_mqtt, args.min_free_mb)))
     bad = [m for m, r in result.meters.items() if not (r["exact"] and r["contiguous"])]
     return EXIT_FAILURE if bad else EXIT_OK
 
@@ -124,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.add_argument("--receiver", metavar="URL", help="sync to this billing API instead of the built-in receiver")
     p.add_argument("--receiver-token-file", metavar="FILE", help="bearer token for --receiver")
+    p.add_argument("--late-mqtt", type=int, default=0, metavar="N",
+                   help="rehearse late readings: every N-th MQTT message arrives some polls late, out of order")
+    p.add_argument("--min-free-mb", type=int, metavar="MB",
+                   help="rehearse the low-disk path: the gateway's [ledger] min_free_mb (above the free disk)")
     p.set_defaults(func=cmd_demo)
 
     profiles = sub.add_parser("profiles", help="firmware profiles")

@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import structlog
@@ -39,6 +39,7 @@ from gateway.ledger.ingest import IngestBatch
 log = structlog.get_logger("gateway.ledger")
 
 DB_FILE = "ledger.db"
+_T = TypeVar("_T")
 AUTO_VACUUM_INCREMENTAL = 2
 """``PRAGMA auto_vacuum`` value of incremental mode."""
 CLEAN_MARKER = "ledger.clean"
@@ -70,6 +71,21 @@ async def _connect(database: str | Path, *, uri: bool = False) -> aiosqlite.Conn
     if thread is not None:
         thread.daemon = True
     return await pending
+
+
+async def _to_the_end(statement: Awaitable[_T]) -> _T:
+    """Await a statement; if cancelled meanwhile, let the cancellation through only once it has ended.
+
+    aiosqlite's thread runs a statement to its end whether or not its caller is cancelled: a
+    BEGIN still in flight when the caller is cancelled would leave the connection in a
+    transaction nobody rolls back. Waiting for the end makes ``in_transaction`` tell the truth.
+    """
+    task = asyncio.ensure_future(statement)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -158,15 +174,16 @@ class Ledger:
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction on the single write connection."""
         async with self._lock:
-            await self._w.execute("BEGIN IMMEDIATE")
             try:
+                await _to_the_end(self._w.execute("BEGIN IMMEDIATE"))
                 yield self._w
-                await self._w.execute("COMMIT")
+                await _to_the_end(self._w.execute("COMMIT"))
             except BaseException:
-                # Also when COMMIT itself failed (disk full, I/O error): never leave a
-                # transaction open, or every later BEGIN would fail too.
+                # Also when COMMIT itself failed (disk full, I/O error), or a cancellation (SIGTERM)
+                # arrived mid-statement: never leave a transaction open, or every later BEGIN would
+                # fail too and closing the ledger would fail with "database table is locked".
                 if self._w.in_transaction:
-                    await self._w.execute("ROLLBACK")
+                    await _to_the_end(self._w.execute("ROLLBACK"))
                 raise
 
     # ---- lifecycle -------------------------------------------------------
