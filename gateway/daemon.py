@@ -124,7 +124,6 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
                                estimate_gap_s=cfg.intervals.estimate_gap_s)
     log.info("gateway_starting", gateway=cfg.gateway_id, key=keypair.public_key, data_dir=str(cfg.data_dir),
              meters=len(cfg.all_meter_ids()))
-    orderly = False
     try:
         status = GatewayStatus(cfg.gateway_id, keypair.public_key, clock.now())
         trust = TimeTrust(clock, source_for(cfg.time.trust), cfg.time.max_step_s, cfg.time.step_settle_s)
@@ -187,6 +186,5 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             if server and web_task:
                 server.should_exit = True
         log.info("gateway_stopped", readings=status.readings_committed, credits=status.credits_created)
-        orderly = True
     finally:
-        await ledger.close(clean=orderly)
+        await ledger.close()
