@@ -56,6 +56,11 @@ class LedgerDiskFull(LedgerStorageError):
 class LedgerIntegrityError(LedgerError):
     """SQLite reports the database file as damaged."""
 
+    def __init__(self, message: str, finding: str | None = None) -> None:
+        super().__init__(message)
+        self.finding = finding or message
+        """What was found, without the advice (kept next to the ledger for the next start)."""
+
 
 class LedgerMissing(LedgerError):
     """This gateway's key has issued credits from a ledger that is no longer there.

@@ -145,3 +145,28 @@ port = {mosquitto.port}
         stop.set()
         await asyncio.wait_for(daemon, 10)
         await sim.stop()
+
+
+async def test_a_bus_cancelled_while_it_stops_its_waits_does_not_run_on() -> None:
+    """The daemon's stop cancels every bus; one cancelled while tidying up a wait used to swallow it.
+
+    The bus then ran on, the stop waited for it forever and SIGTERM was ignored (seen with a full
+    disk, when the writer's failure made the daemon cancel its buses).
+    """
+    from gateway.acquisition.modbus import _first_of
+
+    release = asyncio.Event()
+
+    async def slow_to_end() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await release.wait()  # a wait that takes a moment to end once cancelled
+            raise
+
+    task = asyncio.create_task(_first_of(asyncio.sleep(0), slow_to_end()))
+    await asyncio.sleep(0.05)  # the first wait is over: the helper now waits for the other to end
+    task.cancel()
+    release.set()
+    await asyncio.wait([task], timeout=2)
+    assert task.cancelled(), "the cancellation reached the bus instead of being swallowed"

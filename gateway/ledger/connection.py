@@ -139,7 +139,8 @@ async def open_connections(data_dir: Path, *, gateway_id: str, keypair: Keypair,
         if verdict != ["ok"]:
             finding = integrity.verdict_text(verdict)
             integrity.mark_damaged(data_dir, finding)
-            raise LedgerIntegrityError(f"ledger {path} failed its integrity check ({finding}); {DAMAGED_ADVICE}")
+            raise LedgerIntegrityError(f"ledger {path} failed its integrity check ({finding}); {DAMAGED_ADVICE}",
+                                       finding=finding)
         await migrate(write, path)
         await check_key(write, path, keypair)
     except BaseException as exc:

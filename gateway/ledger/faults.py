@@ -74,7 +74,8 @@ def translate(exc: BaseException, path: Path, doing: str) -> LedgerError:
     if code in _FULL or (isinstance(exc, OSError) and exc.errno in _ENOSPC):
         return LedgerDiskFull(f"could not {doing}: {disk_full_advice(data_dir)}")
     if code in _DAMAGED:
-        return LedgerIntegrityError(f"could not {doing}: ledger {path} is damaged ({exc}); {DAMAGED_ADVICE}")
+        return LedgerIntegrityError(f"could not {doing}: ledger {path} is damaged ({exc}); {DAMAGED_ADVICE}",
+                                    finding=f"{exc} (while trying to {doing})")
     if code in _STORAGE or isinstance(exc, OSError):
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return LedgerStorageError(f"could not {doing}: the storage under {data_dir} failed ({why}); check the "

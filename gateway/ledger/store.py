@@ -198,8 +198,8 @@ class Ledger:
     async def background_check(self) -> None:
         """The full check a big file did not get at start; raises LedgerIntegrityError on damage.
 
-        Runs beside the daemon (its own connection and thread, lowest priority); marks the file, so
-        the next start refuses at once. Cancelling it interrupts the check.
+        Runs beside the daemon (its own connection and thread, lowest priority); the daemon then
+        stops and marks the file, so the next start refuses at once. Cancelling it interrupts the check.
         """
         if self.fully_checked:
             return
@@ -209,9 +209,8 @@ class Ledger:
             return
         if verdict != ["ok"]:
             finding = integrity.verdict_text(verdict)
-            integrity.mark_damaged(self.path.parent, finding)
             raise LedgerIntegrityError(f"ledger {self.path} failed its integrity check ({finding}); "
-                                       + DAMAGED_ADVICE)
+                                       + DAMAGED_ADVICE, finding=finding)
         self.fully_checked = True
         log.info("ledger_check_done", path=str(self.path))
 
@@ -500,16 +499,16 @@ class Ledger:
             while True:
                 async with self._lock:
                     (before,) = (await _rows(self._w, "PRAGMA freelist_count"))[0]
-                    if not before:
-                        break
-                    # executescript steps the pragma to the end: a single step (execute) frees one page.
-                    await settled(self._w.executescript(f"PRAGMA incremental_vacuum({VACUUM_CHUNK_PAGES});"))
+                    if before:
+                        # executescript steps the pragma to the end: one step (execute) frees one page.
+                        await settled(self._w.executescript(f"PRAGMA incremental_vacuum({VACUUM_CHUNK_PAGES});"))
                     (after,) = (await _rows(self._w, "PRAGMA freelist_count"))[0]
-                    # The file only shrinks when the WAL is copied back; the WAL then starts over in
-                    # its own space (it is cut back to JOURNAL_SIZE_LIMIT, not to zero).
-                    await settled(self._w.execute("PRAGMA wal_checkpoint(RESTART)"))
+                    # The file only shrinks when the WAL is copied back, and the WAL starts over in its
+                    # own space only after that (cut back to JOURNAL_SIZE_LIMIT, not to zero). Passive:
+                    # a reader's snapshot (the background check) must not hold the writer.
+                    await settled(self._w.execute("PRAGMA wal_checkpoint(PASSIVE)"))
                 released += int(before) - int(after)
-                if after >= before:
+                if not after or after >= before:
                     break
         except sqlite3.Error as exc:
             raise translate(exc, self.path, f"return free pages to the file system (after {released})") from None
