@@ -170,3 +170,38 @@ async def test_a_bus_cancelled_while_it_stops_its_waits_does_not_run_on() -> Non
     release.set()
     await asyncio.wait([task], timeout=2)
     assert task.cancelled(), "the cancellation reached the bus instead of being swallowed"
+
+
+def test_sigterm_ends_the_process_within_the_deadline_even_if_the_stop_hangs(tmp_path: Path) -> None:
+    """The last net under "SIGTERM always exits within 5 s": a stop stuck anywhere (here a blocked loop)."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, time\n"
+        "from gateway import logs\n"
+        "from gateway.cli import _run_until_signal\n"
+        "logs.configure('info', 'json')\n"
+        "async def daemon(stop):\n"
+        "    print('ready', flush=True)\n"
+        "    await stop.wait()\n"
+        "    time.sleep(60)  # a stop that never ends: the loop itself is stuck\n"
+        "_run_until_signal(daemon)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        took = time.monotonic() - sent
+        err = proc.stderr.read() if proc.stderr else ""
+    assert took < 5.0, f"exit took {took:.1f} s"
+    assert code == 1
+    assert "shutdown_forced" in err
