@@ -137,12 +137,12 @@ async def _open_ledger(cfg: GatewayConfig, keypair: Keypair) -> Ledger:
     """Open the ledger; on a full disk, give up the reserve once so SQLite has room to start."""
     try:
         return await Ledger.open(cfg.data_dir, gateway_id=cfg.gateway_id, keypair=keypair,
-                                 estimate_gap_s=cfg.intervals.estimate_gap_s)
+                                 estimate_gap_s=cfg.intervals.estimate_gap_s, require_own_key=True)
     except LedgerDiskFull:
         if not reserve.release(cfg.data_dir):
             raise
     return await Ledger.open(cfg.data_dir, gateway_id=cfg.gateway_id, keypair=keypair,
-                             estimate_gap_s=cfg.intervals.estimate_gap_s)
+                             estimate_gap_s=cfg.intervals.estimate_gap_s, require_own_key=True)
 
 
 def _read_secret(path: os.PathLike[str] | None) -> str | None:

@@ -72,7 +72,7 @@ async def test_a_first_start_after_the_key_was_made_is_not_a_lost_ledger(tmp_pat
 async def test_a_ledger_signed_by_another_key_is_refused(tmp_path: Path) -> None:
     await _used_ledger(tmp_path, Keypair.random())
     with pytest.raises(Exception, match="signed by key"):
-        await Ledger.open(tmp_path, gateway_id="gw", keypair=Keypair.random())
+        await Ledger.open(tmp_path, gateway_id="gw", keypair=Keypair.random(), require_own_key=True)
 
 
 async def test_new_key_moves_the_old_key_aside_only_once_the_ledger_is_gone(tmp_path: Path,

@@ -106,7 +106,7 @@ class Opened:
 
 
 async def open_connections(data_dir: Path, *, gateway_id: str, keypair: Keypair,
-                           full_check_at_start_bytes: int) -> Opened:
+                           full_check_at_start_bytes: int, require_own_key: bool = False) -> Opened:
     path = data_dir / DB_FILE
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,8 @@ async def open_connections(data_dir: Path, *, gateway_id: str, keypair: Keypair,
             raise LedgerIntegrityError(f"ledger {path} failed its integrity check ({finding}); {DAMAGED_ADVICE}",
                                        finding=finding)
         await migrate(write, path)
-        await check_key(write, path, keypair)
+        if require_own_key:
+            await check_key(write, path, keypair)
     except BaseException as exc:
         with contextlib.suppress(sqlite3.Error):
             await write.close()

@@ -168,7 +168,8 @@ class Ledger:
 
     @classmethod
     async def open(cls, data_dir: Path, *, gateway_id: str, keypair: Keypair,
-                   estimate_gap_s: float = 3600.0, full_check_at_start_bytes: int | None = None) -> Ledger:
+                   estimate_gap_s: float = 3600.0, full_check_at_start_bytes: int | None = None,
+                   require_own_key: bool = False) -> Ledger:
         """Open (or create) the ledger in ``data_dir``, checked; refuses rather than run on a bad file.
 
         Raises :class:`~gateway.errors.LedgerIntegrityError` for a damaged file,
@@ -177,11 +178,13 @@ class Ledger:
         :class:`~gateway.errors.LedgerStorageError` when the storage fails. A file bigger than
         ``full_check_at_start_bytes`` (default :data:`~gateway.ledger.integrity.FULL_CHECK_AT_START_BYTES`)
         gets the bounded check here; run :meth:`background_check` once the daemon is up.
+        ``require_own_key`` (the daemon): refuse a ledger whose credits another key signed.
         """
         if full_check_at_start_bytes is None:
             full_check_at_start_bytes = integrity.FULL_CHECK_AT_START_BYTES
         opened = await open_connections(data_dir, gateway_id=gateway_id, keypair=keypair,
-                                        full_check_at_start_bytes=full_check_at_start_bytes)
+                                        full_check_at_start_bytes=full_check_at_start_bytes,
+                                        require_own_key=require_own_key)
         path, write, read, existed = opened.path, opened.write, opened.read, opened.existed
         ledger = cls(path, write, read, gateway_id, keypair, estimate_gap_s)
         ledger.fully_checked = opened.fully_checked
