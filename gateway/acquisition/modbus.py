@@ -26,7 +26,6 @@ push any meter into backoff.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -588,9 +587,13 @@ async def _first_of(*waits: Awaitable[object]) -> None:
     finally:
         for t in tasks:
             t.cancel()
+        # asyncio.wait never raises the tasks' CancelledError, only ours: awaiting each task under
+        # suppress(CancelledError) also swallowed a cancellation of this task arriving meanwhile,
+        # and the bus ran on after the daemon had cancelled it (a stop that never ended).
+        await asyncio.wait(tasks)
         for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+            if not t.cancelled() and (error := t.exception()) is not None:
+                raise error
 
 
 def _fail(future: asyncio.Future[list[int]], exc: BaseException) -> None:

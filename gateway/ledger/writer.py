@@ -6,6 +6,9 @@ transaction. Batching spares the SD card one fsync per reading; the queue is
 bounded, so a stalled disk slows the sources down instead of growing memory.
 A reading lost from the queue in a power cut costs nothing: the meter's
 cumulative register still holds that energy and the next reading recovers it.
+When the storage fails (disk full, I/O error) the readings are kept and retried
+with a backoff while the sources go on reading (see :mod:`gateway.ledger.outage`);
+only a damaged ledger file ends the writer.
 
 Each reading is queued with the wall-minus-monotonic offset of the moment it
 was taken. While time is untrusted (see :mod:`gateway.timetrust`) readings are
@@ -25,15 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 from collections import deque
 from dataclasses import dataclass, replace
 
 import structlog
 
 from gateway.clock import Clock
-from gateway.errors import LedgerError
+from gateway.errors import LedgerError, LedgerIntegrityError, LedgerStorageError
 from gateway.intervals import Disposition, Reading
+from gateway.ledger.outage import StorageOutage
 from gateway.ledger.store import CommitResult, Ledger
 from gateway.rejections import RejectionLog
 from gateway.status import GatewayStatus
@@ -90,6 +93,9 @@ class ReadingWriter:
         self._queue: asyncio.Queue[_Taken] = asyncio.Queue(QUEUE_LIMIT)
         self._held: deque[_Taken] = deque(maxlen=HOLD_LIMIT)
         self._gathering: list[_Taken] = []
+        self.outage = StorageOutage(clock, status)
+        """Set while the ledger cannot write: the readings kept for the retry, the alarm, ``make_room``."""
+        self._last_storage_error: LedgerStorageError | None = None
         self.credits_committed = asyncio.Event()
         """Set after every commit that created credits; uplinks wait on it."""
 
@@ -110,7 +116,11 @@ class ReadingWriter:
             while True:
                 # Gathered on self, not in a local: a cancellation while gathering must
                 # not lose what was already taken off the queue (flush commits it).
-                self._gathering.append(await self._queue.get())
+                first = await self._next_or_retry()
+                if first is None:  # nothing came in, but readings kept from a failed commit are due
+                    await self._commit([])
+                    continue
+                self._gathering.append(first)
                 deadline = self._clock.monotonic() + self._flush_s
                 while len(self._gathering) < self._max_batch:
                     remaining = deadline - self._clock.monotonic()
@@ -127,16 +137,30 @@ class ReadingWriter:
             await asyncio.shield(self.flush())
             raise
 
+    async def _next_or_retry(self) -> _Taken | None:
+        """The next queued reading; None when the kept readings' retry is due before one comes."""
+        if not self.outage.backlog:
+            return await self._queue.get()
+        try:
+            async with asyncio.timeout(self.outage.retry_in_s()):
+                return await self._queue.get()
+        except TimeoutError:
+            return None
+
     async def flush(self) -> None:
-        """Commit everything gathered and queued now (used at shutdown)."""
+        """Commit everything gathered and queued now (used at shutdown).
+
+        One attempt, whatever the backoff says; if the storage still fails, what could not be
+        committed is logged and let go (its energy is in the registers): a stop never hangs on it.
+        """
         batch, self._gathering = self._gathering, []
         with contextlib.suppress(asyncio.QueueEmpty):
             while True:
                 batch.append(self._queue.get_nowait())
-        if batch:
-            await self._commit(batch)
+        if batch or self.outage.backlog:
+            await self._commit(batch, final=True)
 
-    async def _commit(self, taken: list[_Taken]) -> None:
+    async def _commit(self, taken: list[_Taken], *, final: bool = False) -> None:
         if not self._known_loaded:
             await self._load_known_time()
         if not self._trust.check():
@@ -157,24 +181,55 @@ class ReadingWriter:
         max_step_ms = self._trust.max_step_s * 1000
         now_ms = int(self._clock.now() * 1000)
         batch = self._judged([t.placed(offset_ms, max_step_ms) for t in taken], now_ms)
-        if not batch:
-            return
         batch.sort(key=lambda r: r.t_ms)
+        await self._commit_placed(batch, final=final)
+
+    async def _commit_placed(self, placed: list[Reading], *, final: bool) -> None:
+        """Commit readings already on the trusted timeline, with those a failed commit left to retry.
+
+        A long backlog goes in commits of ``max_batch`` readings, oldest first: each transaction
+        stays small (its WAL must fit on a disk that was just full), and each one that succeeds
+        is kept even if a later one fails.
+        """
+        if self.outage.retry_in_s() > 0 and not final:
+            self.outage.keep(placed)  # the storage failed a moment ago: wait for the backoff
+            return
+        pending = self.outage.take(placed)
+        for start in range(0, len(pending), self._max_batch):
+            if not await self._commit_chunk(pending[start:start + self._max_batch]):
+                self.outage.keep(pending[start + self._max_batch:])
+                if final:
+                    self._let_go()
+                return
+
+    async def _commit_chunk(self, batch: list[Reading]) -> bool:
+        """One commit; False if the storage failed (the readings are then kept for the retry)."""
+        if not batch:
+            return True
+        now_ms = int(self._clock.now() * 1000)
         try:
             result = await self._ledger.commit_readings(batch, now_ms=now_ms)
+        except LedgerIntegrityError:
+            self._status.commit_errors += 1
+            raise  # a damaged file: writing on would spread the damage; the daemon stops with advice
+        except LedgerStorageError as exc:
+            self._status.commit_errors += 1
+            self._last_storage_error = exc
+            self.outage.keep(batch)
+            self.outage.failed(exc)
+            return False
         except LedgerError as exc:
             self._status.commit_errors += 1
-            if _storage_failed(exc):
-                raise  # the disk or the database file: nothing here can fix that, let systemd restart us
             if len(batch) == 1:
                 self._refused(batch[0], exc)
-                return
+                return True
             # One poisonous reading must not stop the daemon nor take the others with it:
             # commit them one by one and set aside only what the ledger still refuses.
             log.error("batch_commit_failed", error=str(exc), readings=len(batch))
-            await self._commit_one_by_one(batch, now_ms)
-            return
+            return await self._commit_one_by_one(batch, now_ms)
+        self.outage.recovered()
         self._report(batch, result)
+        return True
 
     async def _load_known_time(self) -> None:
         """The ledger's newest reading is a time known to be real: a battery clock must not read before it."""
@@ -210,16 +265,27 @@ class ReadingWriter:
                                       register_wh=reading.register_wh)
         return kept
 
-    async def _commit_one_by_one(self, batch: list[Reading], now_ms: int) -> None:
-        for reading in batch:
+    def _let_go(self) -> None:
+        """At shutdown on a still failing storage: what is kept cannot be committed; say so and stop."""
+        log.error("readings_not_committed", n=len(self.outage.backlog), error=str(self._last_storage_error),
+                  detail="the storage still fails at shutdown; their energy is in the meters' registers")
+        self.outage.backlog.clear()
+
+    async def _commit_one_by_one(self, batch: list[Reading], now_ms: int) -> bool:
+        for i, reading in enumerate(batch):
             try:
                 result = await self._ledger.commit_readings([reading], now_ms=now_ms)
+            except LedgerStorageError as exc:
+                # Not this reading's fault after all: it and the rest are kept and retried.
+                self._last_storage_error = exc
+                self.outage.keep(batch[i:])
+                self.outage.failed(exc)
+                return False
             except LedgerError as exc:
-                if _storage_failed(exc):
-                    raise
                 self._refused(reading, exc)
                 continue
             self._report([reading], result)
+        return True
 
     def _refused(self, reading: Reading, exc: LedgerError) -> None:
         """A reading the ledger cannot take (its content, not the disk): count it, log it, go on."""
@@ -247,13 +313,3 @@ class ReadingWriter:
             self.credits_committed.set()
             self.credits_committed = asyncio.Event()
             log.debug("credits_committed", n=result.credits_created, readings=len(batch))
-
-
-def _storage_failed(exc: LedgerError) -> bool:
-    """Whether SQLite itself failed (I/O error, disk full, damaged file) rather than refused this content.
-
-    A constraint violation or a value SQLite cannot hold is about the reading; any other database
-    error is about the storage, and would fail for every reading alike.
-    """
-    cause = exc.__cause__
-    return isinstance(cause, sqlite3.DatabaseError) and not isinstance(cause, sqlite3.IntegrityError)

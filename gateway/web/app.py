@@ -218,7 +218,8 @@ def create_app(ctx: WebContext) -> Starlette:
     async def sync(request: Request) -> Response:
         if not authorised(request):
             return denied()
-        return JSONResponse({"uplinks": await sync_view(ctx), "credits_total": await ctx.ledger.credit_count()})
+        return JSONResponse({"uplinks": await sync_view(ctx), "credits_total": await ctx.ledger.credit_count(),
+                             "alarms": dict(ctx.status.alarms)})
 
     async def credits(request: Request) -> Response:
         """Pull mode: the outbox in order, from a cursor the caller keeps."""
