@@ -35,6 +35,9 @@ class FullDisk:
     def free(self) -> None:
         self.full = False
 
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ledger, name)  # everything but commits reaches the real ledger
+
     async def commit_readings(self, readings: Sequence[Reading], *, now_ms: int) -> CommitResult:
         self.attempts += 1
         if self.full:
