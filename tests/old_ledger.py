@@ -19,7 +19,8 @@ from pathlib import Path
 
 from gateway import identity
 from gateway.intervals import Reading
-from gateway.ledger.store import CLEAN_MARKER, DB_FILE, Ledger, _migrations
+from gateway.ledger.connection import migrations
+from gateway.ledger.store import DB_FILE, Ledger
 from gateway.sim.demo import GATEWAY_ID, MQTT_METER, DemoState, models
 
 DAY_S = 86_400
@@ -54,7 +55,7 @@ def rewrite_at_version(path: Path, version: int) -> None:
     rewritten = path.with_name(path.name + ".old-version")
     with contextlib.closing(sqlite3.connect(rewritten, isolation_level=None)) as db:
         db.execute("PRAGMA journal_mode=WAL")
-        for number, sql in _migrations():
+        for number, sql in migrations():
             if number <= version:
                 db.executescript(sql)
         db.execute(f"PRAGMA user_version={version}")
@@ -71,7 +72,6 @@ def rewrite_at_version(path: Path, version: int) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
     rewritten.rename(path)
-    path.with_name(CLEAN_MARKER).unlink(missing_ok=True)
 
 
 def build(data: Path, *, days: float, step_s: int, version: int) -> dict[str, float]:
