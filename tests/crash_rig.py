@@ -311,7 +311,9 @@ def assert_exact(data: Path, receiver_db: Path, key: str) -> Verdict:
 
 def late_arrivals(rig: Rig) -> dict[str, int]:
     """What became of the MQTT meter's late messages: refused at the source, or placed by the ledger."""
-    refused = sum(1 for e in rig.log_lines() if e.get("event") == "payload_rejected"
+    # Refused at the source (payload_rejected) or by the ledger (reading_not_used, logged once per
+    # streak of refusals: this counts at least one per streak, a lower bound of the refusals).
+    refused = sum(1 for e in rig.log_lines() if e.get("event") in ("payload_rejected", "reading_not_used")
                   and e.get("meter") == MQTT_METER and e.get("reason") == "out_of_order")
     with contextlib.closing(_ro(rig.data / "ledger.db")) as db:
         (placed,) = db.execute("SELECT COUNT(*) FROM readings WHERE meter=? AND disposition='late'",

@@ -89,7 +89,9 @@ port = {mosquitto.port}
                 await asyncio.sleep(0.02)
         handle = running[0]
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as publisher:
-            await asyncio.sleep(0.5)  # the gateway subscribes
+            async with asyncio.timeout(10):  # the gateway subscribes (slow on a loaded box: wait for it)
+                while not handle.status.mqtt_connected:
+                    await asyncio.sleep(0.02)
             t = math.floor(clock.now() / PERIOD) * PERIOD
             for k in range(40):
                 at = t + k * PERIOD
