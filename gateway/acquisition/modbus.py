@@ -178,6 +178,11 @@ class ModbusBus:
 
     # ---- public API for one-off reads -------------------------------------------------
 
+    @property
+    def profiles(self) -> dict[str, Profile]:
+        """The profiles this line's meters use, by id (custom files included): one-off reads may name them."""
+        return {m.profile.id: m.profile for m in self._meters}
+
     async def request(self, unit: int, function: int, start: int, count: int, *,
                       turnaround_s: float = 0.0) -> list[int]:
         """One read transaction, queued behind the one in flight; the bus must be running.

@@ -186,6 +186,11 @@ class WebConfig(_Model):
     listen: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     enabled: bool = True
+    profiles_dir: Path | None = Field(
+        default=None,
+        description="directory of your own firmware profiles (.toml) that one-off reads from the API may name "
+        "(relative to the config file); without it they may use built-in profiles and those of configured meters",
+    )
 
 
 class IntervalsConfig(_Model):
