@@ -116,7 +116,7 @@ class OneOffQueue:
         self._free_until: float | None = None
         self._reads_pending = 0
         self._reads_refused = 0
-        """Reads refused since the queue filled; 0 while accepting (each change is logged once)."""
+        """Reads refused since the queue filled; 0 again once it has drained (each change is logged once)."""
         self._read_s = FIRST_READ_GUESS_S
 
     def __len__(self) -> int:
@@ -155,7 +155,8 @@ class OneOffQueue:
                             retry_after_s=round(retry, 1))
             raise BusBusy(f"bus {self._cfg.name!r} already has {self._reads_pending} one-off reads in progress; "
                           f"try again in {math.ceil(retry)} s", retry_after_s=retry)
-        if self._reads_refused:
+        if self._reads_refused and self._reads_pending == 0:
+            # Logged once the backlog is gone, not at every free slot of a sustained flood.
             log.info("one_off_reads_accepted", bus=self._cfg.name, refused=self._reads_refused)
             self._reads_refused = 0
         self._reads_pending += 1

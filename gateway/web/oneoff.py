@@ -61,8 +61,6 @@ def one_off_profile(ref: str, profiles_dir: Path | None, configured: Mapping[str
         raise ProfileError("profile files for one-off reads must lie in the profiles directory, and none is "
                            "configured: set [web] profiles_dir and put the .toml file there, or name a built-in "
                            "profile (meter-gateway profiles list)")
-    if not ref.endswith(".toml"):
-        raise ProfileError(f"profile {ref!r}: a profile file's name ends in .toml")
     try:
         base = profiles_dir.resolve()
         path = (base / ref).resolve()
@@ -70,6 +68,8 @@ def one_off_profile(ref: str, profiles_dir: Path | None, configured: Mapping[str
         raise ProfileError(f"profile {ref!r} is not a file name under the profiles directory") from None
     if not path.is_relative_to(base) or path == base:
         raise ProfileError(f"profile {ref!r} is not under the profiles directory {base}")
+    if path.suffix != ".toml":
+        raise ProfileError(f"profile {ref!r}: a profile file's name ends in .toml")
     return _parse(ref, _read_bounded(path, ref))
 
 
