@@ -274,6 +274,9 @@ def _relative_to(cfg: GatewayConfig, base: Path) -> GatewayConfig:
     if cfg.mqtt is not None and cfg.mqtt.password_file is not None:
         cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
             update={"password_file": absolute(cfg.mqtt.password_file)})})
+    if cfg.web.profiles_dir is not None:
+        cfg = cfg.model_copy(update={"web": cfg.web.model_copy(
+            update={"profiles_dir": absolute(cfg.web.profiles_dir)})})
     return cfg
 
 

@@ -106,6 +106,11 @@ class BusConfig(_Model):
         default=0.0, ge=0, le=2.0,
         description="extra silence when the next request goes to a different unit id (some meters need it)",
     )
+    one_off_share: float = Field(
+        default=0.2, gt=0, le=1.0,
+        description="the most of this line's time that one-off reads (local API, commissioning) may take while "
+        "polls are waiting, so the regular polls keep their period; an idle line serves them at full speed",
+    )
 
     @model_validator(mode="after")
     def _endpoint(self) -> BusConfig:
@@ -183,6 +188,11 @@ class WebConfig(_Model):
     listen: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     enabled: bool = True
+    profiles_dir: Path | None = Field(
+        default=None,
+        description="directory of your own firmware profiles (.toml) that one-off reads from the API may name "
+        "(relative to the config file); without it they may use built-in profiles and those of configured meters",
+    )
 
 
 class IntervalsConfig(_Model):

@@ -375,6 +375,7 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
         print(f"\nDemo running: {len(truth) - (0 if broker else 1)} simulated meters, "
               f"{speed:g} meter seconds per second, polls every {period} s of meter time.")
         print(f"  status page : http://127.0.0.1:{running.web_port}/?token={running.web_token}")
+        print("                (opening it swaps the token for a session cookie and drops it from the address)")
         print(f"  JSON API    : curl -H 'Authorization: Bearer {running.web_token}' "
               f"http://127.0.0.1:{running.web_port}/api/v1/meters")
         print(f"  projection  : curl -H 'Authorization: Bearer {running.web_token}' "
