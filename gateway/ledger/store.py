@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -394,7 +395,11 @@ class Ledger:
                 first, last, n = ids[0]
                 if not n:
                     return None
-                key = f"{self._gateway_id}:{uplink}:{first}-{last}"
+                # The ids alone repeat in a ledger started anew under the same key (recover-chains): the
+                # receiver would take its first batch for a reused Idempotency-Key with another body.
+                hashes = await _rows(db, "SELECT hash FROM credits WHERE id IN (?, ?) ORDER BY id", (first, last))
+                tag = hashlib.sha256("".join(str(h) for (h,) in hashes).encode()).hexdigest()[:16]
+                key = f"{self._gateway_id}:{uplink}:{first}-{last}:{tag}"
                 attempts, state = 0, "inflight"
                 await db.execute(
                     "INSERT INTO uplink_batches (uplink, batch_key, first_id, last_id, n_credits, state, "

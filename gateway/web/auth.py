@@ -12,6 +12,7 @@ users exists).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
@@ -76,6 +77,9 @@ def load_or_create_token(data_dir: Path) -> str:
     return token
 
 
+_NO_HARD_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS)
+
+
 def _write_token(path: Path, *, replace: bool) -> str:
     """Write a new token atomically: a temporary file, fsync, then rename (or link, if it must be new)."""
     token = secrets.token_urlsafe(24)
@@ -92,6 +96,14 @@ def _write_token(path: Path, *, replace: bool) -> str:
                 os.link(tmp, path)
             except FileExistsError:  # another start created it meanwhile: use that one
                 return load_or_create_token(path.parent)
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                # A file system without hard links (vfat on a removable card, some FUSE mounts): a
+                # rename is atomic too; only a start racing this one could be overwritten.
+                if path.exists():
+                    return load_or_create_token(path.parent)
+                os.replace(tmp, path)
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
