@@ -39,6 +39,8 @@ RECEIVER_START_S = 30.0
 """The receiver imports starlette and uvicorn, about a second; a loaded CI box may take much longer."""
 RECEIVER_STOP_S = 10.0
 FINAL_RUN_S = 6.0
+FINAL_LATE_EVERY = 4
+"""Every 4th MQTT message of the final runs is published late (see the demo's --late-mqtt)."""
 FINAL_RUNS = 5
 FINAL_RUN_TIMEOUT_S = 120.0
 POLL_S = 0.002
@@ -220,7 +222,9 @@ class Rig:
         """
         self.receiver.ensure_up()
         for runs in range(1, FINAL_RUNS + 1):
-            done = children.run(self.demo_argv("--duration", str(FINAL_RUN_S)), stdout=subprocess.DEVNULL,
+            # Late MQTT messages here too: a 6-s run surely publishes some (a killed run often dies first).
+            done = children.run(self.demo_argv("--duration", str(FINAL_RUN_S), "--late-mqtt", str(FINAL_LATE_EVERY)),
+                                stdout=subprocess.DEVNULL,
                                 stderr=self.log, timeout=FINAL_RUN_TIMEOUT_S, cwd=REPO)
             assert done.returncode == 0, self.log_tail()
             if set(outbox(self.data)) <= {(m, s) for m, s, _, _ in received(self.receiver.db)}:
