@@ -12,8 +12,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import httpx
 import asyncpg
+import httpx
 from receiver_kit import CREDITS_PATH, GW, KEY, TOKEN, Client, batch_bytes, honest_chain
 
 from cloud_sync.receiver import ReceiverStore, create_app
