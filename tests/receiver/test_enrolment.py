@@ -47,7 +47,8 @@ async def test_a_gateway_token_is_that_gateway_and_no_other(backend: CreditStore
         client = Client(http)
         refused = await client.post(batch_bytes(chain, "k1"), "k1", token=own)
         assert refused.status_code == 403, refused.text
-        assert "gw-2" in refused.json()["error"] and "gw-1" in refused.json()["error"]
+        assert "gw-2" in refused.json()["error"]
+        assert "gw-1" in refused.json()["error"]
         # gw-2's batch whose credits name gw-1: every credit is rejected, nothing stored.
         mixed = await client.post(batch_bytes(chain, "k2", gateway=OTHER), "k2", token=own)
         assert mixed.status_code == 200
@@ -112,7 +113,8 @@ async def test_a_revoked_gateway_is_refused_and_the_box_dead_letters_the_batch(b
     finally:
         await ledger.close()
     assert summary.dead_batches == 1
-    assert "403" in (summary.last_error or "") and "revoked" in (summary.last_error or "")
+    assert "403" in (summary.last_error or "")
+    assert "revoked" in (summary.last_error or "")
     assert summary.backlog == 3, "the refused credits stay queued on the box"
     assert len(await backend.credits(OTHER, "m1")) == 3, "nothing sent after the revocation was stored"
 
