@@ -225,8 +225,9 @@ def _admin_command(name: str, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the process's entry point: it owns the logging set-up
+        _configure_logs()
     argv = list(sys.argv[1:] if argv is None else argv)
-    _configure_logs()
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "serve"
     try:
         if command == "serve":
