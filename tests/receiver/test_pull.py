@@ -69,7 +69,7 @@ async def test_pulls_many_gateways_once_each_and_resumes_from_the_stored_cursor(
         first, second = await asyncio.gather(pull_round(backend, sources, limit=25),
                                              pull_round(backend, sources, limit=25))
         for one, two in zip(first, second, strict=True):
-            assert one.error is None and two.error is None, (one, two)
+            assert (one.error, two.error) == (None, None)
             assert one.accepted + two.accepted == 120, "each credit accepted by exactly one worker"
             assert one.cursor == two.cursor == 120
         for ledger, _ in boxes.values():  # new intervals on the boxes; the next round pulls only those
