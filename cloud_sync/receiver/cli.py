@@ -22,8 +22,9 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -124,6 +125,16 @@ async def _serve(args: argparse.Namespace, token: str | None, enrolled: list[tup
     return 0
 
 
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """Run the receiver on uvloop when it is installed (the ``receiver-pg`` extra brings it), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def _serve_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} [serve]", description="Serve the central billing API.")
     parser.add_argument("--db", required=True, help="postgresql://user@host:port/db, sqlite:///path or a file path")
@@ -150,7 +161,7 @@ def _serve_command(argv: list[str]) -> int:
         print(f"WARNING: receiver running with no authentication (--insecure-no-auth): anyone who can reach "
               f"{args.listen}:{args.port} may submit and read credits; enrol gateways and drop it outside tests",
               file=sys.stderr, flush=True)
-    return asyncio.run(_serve(args, token, enrolled))
+    return _run(_serve(args, token, enrolled))
 
 
 def _admin_command(name: str, argv: list[str]) -> int:

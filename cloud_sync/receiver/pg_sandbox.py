@@ -77,6 +77,11 @@ class PgSandbox:
             self._ids = None
 
     @property
+    def server_pid(self) -> int:
+        """The postmaster's pid (0 when not running)."""
+        return self._proc.pid if self._proc is not None else 0
+
+    @property
     def url(self) -> str:
         return self.url_for(ADMIN)
 
