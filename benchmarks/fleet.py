@@ -199,10 +199,12 @@ async def enrol_all(db: str, gateways: list[Gateway]) -> None:
         await store.close()
 
 
-async def check(db: str, gateways: list[Gateway], meters: int) -> tuple[int, int, int]:
-    """(stored, lost, duplicated), and every meter's chain is exactly 1..n."""
+async def check(db: str, gateways: list[Gateway], meters: int) -> tuple[int, int, int, float]:
+    """(stored, lost, duplicated, bytes on disk per credit), and every meter's chain is exactly 1..n."""
     conn = await asyncpg.connect(db)
     try:
+        await conn.execute("VACUUM ANALYZE credits")
+        size = await conn.fetchval("SELECT pg_total_relation_size('credits')")
         stored = await conn.fetchval("SELECT COUNT(*) FROM credits")
         distinct = await conn.fetchval("SELECT COUNT(*) FROM (SELECT DISTINCT gateway, meter, seq FROM credits) d")
         chains = await conn.fetch("SELECT gateway, meter, COUNT(*) AS n, MIN(seq) AS a, MAX(seq) AS b FROM credits "
@@ -214,7 +216,7 @@ async def check(db: str, gateways: list[Gateway], meters: int) -> tuple[int, int
     if broken or len(chains) != len(gateways) * meters:
         raise RuntimeError(f"chains not stored exactly once: {len(chains)} meters, e.g. {broken[:3]}")
     sent = sum(g.credits for g in gateways)
-    return int(stored), sent - int(distinct), int(stored) - int(distinct)
+    return int(stored), sent - int(distinct), int(stored) - int(distinct), size / max(1, stored)
 
 
 def run(sandbox: PgSandbox, gateways: list[Gateway], meters: int, count: int, log_dir: Path) -> dict[str, float]:
@@ -230,9 +232,10 @@ def run(sandbox: PgSandbox, gateways: list[Gateway], meters: int, count: int, lo
         receivers.stop()
     time.sleep(0.5)  # the receivers' server connections end and are reaped: their CPU moves to cutime
     after = (receivers_after, postgres_cpu_seconds(sandbox), sender_after)
-    stored, lost, duplicated = asyncio.run(check(db, gateways, meters))
+    stored, lost, duplicated, per_credit = asyncio.run(check(db, gateways, meters))
     total = sum(g.credits for g in gateways)
     return {"elapsed": elapsed, "rate": total / elapsed, "stored": stored, "lost": lost, "duplicated": duplicated,
+            "bytes": per_credit,
             "receiver_us": (after[0] - before[0]) / total * 1e6, "pg_us": (after[1] - before[1]) / total * 1e6,
             "sender_us": (after[2] - before[2]) / total * 1e6}
 
@@ -278,6 +281,7 @@ def main() -> int:
               f"this cost allows about {cores / cpu * 1e6:,.0f} credits/s"
               + ("" if count > 1 else "; one receiver is one Python process, so it also stops at one core's "
                  f"receiver work, about {1e6 / r['receiver_us']:,.0f} credits/s"))
+    print(f"storage: {results[1]['bytes']:,.0f} bytes on disk per credit (table, TOAST and both indexes)")
     print(f"of a credit's receiver CPU, verification is {examined_us:.0f} µs (ed25519 {ed25519_us:.0f} µs): the rest "
           "is HTTP, JSON decoding, the stored copy and the database round trips")
     ok = all(r["lost"] == 0 and r["duplicated"] == 0 for r in results.values())
