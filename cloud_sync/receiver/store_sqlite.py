@@ -30,7 +30,13 @@ from cloud_sync.receiver.enrolment import (
     refused_unknown,
 )
 from cloud_sync.receiver.migrations import migrations
-from cloud_sync.receiver.store import PullOutcome, StoreUnavailable, pulled_cursor, stored_answer
+from cloud_sync.receiver.store import (
+    PullOutcome,
+    ReceiverConfigError,
+    StoreUnavailable,
+    pulled_cursor,
+    stored_answer,
+)
 from cloud_sync.receiver_intake import Batch, BatchRefused, examine_batch
 
 BUSY_TIMEOUT_S = 5.0
@@ -98,7 +104,11 @@ class ReceiverStore:
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        for migration in migrations("sqlite"):
+        known = migrations("sqlite")
+        if version > len(known):
+            raise ReceiverConfigError(f"the receiver database is at schema version {version}, newer than this "
+                                      f"receiver knows ({len(known)}): upgrade this receiver")
+        for migration in known:
             if migration.version > version:
                 # executescript commits first and runs the text as given: the BEGIN/COMMIT make it one transaction.
                 self._db.executescript(f"BEGIN IMMEDIATE;\n{migration.sql}\n"

@@ -1,4 +1,4 @@
-"""``python -m cloud_sync.receiver`` as an operator runs it: no token, no service (unless told so for tests)."""
+"""``python -m cloud_sync.receiver`` as an operator runs it: tokens, enrolment, refusals without tracebacks."""
 
 from __future__ import annotations
 
