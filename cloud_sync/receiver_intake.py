@@ -11,8 +11,9 @@
    ``seq`` beyond 64 bits, a wrong type) never costs the batch, and never a 500.
 
 Storage is reached only through :class:`CreditView`, which a store implements
-inside its transaction (the SQLite store in :mod:`cloud_sync.receiver`; the
-same verdicts hold for any other store).
+inside its transaction (SQLite: ``cloud_sync.receiver.store_sqlite``, query by
+query; PostgreSQL: ``cloud_sync.receiver.snapshot`` over rows fetched up front),
+so the verdicts are the same whatever the store.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from cloud_sync.receiver.enrolment import (
     Principal,
     refused_revoked,
     refused_unknown,
+    token_digest,
 )
 from cloud_sync.receiver.migrations import migrations
 from cloud_sync.receiver.store import (
@@ -240,8 +241,6 @@ class SqliteStore:
         self.sync = store
 
     async def principal(self, token: str) -> Principal | None:
-        from cloud_sync.receiver.enrolment import token_digest
-
         return await asyncio.to_thread(self.sync.principal, token_digest(token))
 
     async def ingest(self, gateway: str, batch_key: str, raw: bytes, credits: list[Any]) -> dict[str, Any]:
