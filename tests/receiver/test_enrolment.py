@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import sqlite3
 from pathlib import Path
 
 import asyncpg
 import httpx
-from receiver_kit import CREDITS_PATH, GW, Client, batch_bytes, honest_chain
+from receiver_kit import CREDITS_PATH, GW, Client, batch_bytes, honest_chain, resign
 from stellar_sdk import Keypair
 
 from cloud_sync.billing_api import NAME, BillingApiUplink
@@ -64,11 +63,14 @@ async def test_a_gateway_token_is_that_gateway_and_no_other(backend: CreditStore
 async def test_an_unenrolled_key_and_a_forged_signature_are_rejected(backend: CreditStore) -> None:
     token = await _enrol(backend, OTHER, OTHER_KEY.public_key)
     stranger = Keypair.random()  # a key this receiver never enrolled
-    by_stranger = honest_chain(1, keypair=stranger)[0]  # names the stranger's key, signed by it
-    by_stranger["credit"]["gateway"] = OTHER
-    forged = honest_chain(1, keypair=OTHER_KEY)[0]
-    forged["credit"]["gateway"] = OTHER  # the enrolled key named, but the content changed after signing
-    items = [json.loads(json.dumps(by_stranger)), forged]
+    first = honest_chain(1)[0]
+    # Properly signed by the stranger, for gw-2: only the enrolment tells it apart from gw-2's own.
+    by_stranger = resign(first, keypair=stranger, gateway=OTHER, gateway_key=stranger.public_key)
+    # gw-2's enrolled key named and the content changed after signing (hash and signature kept).
+    forged = resign(first, keypair=OTHER_KEY, gateway=OTHER, gateway_key=OTHER_KEY.public_key)
+    forged["credit"]["wh"] += 1
+    forged["credit"]["register_end_wh"] += 1
+    items = [by_stranger, forged]
     async with serving(create_app(backend)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         answer = await Client(http).post(batch_bytes(items, "k1", gateway=OTHER), "k1", token=token)
     assert answer.status_code == 200, answer.text
