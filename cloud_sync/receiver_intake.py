@@ -11,8 +11,9 @@
    ``seq`` beyond 64 bits, a wrong type) never costs the batch, and never a 500.
 
 Storage is reached only through :class:`CreditView`, which a store implements
-inside its transaction (the SQLite store in :mod:`cloud_sync.receiver`; the
-same verdicts hold for any other store).
+inside its transaction (SQLite: ``cloud_sync.receiver.store_sqlite``, query by
+query; PostgreSQL: ``cloud_sync.receiver.snapshot`` over rows fetched up front),
+so the verdicts are the same whatever the store.
 """
 
 from __future__ import annotations
@@ -217,8 +218,13 @@ def examine(item: Any, *, gateway: str, expected_key: str | None, view: CreditVi
     return {"meter": meter, "seq": seq, "status": "accepted"}
 
 
+def batch_result(key: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``BatchResult`` of a batch's per-credit results (in order): the results and the counts."""
+    counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
+    return {"batch": key, "results": results, **counts}
+
+
 def examine_batch(batch: Batch, expected_key: str | None, view: CreditView) -> dict[str, Any]:
     """The ``BatchResult`` of a batch: one result per credit, in order, and the counts."""
-    results = [examine(item, gateway=batch.gateway, expected_key=expected_key, view=view) for item in batch.credits]
-    counts = {s: sum(1 for r in results if r["status"] == s) for s in ("accepted", "duplicate", "rejected")}
-    return {"batch": batch.key, "results": results, **counts}
+    return batch_result(batch.key, [examine(item, gateway=batch.gateway, expected_key=expected_key, view=view)
+                                    for item in batch.credits])

@@ -14,7 +14,7 @@ import pytest
 from receiver_kit import GW, KEY, T0, batch_bytes, honest_chain, resign
 
 from cloud_sync.credit import ChainTip, CreditRejected, Rejection, verify
-from cloud_sync.receiver import ReceiverStore
+from cloud_sync.receiver import CreditStore
 
 I64 = 2**63 - 1
 FIRST = honest_chain(1)[0]
@@ -100,32 +100,32 @@ def test_honest_edge_cases_verify() -> None:
                   register_start_wh=50_010, register_end_wh=50_110), tip)
 
 
-def _ingest(store: ReceiverStore, credits: list[Any], key: str) -> dict[str, Any]:
-    return store.ingest(GW, key, batch_bytes(credits, key), credits)
+async def _ingest(store: CreditStore, credits: list[Any], key: str) -> dict[str, Any]:
+    return await store.ingest(GW, key, batch_bytes(credits, key), credits)
 
 
-def test_a_correction_must_name_the_interval_credit_it_corrects_and_add_up(store: ReceiverStore) -> None:
+async def test_a_correction_must_name_the_interval_credit_it_corrects_and_add_up(backend: CreditStore) -> None:
     chain = honest_chain(2)  # seq 1: T0, 100 Wh (50 000 -> 50 100); seq 2: T0+900, 101 Wh
-    assert _ingest(store, chain, "k1")["accepted"] == 2
+    assert (await _ingest(backend, chain, "k1"))["accepted"] == 2
     base = {"kind": "correction", "seq": 3, "prev_hash": chain[1]["hash"]}
     wrong_start = resign(chain[1], **base, corrects=1, wh=-10, register_start_wh=50_100, register_end_wh=50_191)
     not_adding_up = resign(chain[0], **base, corrects=1, wh=-10, register_start_wh=50_000, register_end_wh=50_100)
-    answer = _ingest(store, [wrong_start, not_adding_up], "k2")
+    answer = await _ingest(backend, [wrong_start, not_adding_up], "k2")
     assert [r["reason"] for r in answer["results"]] == ["invalid", "invalid"]
     assert "corrects" in answer["results"][0]["detail"]
     assert "100" in answer["results"][1]["detail"]
     honest = resign(chain[0], **base, corrects=1, wh=-10, register_start_wh=50_000, register_end_wh=50_090)
-    assert _ingest(store, [honest], "k3")["accepted"] == 1
+    assert (await _ingest(backend, [honest], "k3"))["accepted"] == 1
     # A second correction of the same interval adds to the first: 100 - 10 + 25 = 115.
     again = resign(chain[0], kind="correction", seq=4, prev_hash=honest["hash"], corrects=1, wh=25,
                    register_start_wh=50_000, register_end_wh=50_115)
-    assert _ingest(store, [again], "k4")["accepted"] == 1
+    assert (await _ingest(backend, [again], "k4"))["accepted"] == 1
 
 
-def test_an_interval_credited_twice_is_rejected(store: ReceiverStore) -> None:
+async def test_an_interval_credited_twice_is_rejected(backend: CreditStore) -> None:
     chain = honest_chain(2)
-    assert _ingest(store, chain, "k1")["accepted"] == 2
+    assert (await _ingest(backend, chain, "k1"))["accepted"] == 2
     twice = resign(chain[0], seq=3, prev_hash=chain[1]["hash"])  # the same quarter-hour again, as an interval
-    answer = _ingest(store, [twice], "k2")
+    answer = await _ingest(backend, [twice], "k2")
     assert answer["results"][0]["reason"] == "invalid"
     assert "seq 1" in answer["results"][0]["detail"]

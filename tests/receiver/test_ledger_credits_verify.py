@@ -12,6 +12,7 @@ duplicate, and the receiver's net energy per meter must equal the ledger's inter
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -20,11 +21,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from receiver_kit import GW, KEY, batch_bytes
 
-from cloud_sync.receiver import ReceiverStore
+from cloud_sync.receiver import CreditStore, open_store
 from gateway.intervals import Reading
 from gateway.ledger.store import Ledger
 
 T0_MS = 1_767_225_600_000
+_EXAMPLES = itertools.count()
 MODULUS = 1_000_000
 """m2's register wraps here (a 6-digit counter), so rollovers are exercised."""
 
@@ -59,15 +61,15 @@ def scenario(draw: st.DrawFn) -> tuple[list[list[Reading]], list[tuple[bool, boo
     return commits, sends
 
 
-async def _deliver(ledger: Ledger, store: ReceiverStore, batch_size: int, lose_first_ack: bool) -> int:
+async def _deliver(ledger: Ledger, store: CreditStore, gateway: str, batch_size: int, lose_first_ack: bool) -> int:
     delivered = 0
     while batch := await ledger.next_batch("billing_api", batch_size, now_ms=1):
         credits = [json.loads(w) for w in batch.wire]
-        raw = batch_bytes(credits, batch.batch_key)
-        answer = store.ingest(GW, batch.batch_key, raw, credits)
+        raw = batch_bytes(credits, batch.batch_key, gateway)
+        answer = await store.ingest(gateway, batch.batch_key, raw, credits)
         if lose_first_ack:  # the answer never reached the gateway: it resends the same bytes
             lose_first_ack = False
-            answer = store.ingest(GW, batch.batch_key, raw, credits)
+            answer = await store.ingest(gateway, batch.batch_key, raw, credits)
         kinds = {c["credit"]["kind"] for c in credits}
         event(f"delivered {'corrections' if 'correction' in kinds else 'intervals only'}")
         refused = [r for r in answer["results"] if r["status"] not in ("accepted", "duplicate")]
@@ -77,29 +79,34 @@ async def _deliver(ledger: Ledger, store: ReceiverStore, batch_size: int, lose_f
     return delivered
 
 
-async def _run(path: Path, commits: list[list[Reading]], sends: list[tuple[bool, bool, int]]) -> None:
-    ledger = await Ledger.open(path / "gw", gateway_id=GW, keypair=KEY)
-    store = ReceiverStore(path / "receiver.db", {GW: KEY.public_key})
+async def _run(path: Path, db: str, gateway: str, commits: list[list[Reading]],
+               sends: list[tuple[bool, bool, int]]) -> None:
+    ledger = await Ledger.open(path / "gw", gateway_id=gateway, keypair=KEY)
+    store = await open_store(db)
     try:
+        await store.ensure_enrolled(gateway, KEY.public_key, 0)
         await ledger.register_uplink("billing_api")
         for readings, (send, lose_ack, size) in zip(commits, sends, strict=True):
             await ledger.commit_readings(readings, now_ms=1)
             if send:
-                await _deliver(ledger, store, size, lose_ack)
-        await _deliver(ledger, store, 500, False)
-        net = {row["meter"]: row["wh"] for row in store.summary()}
+                await _deliver(ledger, store, gateway, size, lose_ack)
+        await _deliver(ledger, store, gateway, 500, False)
+        net = {row["meter"]: row["wh"] for row in await store.summary(gateway)}
         for meter in ("m1", "m2"):
             intervals = await ledger.stored_intervals(meter, 0, 2**40)
             assert net.get(meter, 0) == sum(i.wh for i in intervals), f"{meter}: credits net to the intervals"
     finally:
-        store.close()
+        await store.close()
         await ledger.close()
 
 
-@given(scenario())
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=scenario())
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 def test_every_credit_the_engine_and_ledger_produce_is_accepted(
-        case: tuple[list[list[Reading]], list[tuple[bool, bool, int]]]) -> None:
+        db_url: str, case: tuple[list[list[Reading]], list[tuple[bool, bool, int]]]) -> None:
+    """Against each store; every example is a gateway of its own in the test's one store."""
     commits, sends = case
+    gateway = f"{GW}-{next(_EXAMPLES)}"
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(_run(Path(tmp), commits, sends))
+        asyncio.run(_run(Path(tmp), db_url, gateway, commits, sends))

@@ -12,10 +12,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
-from receiver_kit import CREDITS_PATH, GW, TOKEN, Client, batch_bytes, honest_chain
+from receiver_kit import CREDITS_PATH, GW, KEY, TOKEN, Client, batch_bytes, honest_chain
 
-from cloud_sync.receiver import ReceiverStore
+from cloud_sync.receiver import ReceiverStore, create_app
+from cloud_sync.receiver.pg_sandbox import PgSandbox
+from cloud_sync.receiver.store_pg import PgStore
+from gateway.web.server import serving
 
 
 def _statuses(answer: dict[str, Any]) -> list[str]:
@@ -186,7 +190,7 @@ async def test_an_unknown_gateway_is_403(client: Client) -> None:
     assert "gw-other" in response.json()["error"]
 
 
-async def test_the_summary_adds_up_what_was_accepted(client: Client, store: ReceiverStore) -> None:
+async def test_the_summary_adds_up_what_was_accepted(client: Client) -> None:
     chain = honest_chain(3)
     await client.send(chain, "k1")
     answer = await client.get("/v1/summary", "/v1/summary")
@@ -194,15 +198,42 @@ async def test_the_summary_adds_up_what_was_accepted(client: Client, store: Rece
                                          "wh": 100 + 101 + 102}]}
 
 
-async def test_storage_that_is_locked_is_a_503_to_retry_and_nothing_is_stored(client: Client, tmp_path: Path) -> None:
+async def test_storage_that_is_locked_is_a_503_to_retry_and_nothing_is_stored(tmp_path: Path) -> None:
+    """SQLite: another process holds the file's write lock past the busy timeout."""
+    store = ReceiverStore(tmp_path / "receiver.db", {GW: KEY.public_key})
     other = sqlite3.connect(tmp_path / "receiver.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another writer holds the database past the store's busy timeout
-    try:
-        response = await client.send(honest_chain(1), "k1")
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
-    assert response.status_code == 503, response.text
-    assert response.headers["Retry-After"]
-    assert await client.stored() == []
-    assert (await client.send(honest_chain(1), "k1")).json()["accepted"] == 1, "the retry goes through"
+    async with serving(create_app(store, TOKEN)) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+        client = Client(http)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the database past the store's busy timeout
+        try:
+            response = await client.send(honest_chain(1), "k1")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"]
+        assert await client.stored() == []
+        assert (await client.send(honest_chain(1), "k1")).json()["accepted"] == 1, "the retry goes through"
+    store.close()
+
+
+async def test_a_gateway_locked_past_the_lock_timeout_is_a_503_and_nothing_is_stored(pg_server: PgSandbox) -> None:
+    """PostgreSQL: another session holds the gateway's row (as a receiver examining its batch would) too long."""
+    url = pg_server.create_database()
+    store = await PgStore.open(url, lock_timeout_s=0.5)
+    await store.ensure_enrolled(GW, KEY.public_key, 0)
+    other = await asyncpg.connect(url)
+    async with serving(create_app(store, TOKEN)) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+        client = Client(http)
+        try:
+            async with other.transaction():
+                await other.execute("SELECT 1 FROM gateways WHERE gateway = $1 FOR UPDATE", GW)
+                response = await client.send(honest_chain(1), "k1")
+        finally:
+            await other.close()
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"]
+        assert "lock" in response.json()["error"].lower()
+        assert await client.stored() == []
+        assert (await client.send(honest_chain(1), "k1")).json()["accepted"] == 1, "the retry goes through"
+    await store.close()
