@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,7 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
                         found.append(((*where, "profile"), f"profile {profile!r} has no energy_import quantity, "
                                       "so this meter would never be read",
                                       "map the meter's cumulative import energy register as energy_import"))
+                    found.extend(_quantity_problems(where, meter.get("quantities"), profile, resolved.quantities))
             unit = meter.get("unit_id")
             if isinstance(unit, int) and units[unit] > 1:
                 found.append(((*where, "unit_id"),
@@ -177,6 +179,19 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
                           "every meter needs its own id"))
     found.extend(_billing_problems(raw, [where for where, _ in where_ids]))
     return found
+
+
+def _quantity_problems(where: KeyPath, wanted: Any, profile: str,
+                       known: Mapping[str, object]) -> list[tuple[KeyPath, str, str]]:
+    """Quantities a meter asks for that its profile does not map: each would never be polled."""
+    if not isinstance(wanted, list):
+        return []
+    unknown = [name for name in wanted if isinstance(name, str) and name not in known]
+    if not unknown:
+        return []
+    names = ", ".join(repr(name) for name in unknown)
+    return [((*where, "quantities"), f"profile {profile!r} has no quantity {names}; it has: {', '.join(sorted(known))}",
+             "choose from the profile's list ('meter-gateway read ... --profile P' prints each with its value)")]
 
 
 def _topic_covers(pattern: str, topic: str) -> bool:

@@ -25,6 +25,11 @@ MeterId = Annotated[
     ),
 ]
 
+QuantityName = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9_]*$", description="a quantity of the meter's profile, e.g. power_total"),
+]
+ENERGY_IMPORT = "energy_import"
+
 TariffName = Annotated[
     str,
     Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
@@ -61,6 +66,11 @@ class ModbusMeterConfig(_Model):
         default=None, gt=0, le=900,
         description="period for instantaneous values (power, voltage); default: read them with the energy",
     )
+    quantities: tuple[QuantityName, ...] | None = Field(
+        default=None, min_length=1,
+        description="profile quantities to poll (energy_* every poll_s, the rest every poll_instant_s); "
+        "energy_import is always polled, listed or not. Default: energy_import, power_total, voltage_l1",
+    )
     max_power_w: float | None = Field(
         default=None, gt=0,
         description="the most this meter can measure (e.g. for CT-connected meters: CT rating x voltage x "
@@ -73,6 +83,17 @@ class ModbusMeterConfig(_Model):
     )
     tariff: TariffName | None = Field(default=None, description="name of a [tariffs] table; default billing.tariff")
     budget: Budget | None = None
+
+    @field_validator("quantities")
+    @classmethod
+    def _energy_always(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return value
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"quantities {', '.join(repeated)} listed more than once")
+        # The bill rests on the import register: it is polled whatever the list says.
+        return value if ENERGY_IMPORT in value else (ENERGY_IMPORT, *value)
 
     @field_validator("poll_s", "poll_instant_s")
     @classmethod
@@ -132,6 +153,11 @@ class MqttMeterConfig(_Model):
         default=None, description="dotted path to a timestamp (Unix seconds or ISO 8601), optional"
     )
     unit: Literal["Wh", "kWh", "MWh"] = "kWh"
+    power_path: str | None = Field(
+        default=None, min_length=1,
+        description="dotted path to the instantaneous power in W, shown as a live value; default for "
+        "format 'tasmota': ENERGY.Power",
+    )
     nmi: str | None = None
     time_zone: str = Field(
         default="UTC", description="zone of ISO timestamps without an offset (Tasmota sends local time)"

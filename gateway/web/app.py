@@ -90,6 +90,8 @@ async def meters_view(ctx: WebContext) -> list[dict[str, Any]]:
             "register_wh": meter.last_register_wh,
             "register_kwh": None if meter.last_register_wh is None else f"{meter.last_register_wh / 1000:.3f}",
             "power_w": None if meter.last_power_w is None else round(meter.last_power_w, 1),
+            "values": {name: {"value": v.value, "unit": v.unit, "t": _iso(v.t)}
+                       for name, v in sorted(meter.values.items())},
             "last_interval": None if interval is None else {
                 "start": _iso(interval[0]), "end": _iso(interval[0] + INTERVAL_S),
                 "wh": interval[1], "quality": interval[2]},
