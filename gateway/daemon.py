@@ -201,7 +201,8 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
         server = sock = None
         if cfg.web.enabled:
             ctx = WebContext(status, ledger, clock, web_token, (BILLING_API,) if uplink else (),
-                             buses={b.cfg.name: b for b in buses}, config=cfg, profiles_dir=cfg.web.profiles_dir)
+                             buses={b.cfg.name: b for b in buses}, config=cfg, profiles_dir=cfg.web.profiles_dir,
+                             keypair=keypair)
             sock = _bind(cfg.web.listen, cfg.web.port)
             server = make_server(create_app(ctx), cfg.web.listen, cfg.web.port)
 

@@ -23,6 +23,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from stellar_sdk import Keypair
 
 from gateway.acquisition.modbus import ModbusBus
 from gateway.clock import Clock, SystemClock
@@ -32,6 +33,8 @@ from gateway.ledger.store import Ledger, UplinkSummary
 from gateway.reports.web import report_routes
 from gateway.status import GatewayStatus, MeterHealth, UplinkProgress
 from gateway.web.auth import WebAuth, denied
+from gateway.web.bills import bill_routes
+from gateway.web.bills import style_sources as bill_styles
 from gateway.web.headers import (
     SecurityHeaders,
     content_security_policy,
@@ -61,6 +64,8 @@ class WebContext:
     config: GatewayConfig | None = None
     profiles_dir: Path | None = None
     """Where one-off reads may find profile files (``[web] profiles_dir``, resolved); None: built-ins only."""
+    keypair: Keypair | None = None
+    """The gateway's key, to sign the bills the daemon issues (``POST /api/v1/meters/{id}/bills``)."""
     session_clock: Clock = field(default_factory=SystemClock)
     """Real wall time for browser sessions, whatever ``clock`` the meters run on."""
     auth: WebAuth = field(init=False)
@@ -288,7 +293,8 @@ def create_app(ctx: WebContext) -> Starlette:
         )
         return HTMLResponse(html)
 
-    headers = security_headers(content_security_policy(style_hash(loader.get_source(templates, "status.html")[0])))
+    styles = [style_hash(loader.get_source(templates, "status.html")[0]), *bill_styles()]
+    headers = security_headers(content_security_policy(" ".join(styles)))
     return Starlette(middleware=[Middleware(SecurityHeaders, headers=headers)],
                      exception_handlers={500: server_error_handler(headers)}, routes=[
         Route("/", page),
@@ -301,4 +307,5 @@ def create_app(ctx: WebContext) -> Starlette:
         *one_off_routes(ctx),
         Route("/api/v1/lines", lines),
         *(report_routes(ctx, ctx.config) if ctx.config else []),
+        *bill_routes(ctx, ctx.config),
     ])

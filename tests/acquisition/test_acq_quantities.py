@@ -49,7 +49,8 @@ retries = 0
 async def test_configured_quantities_are_polled_on_their_periods_and_served_with_units(tmp_path: Path) -> None:
     clock = SystemClock()
     epoch = math.floor(clock.now())
-    sims = [SimulatedMeter(m, unit, SDM630, LoadModel.for_meter(m, epoch)) for m, unit in (("flat-1", 1), ("flat-2", 2))]
+    sims = [SimulatedMeter(m, unit, SDM630, LoadModel.for_meter(m, epoch))
+            for m, unit in (("flat-1", 1), ("flat-2", 2))]
     sim = MeterSimulator(sims, clock, port=free_port())
     await sim.start()
     cfg = parse_config(_config(tmp_path, sim.port, f"""
