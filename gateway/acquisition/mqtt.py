@@ -37,6 +37,7 @@ import aiomqtt
 import structlog
 
 from gateway.acquisition.payloads import parse_payload
+from gateway.brokers import Broker
 from gateway.clock import Clock
 from gateway.config import MqttConfig, MqttMeterConfig
 from gateway.config.ceiling import mqtt_ceiling
@@ -89,14 +90,12 @@ class MqttSource:
     async def run(self) -> None:
         if not self.cfg.meters:
             return
-        password = self.cfg.password_file.read_text().strip() if self.cfg.password_file else None
+        broker = Broker.of(self.cfg)
         delay = RECONNECT_MIN_S
         failures = 0
         while True:
             try:
-                async with aiomqtt.Client(self.cfg.host, self.cfg.port, identifier=self._client_id,
-                                          username=self.cfg.username, password=password,
-                                          clean_session=False, keepalive=KEEPALIVE_S) as client:
+                async with broker.client(self._client_id, clean_session=False, keepalive=KEEPALIVE_S) as client:
                     for topic in dict.fromkeys(m.topic for m in self._meters):
                         await client.subscribe(topic, qos=1)
                     self._status.mqtt_connected = True
