@@ -140,6 +140,25 @@ class UplinkProgress:
 
 
 @dataclass
+class TelemetryStatus:
+    """The MQTT telemetry publisher (gateway.telemetry): what it sent, dropped and failed, for the page and API."""
+
+    broker: str
+    connected: bool = False
+    values_published: int = 0
+    values_dropped: int = 0
+    """Live values pushed out of the full queue while the broker was slow or away (the newest are kept)."""
+    intervals_published: int = 0
+    intervals_behind: int = 0
+    """Closed intervals in the ledger not yet published (they wait there, nothing is lost)."""
+    discovery_published: int = 0
+    failures: int = 0
+    """Connection attempts and publishes that failed."""
+    last_error: str | None = None
+    last_error_t: float | None = None
+
+
+@dataclass
 class GatewayStatus:
     gateway_id: str
     public_key: str
@@ -162,3 +181,5 @@ class GatewayStatus:
     """Active alarms by name (e.g. disk_low), with a sentence for the technician."""
     lines: dict[str, LineStatus] = field(default_factory=dict)
     """Per Modbus line / endpoint, by bus name."""
+    telemetry: TelemetryStatus | None = None
+    """Set while MQTT telemetry is configured."""

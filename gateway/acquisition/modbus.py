@@ -155,7 +155,7 @@ class ModbusBus:
         now = clock.now()
         for order, meter_cfg in enumerate(bus.meters):
             profile = profiles[meter_cfg.id]
-            quantities = _polled(meter_cfg.quantities or wanted, profile)
+            quantities = polled_quantities(meter_cfg.quantities or wanted, profile)
             where = f"{bus.name}#{meter_cfg.unit_id}"
             meter_status = status.meters.setdefault(
                 meter_cfg.id, MeterStatus(meter_cfg.id, "modbus", where, profile.id))
@@ -597,7 +597,7 @@ def _fail(future: asyncio.Future[list[int]], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-def _polled(names: Iterable[str], profile: Profile) -> dict[str, Quantity]:
+def polled_quantities(names: Iterable[str], profile: Profile) -> dict[str, Quantity]:
     """The profile quantities a meter polls: those asked for that its profile maps, the import register
     always (check-config refuses names the profile lacks; a profile without the register reads nothing)."""
     wanted = dict.fromkeys((ENERGY_IMPORT, *names))

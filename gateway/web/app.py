@@ -207,6 +207,17 @@ class _StatusCollector(Collector):
         for reason, n in s.payloads_rejected.items():
             payloads.add_metric([reason], n)
         yield payloads
+        if (t := s.telemetry) is not None:
+            sent = CounterMetricFamily("gateway_telemetry_published", "telemetry messages published", labels=["kind"])
+            sent.add_metric(["value"], t.values_published)
+            sent.add_metric(["interval"], t.intervals_published)
+            yield sent
+            yield CounterMetricFamily("gateway_telemetry_values_dropped", "live values dropped (queue full)",
+                                      value=t.values_dropped)
+            yield CounterMetricFamily("gateway_telemetry_failures", "telemetry connections and publishes that failed",
+                                      value=t.failures)
+            yield GaugeMetricFamily("gateway_telemetry_intervals_behind", "closed intervals not yet published",
+                                    value=t.intervals_behind)
 
 
 def create_app(ctx: WebContext) -> Starlette:
@@ -243,8 +254,9 @@ def create_app(ctx: WebContext) -> Starlette:
     async def sync(request: Request) -> Response:
         if not authorised(request):
             return denied(request)
+        telemetry = asdict(ctx.status.telemetry) if ctx.status.telemetry else None
         return JSONResponse({"uplinks": await sync_view(ctx), "credits_total": await ctx.ledger.credit_count(),
-                             "alarms": dict(ctx.status.alarms)})
+                             "alarms": dict(ctx.status.alarms), "telemetry": telemetry})
 
     async def credits(request: Request) -> Response:
         """Pull mode: the outbox in order, from a cursor the caller keeps."""

@@ -1,0 +1,105 @@
+"""Telemetry as plain data: discovery configs, payloads, what each meter publishes, the drop-oldest queue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gateway.config import parse_config
+from gateway.profiles import builtin_profile
+from gateway.status import LiveValue, MeterStatus
+from gateway.telemetry.model import (
+    MeterTelemetry,
+    Topics,
+    describe,
+    discovery_config,
+    interval_message,
+    label,
+    value_payload,
+)
+from gateway.telemetry.queue import LiveQueue
+
+
+def test_each_meter_publishes_what_it_gives(tmp_path: Path) -> None:
+    cfg = parse_config(f"""
+gateway_id = "gw"
+data_dir = "{tmp_path}"
+[[buses]]
+name = "b"
+host = "127.0.0.1"
+  [[buses.meters]]
+  id = "abb"
+  unit_id = 1
+  profile = "abb-b23"
+  quantities = ["frequency", "power_factor"]
+  [[buses.meters]]
+  id = "default"
+  unit_id = 2
+  profile = "eastron-sdm630"
+[mqtt]
+  [[mqtt.meters]]
+  id = "plug"
+  topic = "tele/plug/SENSOR"
+  format = "tasmota"
+  [[mqtt.meters]]
+  id = "shelly"
+  topic = "shelly/em"
+  value_path = "total"
+  [[mqtt.meters]]
+  id = "shelly-p"
+  topic = "shelly/em2"
+  value_path = "total"
+  power_path = "power"
+""", base_dir=tmp_path)
+    meters = {m.meter: m for m in describe(cfg, {"abb": builtin_profile("abb-b23"),
+                                                  "default": builtin_profile("eastron-sdm630")})}
+    assert meters["abb"].units == {"energy_import": "Wh", "frequency": "Hz", "power_factor": ""}
+    assert (meters["abb"].manufacturer, meters["abb"].model) == ("ABB", "B23")
+    assert meters["default"].units == {"energy_import": "Wh", "power_total": "W", "voltage_l1": "V"}
+    assert meters["plug"].units == {"energy_import": "Wh", "power_total": "W"}
+    assert meters["shelly"].units == {"energy_import": "Wh"}
+    assert meters["shelly-p"].units == {"energy_import": "Wh", "power_total": "W"}
+
+
+def test_discovery_fields_by_quantity() -> None:
+    topics = Topics("site/gw.1", "homeassistant", "gw.1")
+    meter = MeterTelemetry("m.1", {}, None, None, None)
+    pf = discovery_config(topics, meter, "power_factor", "")
+    assert pf["device_class"] == "power_factor"
+    assert "unit_of_measurement" not in pf
+    assert pf["device"] == {"identifiers": ["meter-gateway_gw_1_m_1"], "name": "Meter m.1"}
+    varh = discovery_config(topics, meter, "reactive_energy_import", "varh")
+    assert "device_class" not in varh
+    assert (varh["state_class"], varh["unit_of_measurement"]) == ("total_increasing", "varh")
+    assert topics.discovery("m.1", "voltage_l2") == "homeassistant/sensor/gw_1/m_1_voltage_l2/config"
+    assert label("voltage_l2") == "Voltage L2"
+    assert label("energy_export") == "Energy export"
+    assert json.dumps(pf)  # plain JSON
+
+
+def test_payloads() -> None:
+    assert value_payload(5_123_456.0) == b"5123456"
+    assert value_payload(230.70000000000002) == b"230.7"
+    assert value_payload(0.4347826) == b"0.4348"
+    wire = json.dumps({"credit": {"meter": "m", "seq": 7, "kind": "correction", "start": 1_767_225_600,
+                                  "end": 1_767_226_500, "wh": -3, "quality": "A", "corrects": 5,
+                                  "register_end_wh": 1200}, "hash": "ab" * 32, "signature": "x"})
+    message = interval_message(42, wire)
+    body = json.loads(message.payload)
+    assert (message.credit_id, message.meter) == (42, "m")
+    assert body == {"meter": "m", "seq": 7, "kind": "correction", "start": "2026-01-01T00:00:00Z",
+                    "end": "2026-01-01T00:15:00Z", "start_ts": 1_767_225_600, "end_ts": 1_767_226_500, "wh": -3,
+                    "quality": "A", "corrects": 5, "register_end_wh": 1200, "hash": "ab" * 32}
+
+
+def test_the_queue_keeps_the_newest_and_counts_what_it_drops() -> None:
+    queue = LiveQueue(10)
+    status = MeterStatus("m", "modbus", "b#1")
+    status.value_sink = queue.offer
+    for i in range(25):
+        status.set_value("power_total", float(i), "W", float(i))
+    assert status.values["power_total"] == LiveValue(24.0, "W", 24.0)
+    assert queue.dropped == 15
+    taken = queue.take(100)
+    assert [item.value.value for item in taken] == [float(i) for i in range(15, 25)]
+    assert not queue.ready.is_set()
