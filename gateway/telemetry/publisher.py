@@ -150,6 +150,10 @@ class TelemetryPublisher:
 
     def _failed(self, exc: BaseException, streak: int, retry_in: float) -> None:
         error = str(exc) or type(exc).__name__
+        if self.broker.tls is not None and not self.state.connected and "timed out" in error.lower():
+            # TLS 1.3: a broker that refuses the client certificate says so after the handshake, and paho only logs it.
+            error += (" (over TLS this is often the broker refusing this box's client certificate: check cert_file "
+                      "and key_file, and that the broker trusts the CA that signed it)")
         self.state.failures += 1
         self.state.last_error = error
         self.state.last_error_t = self.clock.now()

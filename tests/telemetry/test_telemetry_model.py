@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from gateway.config import parse_config
@@ -103,3 +105,13 @@ def test_the_queue_keeps_the_newest_and_counts_what_it_drops() -> None:
     taken = queue.take(100)
     assert [item.value.value for item in taken] == [float(i) for i in range(15, 25)]
     assert not queue.ready.is_set()
+
+
+def test_telemetry_and_mqtt_libraries_load_only_when_used() -> None:
+    """A box without [telemetry] never imports it; the broker settings module pulls in neither aiomqtt nor ssl
+    (the budget watcher imports it on every box, and another branch keeps aiomqtt out of RTU-only boxes)."""
+    probe = ("import sys, gateway.brokers; loaded = [m for m in ('aiomqtt', 'paho', 'ssl') if m in sys.modules]; "
+             "import gateway.daemon; loaded += [m for m in sys.modules if m.startswith('gateway.telemetry')]; "
+             "print(','.join(loaded))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == ""
