@@ -155,6 +155,8 @@ class TelemetryPublisher:
             error += (" (over TLS this is often the broker refusing this box's client certificate: check cert_file "
                       "and key_file, and that the broker trusts the CA that signed it)")
         self.state.failures += 1
+        if self._cursor is not None:  # while away, what waits is only counted here (at every attempt)
+            self.state.intervals_behind = max(0, self.ledger.max_credit_id - self._cursor)
         self.state.last_error = error
         self.state.last_error_t = self.clock.now()
         self.status.alarms[ALARM] = (
