@@ -6,10 +6,16 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
+import pytest
+
+from gateway.clock import ManualClock
 from gateway.config import parse_config
+from gateway.errors import ConfigError
+from gateway.ledger.store import Ledger
 from gateway.profiles import builtin_profile
-from gateway.status import LiveValue, MeterStatus
+from gateway.status import GatewayStatus, LiveValue, MeterStatus
 from gateway.telemetry.model import (
     MeterTelemetry,
     Topics,
@@ -19,6 +25,7 @@ from gateway.telemetry.model import (
     label,
     value_payload,
 )
+from gateway.telemetry.publisher import TelemetryPublisher
 from gateway.telemetry.queue import LiveQueue
 
 
@@ -115,3 +122,33 @@ def test_telemetry_and_mqtt_libraries_load_only_when_used() -> None:
              "print(','.join(loaded))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == ""
+
+
+def test_topic_prefix_qos_and_retain_come_from_the_config(tmp_path: Path) -> None:
+    text = f"""
+gateway_id = "gw"
+data_dir = "{tmp_path}"
+[[buses]]
+name = "b"
+host = "127.0.0.1"
+  [[buses.meters]]
+  id = "m"
+  unit_id = 1
+  profile = "eastron-sdm630"
+[telemetry]
+topic_prefix = "site/{{gateway_id}}/meters"
+qos = 2
+retain = false
+discovery_prefix = "ha"
+"""
+    cfg = parse_config(text)
+    status = GatewayStatus("gw", "G", 0.0)
+    publisher = TelemetryPublisher.configured(cfg, {"m": builtin_profile("eastron-sdm630")}, status,
+                                              cast(Ledger, None), ManualClock())
+    assert publisher._value_message("m", "power_total", LiveValue(5.0, "W", 0.0)) == (
+        "site/gw/meters/m/power_total", b"5", 2, False)
+    assert publisher.topics.status == "site/gw/meters/status"
+    assert publisher.topics.discovery("m", "power_total") == "ha/sensor/gw/m_power_total/config"
+    assert status.telemetry is publisher.state
+    with pytest.raises(ConfigError, match="plain topic"):
+        parse_config(text.replace("site/{gateway_id}/meters", "site/#"))
