@@ -21,10 +21,11 @@ import httpx
 import pytest
 
 from gateway import identity
+from gateway.billing import BillingPeriod
 from gateway.clock import ManualClock
 from gateway.config import load_config
 from gateway.ledger.store import DB_FILE, Ledger
-from gateway.reports.bills import intervals_digest
+from gateway.reports.bills import intervals_digest, issue_bill
 from gateway.reports.source import ReadOnlyLedger
 from gateway.status import GatewayStatus
 from gateway.web.app import WebContext, create_app
@@ -316,3 +317,22 @@ async def test_printable_bill_and_bill_api(box: Box, daemon: Daemon) -> None:
     assert (one["replaces"], one["total_minor"], one["verification"]["ok"]) == ("BILL-202512-house-0001", 11506,
                                                                                  True)
     assert (missing.status_code, junk.status_code, unknown_meter.status_code, bad.status_code) == (404, 404, 404, 400)
+
+
+async def test_bills_issued_at_once_from_several_connections_get_unique_gap_free_numbers(box: Box) -> None:
+    """Three writers on one ledger file (the daemon and two CLI runs, say) issuing two bills each at the same
+    time: one chain of six numbers, each bill replacing the one before, none shared, none skipped."""
+    cfg = load_config(box.config)
+    keypair = identity.load(identity.key_path(box.data_dir))
+    period = BillingPeriod(DEC_1.date(), JAN_1.date(), cfg.site_timezone)
+    ledgers = [await Ledger.open(box.data_dir, gateway_id=cfg.gateway_id, keypair=keypair) for _ in range(3)]
+    try:
+        issued = await asyncio.gather(*(issue_bill(ledger, cfg, "house", period, keypair=keypair, now=DAEMON_NOW)
+                                        for ledger in ledgers for _ in range(2)))
+    finally:
+        for ledger in ledgers:
+            await ledger.close()
+    numbers = sorted(bill.number for bill in issued)
+    assert numbers == [f"BILL-202512-house-{n:04d}" for n in range(1, 7)]
+    chain = box.rows("SELECT number, replaces FROM bills WHERE meter='house' ORDER BY seq")
+    assert chain == [(numbers[0], None), *((numbers[k], numbers[k - 1]) for k in range(1, 6))]
