@@ -187,19 +187,18 @@ class TelemetryPublisher:
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         self.queue.clear()  # superseded: the newest value of every quantity goes out below
-        messages = [(self.topics.status, ONLINE.encode(), 1, True)]
+        discovery: list[Message] = []
         if self.cfg.discovery:
-            messages += [(topic, payload, 1, True) for topic, payload in discovery_messages(self.topics,
+            discovery = [(topic, payload, 1, True) for topic, payload in discovery_messages(self.topics,
                                                                                              self.meters.values())]
         self._availability.clear()
-        messages += self._availability_changes()
-        for meter in self.meters.values():
-            meter_status = self.status.meters.get(meter.meter)
-            for quantity, value in (meter_status.values.items() if meter_status else ()):
-                if quantity in meter.units:
-                    messages.append(self._value_message(meter.meter, quantity, value))
-        await self._publish_all(client, messages)
-        self.state.discovery_published += sum(1 for t, *_ in messages if t.startswith(self.cfg.discovery_prefix + "/"))
+        values = [self._value_message(meter.meter, quantity, value)
+                  for meter in self.meters.values() if (meter_status := self.status.meters.get(meter.meter))
+                  for quantity, value in meter_status.values.items() if quantity in meter.units]
+        await self._publish_all(client, [(self.topics.status, ONLINE.encode(), 1, True), *discovery,
+                                         *self._availability_changes(), *values])
+        self.state.discovery_published += len(discovery)
+        self.state.values_published += len(values)
 
     def _value_message(self, meter: str, quantity: str, value: LiveValue) -> Message:
         return self.topics.value(meter, quantity), value_payload(value.value), self.cfg.qos, self.cfg.retain
