@@ -192,6 +192,13 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
         mqtt = None
         if cfg.mqtt:
             mqtt = MqttSource(cfg.mqtt, clock, writer.submit, status, client_id=f"meter-gateway-{cfg.gateway_id}")
+        telemetry = None
+        if cfg.telemetry is not None and cfg.telemetry.enabled:
+            from gateway.telemetry.publisher import TelemetryPublisher  # loaded only when configured
+
+            # After the sources: it attaches to the live values of the meters they registered.
+            telemetry = TelemetryPublisher.configured(cfg, profiles, status, ledger, clock,
+                                                      wakeup=lambda: writer.credits_committed)
         uplink = None
         if cfg.uplinks.billing_api:
             uplink = BillingApiUplink(cfg.uplinks.billing_api, ledger, clock, gateway_id=cfg.gateway_id,
@@ -201,7 +208,8 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
         server = sock = None
         if cfg.web.enabled:
             ctx = WebContext(status, ledger, clock, web_token, (BILLING_API,) if uplink else (),
-                             buses={b.cfg.name: b for b in buses}, config=cfg, profiles_dir=cfg.web.profiles_dir)
+                             buses={b.cfg.name: b for b in buses}, config=cfg, profiles_dir=cfg.web.profiles_dir,
+                             keypair=keypair)
             sock = _bind(cfg.web.listen, cfg.web.port)
             server = make_server(create_app(ctx), cfg.web.listen, cfg.web.port)
 
@@ -213,6 +221,8 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
                 workers.append(tg.create_task(_supervise("mqtt", mqtt.run), name="mqtt"))
             if uplink:
                 workers.append(tg.create_task(_supervise(BILLING_API, uplink.run), name=BILLING_API))
+            if telemetry:
+                workers.append(tg.create_task(_supervise("telemetry", telemetry.run), name="telemetry"))
             workers.append(tg.create_task(_watchdog(), name="watchdog"))
             workers.append(tg.create_task(
                 _supervise("maintenance", lambda: maintain(ledger, clock, cfg.data_dir, cfg.ledger, status,

@@ -8,6 +8,7 @@ is the durable record.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -23,6 +24,20 @@ class MeterHealth(StrEnum):
 
 OFFLINE_AFTER = 3
 """Consecutive failed reads before a meter is shown offline (and backed off)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveValue:
+    """The latest value of one polled quantity, in the unit its profile scales it to (SI: W, V, A, Hz, Wh)."""
+
+    value: float
+    unit: str
+    t: float
+    """Wall time (Unix seconds) of the read it came from."""
+
+
+ValueSink = Callable[[str, str, LiveValue], None]
+"""Told of every new live value: (meter, quantity, value). Must not block: it runs inside a poll."""
 
 
 @dataclass
@@ -44,6 +59,17 @@ class MeterStatus:
     clock_wrong: str | None = None
     """Set while the meter's own timestamps are refused as impossible (e.g. a meter booted without NTP
     stamps 1970): what its clock reads and why that cannot be. Cleared by its next plausible timestamp."""
+    values: dict[str, LiveValue] = field(default_factory=dict)
+    """The latest value of every quantity polled from this meter (Modbus: each poll; MQTT: the energy, and
+    the power when the payload carries it). An energy register is only shown once its reading was accepted."""
+    value_sink: ValueSink | None = field(default=None, repr=False, compare=False)
+    """Set by the telemetry publisher: told of each new value (see :mod:`gateway.telemetry`)."""
+
+    def set_value(self, name: str, value: float, unit: str, t: float) -> None:
+        live = LiveValue(value, unit, t)
+        self.values[name] = live
+        if self.value_sink is not None:
+            self.value_sink(self.meter, name, live)
 
     def read_ok(self, t: float) -> None:
         self.health = MeterHealth.ONLINE
@@ -114,6 +140,25 @@ class UplinkProgress:
 
 
 @dataclass
+class TelemetryStatus:
+    """The MQTT telemetry publisher (gateway.telemetry): what it sent, dropped and failed, for the page and API."""
+
+    broker: str
+    connected: bool = False
+    values_published: int = 0
+    values_dropped: int = 0
+    """Live values pushed out of the full queue while the broker was slow or away (the newest are kept)."""
+    intervals_published: int = 0
+    intervals_behind: int = 0
+    """Closed intervals in the ledger not yet published (they wait there, nothing is lost)."""
+    discovery_published: int = 0
+    failures: int = 0
+    """Connection attempts and publishes that failed."""
+    last_error: str | None = None
+    last_error_t: float | None = None
+
+
+@dataclass
 class GatewayStatus:
     gateway_id: str
     public_key: str
@@ -136,3 +181,5 @@ class GatewayStatus:
     """Active alarms by name (e.g. disk_low), with a sentence for the technician."""
     lines: dict[str, LineStatus] = field(default_factory=dict)
     """Per Modbus line / endpoint, by bus name."""
+    telemetry: TelemetryStatus | None = None
+    """Set while MQTT telemetry is configured."""

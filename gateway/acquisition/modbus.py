@@ -88,8 +88,10 @@ RATE_WINDOW_S = 60.0
 """Line rates and utilisation cover this much recent (monotonic) time."""
 
 WANTED = ("energy_import", "power_total", "voltage_l1")
-"""Quantities polled by default: the energy register, plus two for the status page.
-With a separate instantaneous period, energy_* quantities go on the energy grid, the rest on the other."""
+"""Quantities polled for a meter whose config lists none (``quantities``): the energy register, plus two for
+the status page. With a separate instantaneous period, energy_* quantities go on the energy grid, the rest
+on the other."""
+ENERGY_IMPORT = "energy_import"
 
 Submit = Callable[[Reading], Awaitable[None]]
 
@@ -153,7 +155,7 @@ class ModbusBus:
         now = clock.now()
         for order, meter_cfg in enumerate(bus.meters):
             profile = profiles[meter_cfg.id]
-            quantities = {name: profile.quantities[name] for name in wanted if name in profile.quantities}
+            quantities = polled_quantities(meter_cfg.quantities or wanted, profile)
             where = f"{bus.name}#{meter_cfg.unit_id}"
             meter_status = status.meters.setdefault(
                 meter_cfg.id, MeterStatus(meter_cfg.id, "modbus", where, profile.id))
@@ -489,17 +491,20 @@ class ModbusBus:
         """Turn a successful read into status and, for an energy poll, a reading."""
         meter = job.meter
         after = self._clock.now()
+        t = (before + after) / 2
         meter.device_failures = 0
         if "power_total" in values:
             meter.status.last_power_w = values["power_total"]
         if "voltage_l1" in values:
             meter.status.last_voltage_v = values["voltage_l1"]
+        for name, value in values.items():
+            if name != ENERGY_IMPORT:  # the import register is shown once its reading is accepted, below
+                meter.status.set_value(name, value, meter.quantities[name].unit, t)
         if not job.energy:
             return
         if after - before > MAX_STAMP_UNCERTAINTY_S:
             self._reject(meter, "slow_read", f"read took {after - before:.1f} s", raw, log_ctx)
             return
-        t = (before + after) / 2
         energy = values.get("energy_import")
         if energy is None:
             if "energy_import" not in decode_failed:
@@ -515,11 +520,13 @@ class ModbusBus:
             if await self._confirm_new_series(meter, reading, log_ctx):
                 meter.status.read_ok(t)
                 meter.status.last_register_wh = wh
+                meter.status.set_value(ENERGY_IMPORT, float(wh), "Wh", t)
             return
         meter.new_series.clear()
         meter.last = reading
         meter.status.read_ok(t)
         meter.status.last_register_wh = wh
+        meter.status.set_value(ENERGY_IMPORT, float(wh), "Wh", t)
         await self._submit(reading)
 
     async def _confirm_new_series(self, meter: _Meter, reading: Reading, log_ctx: dict[str, object]) -> bool:
@@ -588,6 +595,13 @@ async def _first_of(*waits: Awaitable[object]) -> None:
 def _fail(future: asyncio.Future[list[int]], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
+
+
+def polled_quantities(names: Iterable[str], profile: Profile) -> dict[str, Quantity]:
+    """The profile quantities a meter polls: those asked for that its profile maps, the import register
+    always (check-config refuses names the profile lacks; a profile without the register reads nothing)."""
+    wanted = dict.fromkeys((ENERGY_IMPORT, *names))
+    return {name: profile.quantities[name] for name in wanted if name in profile.quantities}
 
 
 def _next_slot(now: float, period: float) -> float:

@@ -36,7 +36,8 @@ from collections.abc import Awaitable, Callable, Mapping
 import aiomqtt
 import structlog
 
-from gateway.acquisition.payloads import parse_energy
+from gateway.acquisition.payloads import parse_payload
+from gateway.brokers import Broker
 from gateway.clock import Clock
 from gateway.config import MqttConfig, MqttMeterConfig
 from gateway.config.ceiling import mqtt_ceiling
@@ -57,6 +58,10 @@ QUARANTINE_BYTES = 1024
 RECENT_MESSAGES = 100
 """Messages per meter remembered to recognise redeliveries: more than a broker keeps in flight
 (mosquitto: 20 by default)."""
+
+ENERGY_IMPORT = "energy_import"
+POWER_TOTAL = "power_total"
+"""The live values an MQTT meter gives, named as profile quantities are (the register; power when sent)."""
 
 Submit = Callable[[Reading], Awaitable[None]]
 
@@ -85,14 +90,12 @@ class MqttSource:
     async def run(self) -> None:
         if not self.cfg.meters:
             return
-        password = self.cfg.password_file.read_text().strip() if self.cfg.password_file else None
+        broker = Broker.of(self.cfg)
         delay = RECONNECT_MIN_S
         failures = 0
         while True:
             try:
-                async with aiomqtt.Client(self.cfg.host, self.cfg.port, identifier=self._client_id,
-                                          username=self.cfg.username, password=password,
-                                          clean_session=False, keepalive=KEEPALIVE_S) as client:
+                async with broker.client(self._client_id, clean_session=False, keepalive=KEEPALIVE_S) as client:
                     for topic in dict.fromkeys(m.topic for m in self._meters):
                         await client.subscribe(topic, qos=1)
                     self._status.mqtt_connected = True
@@ -134,10 +137,11 @@ class MqttSource:
             self._quarantine(topic, "unknown_topic", raw)
             return
         try:
-            wh, stamp = parse_energy(meter, raw, max_bytes=self.cfg.max_payload_bytes)
+            parsed = parse_payload(meter, raw, max_bytes=self.cfg.max_payload_bytes)
         except PayloadError as exc:
             self._quarantine(topic, exc.reason, raw, meter.id, str(exc))
             return
+        wh, stamp = parsed.wh, parsed.stamp
         t = stamp if stamp is not None else self._clock.now()
         recent = self._recent[meter.id]
         if stamp is not None and (t, wh) in recent:
@@ -149,8 +153,13 @@ class MqttSource:
         status = self._status.meters[meter.id]
         # When the gateway heard from it, not what its clock says: a meter clock in the year 5138 must
         # not become the page's "last reading" (the writer judges the stamp, see the module docstring).
-        status.read_ok(self._clock.now())
+        heard = self._clock.now()
+        status.read_ok(heard)
         status.last_register_wh = wh
+        status.set_value(ENERGY_IMPORT, float(wh), "Wh", heard)
+        if parsed.power_w is not None:
+            status.last_power_w = parsed.power_w
+            status.set_value(POWER_TOTAL, parsed.power_w, "W", heard)
         await self._submit(Reading(meter.id, round(t * 1000), wh, "mqtt", meter_clock=stamp is not None,
                                    max_power_w=self._ceilings[meter.id]))
 

@@ -15,12 +15,17 @@ Formats:
 * ``tasmota-sml``: Tasmota's SML script output for electronic meters read
   through an optical head: ``{"Time": ..., "<name>": {"<field>": 123.4}}``.
   The names come from the user's script, so ``value_path`` is required.
+
+Power (a live value, not billing data) comes from ``power_path`` in W, for Tasmota ``ENERGY.Power`` unless
+set otherwise. A payload without it, or with something unusable there, still gives its energy: power is
+then simply not shown.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,6 +38,7 @@ MAX_REGISTER_WH = 2**53
 _TO_WH = {"Wh": 1.0, "kWh": 1000.0, "MWh": 1_000_000.0}
 TASMOTA_VALUE_PATH = "ENERGY.Total"
 TASMOTA_TIME_PATH = "Time"
+TASMOTA_POWER_PATH = "ENERGY.Power"
 MAX_JSON_DEPTH = 32
 """Deeper documents are refused before parsing: no meter nests that deep, and it bounds the parser's work."""
 
@@ -95,8 +101,34 @@ def _depth_ok(text: str) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    wh: int
+    """The register in whole Wh."""
+    stamp: float | None
+    """The meter's own timestamp, if the payload has one."""
+    power_w: float | None = None
+    """Instantaneous power, if the payload carries it where ``power_path`` says."""
+
+
 def parse_energy(meter: MqttMeterConfig, payload: bytes, *, max_bytes: int) -> tuple[int, float | None]:
     """Return (register in whole Wh, meter's own timestamp if the payload has one)."""
+    parsed = parse_payload(meter, payload, max_bytes=max_bytes)
+    return parsed.wh, parsed.stamp
+
+
+def _power(meter: MqttMeterConfig, doc: Any) -> float | None:
+    path = meter.power_path or (TASMOTA_POWER_PATH if meter.format == "tasmota" else None)
+    if path is None:
+        return None
+    try:
+        return _number(_dig(doc, path), path)
+    except PayloadError:
+        return None
+
+
+def parse_payload(meter: MqttMeterConfig, payload: bytes, *, max_bytes: int) -> Parsed:
+    """The register, the meter's timestamp and the power of one payload; PayloadError if it has no usable energy."""
     if len(payload) > max_bytes:
         raise PayloadError(f"payload of {len(payload)} bytes exceeds the {max_bytes}-byte limit", "oversized")
     try:
@@ -104,6 +136,7 @@ def parse_energy(meter: MqttMeterConfig, payload: bytes, *, max_bytes: int) -> t
     except UnicodeDecodeError:
         raise PayloadError("payload is not UTF-8 text", "malformed") from None
     stamp: float | None = None
+    power: float | None = None
     if meter.format == "number":
         value = _number(text.strip(), "payload")
     else:
@@ -121,9 +154,10 @@ def parse_energy(meter: MqttMeterConfig, payload: bytes, *, max_bytes: int) -> t
         value = _number(_dig(doc, value_path), value_path)
         if time_path:
             stamp = _timestamp(_dig(doc, time_path), time_path, meter.time_zone)
+        power = _power(meter, doc)
     if value < 0:
         raise PayloadError(f"energy {value} is negative", "negative")
     wh = value * _TO_WH[meter.unit]
     if wh > MAX_REGISTER_WH:
         raise PayloadError(f"energy {value} {meter.unit} is beyond any real register", "out_of_range")
-    return round(wh), stamp
+    return Parsed(round(wh), stamp, power)

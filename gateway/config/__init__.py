@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,7 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
                         found.append(((*where, "profile"), f"profile {profile!r} has no energy_import quantity, "
                                       "so this meter would never be read",
                                       "map the meter's cumulative import energy register as energy_import"))
+                    found.extend(_quantity_problems(where, meter.get("quantities"), profile, resolved.quantities))
             unit = meter.get("unit_id")
             if isinstance(unit, int) and units[unit] > 1:
                 found.append(((*where, "unit_id"),
@@ -177,6 +179,19 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
                           "every meter needs its own id"))
     found.extend(_billing_problems(raw, [where for where, _ in where_ids]))
     return found
+
+
+def _quantity_problems(where: KeyPath, wanted: Any, profile: str,
+                       known: Mapping[str, object]) -> list[tuple[KeyPath, str, str]]:
+    """Quantities a meter asks for that its profile does not map: each would never be polled."""
+    if not isinstance(wanted, list):
+        return []
+    unknown = [name for name in wanted if isinstance(name, str) and name not in known]
+    if not unknown:
+        return []
+    names = ", ".join(repr(name) for name in unknown)
+    return [((*where, "quantities"), f"profile {profile!r} has no quantity {names}; it has: {', '.join(sorted(known))}",
+             "choose from the profile's list ('meter-gateway read ... --profile P' prints each with its value)")]
 
 
 def _topic_covers(pattern: str, topic: str) -> bool:
@@ -271,9 +286,20 @@ def _relative_to(cfg: GatewayConfig, base: Path) -> GatewayConfig:
     if api is not None and api.token_file is not None:
         api = api.model_copy(update={"token_file": absolute(api.token_file)})
         cfg = cfg.model_copy(update={"uplinks": cfg.uplinks.model_copy(update={"billing_api": api})})
-    if cfg.mqtt is not None and cfg.mqtt.password_file is not None:
-        cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
-            update={"password_file": absolute(cfg.mqtt.password_file)})})
+    def broker_files(section: Any) -> Any:
+        update: dict[str, Any] = {}
+        if section.password_file is not None:
+            update["password_file"] = absolute(section.password_file)
+        if section.tls is not None:
+            update["tls"] = section.tls.model_copy(update={
+                name: absolute(getattr(section.tls, name)) for name in ("ca_file", "cert_file", "key_file")
+                if getattr(section.tls, name) is not None})
+        return section.model_copy(update=update)
+
+    if cfg.mqtt is not None:
+        cfg = cfg.model_copy(update={"mqtt": broker_files(cfg.mqtt)})
+    if cfg.telemetry is not None:
+        cfg = cfg.model_copy(update={"telemetry": broker_files(cfg.telemetry)})
     if cfg.web.profiles_dir is not None:
         cfg = cfg.model_copy(update={"web": cfg.web.model_copy(
             update={"profiles_dir": absolute(cfg.web.profiles_dir)})})
@@ -295,9 +321,18 @@ def host_problems(path: str | Path, cfg: GatewayConfig) -> list[ConfigProblem]:
         secrets.append((("uplinks", "billing_api", "token_file"), cfg.uplinks.billing_api.token_file,
                         "write the billing API's bearer token there (one line), owned by the service user, "
                         "mode 0600"))
-    if cfg.mqtt is not None and cfg.mqtt.password_file is not None:
-        secrets.append((("mqtt", "password_file"), cfg.mqtt.password_file,
-                        "write the broker password there (one line), owned by the service user, mode 0600"))
+    for name, section in (("mqtt", cfg.mqtt), ("telemetry", cfg.telemetry)):
+        if section is None:
+            continue
+        if section.password_file is not None:
+            secrets.append(((name, "password_file"), section.password_file,
+                            "write the broker password there (one line), owned by the service user, mode 0600"))
+        for key, hint in (("ca_file", "the PEM file of the CA that signed the broker's certificate"),
+                          ("cert_file", "this box's client certificate (PEM)"),
+                          ("key_file", "the client certificate's key (PEM), owned by the service user, mode 0600")):
+            file = getattr(section.tls, key) if section.tls is not None else None
+            if file is not None:
+                secrets.append(((name, "tls", key), file, f"put {hint} there"))
     for loc, file, hint in secrets:
         if not os.access(file, os.R_OK) or not file.is_file():
             why = "does not exist" if not file.exists() else "is not a readable file for this user"

@@ -25,6 +25,11 @@ MeterId = Annotated[
     ),
 ]
 
+QuantityName = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9_]*$", description="a quantity of the meter's profile, e.g. power_total"),
+]
+ENERGY_IMPORT = "energy_import"
+
 TariffName = Annotated[
     str,
     Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
@@ -61,6 +66,11 @@ class ModbusMeterConfig(_Model):
         default=None, gt=0, le=900,
         description="period for instantaneous values (power, voltage); default: read them with the energy",
     )
+    quantities: tuple[QuantityName, ...] | None = Field(
+        default=None, min_length=1,
+        description="profile quantities to poll (energy_* every poll_s, the rest every poll_instant_s); "
+        "energy_import is always polled, listed or not. Default: energy_import, power_total, voltage_l1",
+    )
     max_power_w: float | None = Field(
         default=None, gt=0,
         description="the most this meter can measure (e.g. for CT-connected meters: CT rating x voltage x "
@@ -73,6 +83,17 @@ class ModbusMeterConfig(_Model):
     )
     tariff: TariffName | None = Field(default=None, description="name of a [tariffs] table; default billing.tariff")
     budget: Budget | None = None
+
+    @field_validator("quantities")
+    @classmethod
+    def _energy_always(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return value
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"quantities {', '.join(repeated)} listed more than once")
+        # The bill rests on the import register: it is polled whatever the list says.
+        return value if ENERGY_IMPORT in value else (ENERGY_IMPORT, *value)
 
     @field_validator("poll_s", "poll_instant_s")
     @classmethod
@@ -132,6 +153,11 @@ class MqttMeterConfig(_Model):
         default=None, description="dotted path to a timestamp (Unix seconds or ISO 8601), optional"
     )
     unit: Literal["Wh", "kWh", "MWh"] = "kWh"
+    power_path: str | None = Field(
+        default=None, min_length=1,
+        description="dotted path to the instantaneous power in W, shown as a live value; default for "
+        "format 'tasmota': ENERGY.Power",
+    )
     nmi: str | None = None
     time_zone: str = Field(
         default="UTC", description="zone of ISO timestamps without an offset (Tasmota sends local time)"
@@ -161,14 +187,71 @@ class MqttMeterConfig(_Model):
         return self
 
 
+class TlsConfig(_Model):
+    """MQTT over TLS: the broker's certificate is checked against ``ca_file`` (default: the system's CAs),
+    and ``cert_file`` + ``key_file`` identify this box to a broker that asks for a client certificate."""
+
+    ca_file: Path | None = Field(default=None, description="PEM file of the CA(s) that signed the broker's certificate")
+    cert_file: Path | None = Field(default=None, description="this box's client certificate (PEM)")
+    key_file: Path | None = Field(default=None, description="the client certificate's private key (PEM, mode 0600)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both cert_file and key_file")
+        return self
+
+
 class MqttConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     client_id: str | None = None
     username: str | None = None
     password_file: Path | None = None
+    tls: TlsConfig | None = Field(default=None, description="connect over TLS ([mqtt.tls]; port 8883 is usual)")
     max_payload_bytes: int = Field(default=4096, ge=64, le=1_048_576)
     meters: tuple[MqttMeterConfig, ...] = ()
+
+
+def _plain_topic(value: str, what: str) -> str:
+    if "+" in value or "#" in value or value.startswith("/") or value.endswith("/") or "//" in value:
+        raise ValueError(f"{what} must be a plain topic: no wildcards (+, #), no empty levels")
+    return value
+
+
+class TelemetryConfig(_Model):
+    """Live values and closed intervals published over MQTT, with Home Assistant discovery (gateway.telemetry).
+
+    The broker is the ``[mqtt]`` one, with its credentials and TLS, unless a connection setting (host, port,
+    username, password_file, tls) is given here: then the connection is made with these alone.
+    """
+
+    enabled: bool = True
+    host: str | None = Field(default=None, description="broker; default: the [mqtt] broker, else 127.0.0.1")
+    port: int | None = Field(default=None, ge=1, le=65535, description="default: 8883 with tls, else 1883")
+    client_id: str | None = Field(default=None, description="default: meter-gateway-<gateway_id>-telemetry")
+    username: str | None = None
+    password_file: Path | None = None
+    tls: TlsConfig | None = None
+    topic_prefix: str = Field(
+        default="meter-gateway/{gateway_id}", min_length=1,
+        description="topics are <prefix>/<meter>/<quantity>, <prefix>/<meter>/interval, <prefix>/status; "
+        "'{gateway_id}' is replaced",
+    )
+    qos: Literal[0, 1, 2] = Field(default=1, description="QoS of live values; intervals always go with QoS 1 or more")
+    retain: bool = Field(default=True, description="live values retained, so a new subscriber sees the state at once")
+    intervals: bool = Field(default=True, description="publish every closed 15-minute interval (from the ledger)")
+    discovery: bool = Field(default=True, description="publish Home Assistant MQTT discovery configs (retained)")
+    discovery_prefix: str = Field(default="homeassistant", min_length=1)
+    queue_size: int = Field(
+        default=1000, ge=10, le=100_000,
+        description="live values waiting for the broker; beyond this the oldest are dropped (and counted)",
+    )
+
+    @field_validator("topic_prefix", "discovery_prefix")
+    @classmethod
+    def _topics(cls, value: str) -> str:
+        return _plain_topic(value, "a topic prefix")
 
 
 class BillingApiConfig(_Model):
@@ -289,6 +372,7 @@ class GatewayConfig(_Model):
     data_dir: Path = Path("/var/lib/meter-gateway")
     buses: tuple[BusConfig, ...] = ()
     mqtt: MqttConfig | None = None
+    telemetry: TelemetryConfig | None = None
     uplinks: UplinksConfig = UplinksConfig()
     web: WebConfig = WebConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -31,6 +31,7 @@ import aiomqtt
 import structlog
 
 from gateway.billing import BudgetAlert
+from gateway.brokers import Broker
 from gateway.clock import Clock
 from gateway.config import GatewayConfig, MqttConfig
 from gateway.reports.service import meter_projection
@@ -62,16 +63,15 @@ class MqttAlertPublisher:
     def __init__(self, cfg: MqttConfig, client_id: str) -> None:
         self.cfg = cfg
         self.client_id = client_id
+        self.broker = Broker.of(cfg)
 
     @property
     def where(self) -> str:
         return f"{self.cfg.host}:{self.cfg.port}"
 
     async def publish(self, topic: str, payload: bytes) -> None:
-        password = self.cfg.password_file.read_text().strip() if self.cfg.password_file else None
-        async with asyncio.timeout(PUBLISH_TIMEOUT_S), aiomqtt.Client(
-                self.cfg.host, self.cfg.port, identifier=self.client_id, username=self.cfg.username,
-                password=password, clean_session=True, timeout=PUBLISH_TIMEOUT_S) as client:
+        async with asyncio.timeout(PUBLISH_TIMEOUT_S), self.broker.client(
+                self.client_id, clean_session=True, timeout=PUBLISH_TIMEOUT_S) as client:
             await client.publish(topic, payload, qos=1)
 
 

@@ -25,12 +25,15 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.billing import Bill, LineItem, format_minor
+from gateway.billing import Bill, LineItem
 from gateway.billing.money import fraction_to_str
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError
+from gateway.reports import bills_cli
+from gateway.reports.bills_cli import item_line
 from gateway.reports.service import (
     MeterBill,
+    ReportConfigError,
     greenbutton_export,
     local_range,
     meter_bill,
@@ -45,6 +48,9 @@ T = TypeVar("T")
 class ReportOutputError(GatewayError):
     """The report was made but could not be written where asked (exit code 1, not a usage error)."""
 
+_BILL_USAGE = ("meter-gateway bill METER --config FILE --from DATE --to DATE [--issue [--replaces NUMBER]] [--json]\n"
+               "       meter-gateway bill list METER --config FILE [--json]\n"
+               "       meter-gateway bill show NUMBER --config FILE [--json]")
 _TO_HELP = ("last read date, EXCLUSIVE: the first local day not included (December 2025 is "
             "--from 2025-12-01 --to 2026-01-01)")
 _DATES = ("Dates are local days in the site time zone; --from is included, --to is not (December 2025 is "
@@ -69,11 +75,24 @@ def _add_range(p: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bill`` and ``export`` to the ``meter-gateway`` command line."""
     p = subparsers.add_parser(
-        "bill", help="print a meter's bill for a period from its stored intervals",
-        description="Price a meter's stored 15-minute intervals under its configured tariff. " + _DATES)
-    p.add_argument("meter", help="meter id from the config")
-    _add_range(p)
-    p.add_argument("--json", action="store_true", help="print the bill as JSON (amounts in minor units)")
+        "bill", help="a meter's bill for a period (--issue: store it numbered); list and show issued bills",
+        usage=_BILL_USAGE,
+        description="Price a meter's stored 15-minute intervals under its configured tariff; with --issue, store "
+        "it as the meter's next numbered bill (billing an issued period again replaces that bill, nothing is "
+        "overwritten). 'bill list METER' lists a meter's issued bills, 'bill show NUMBER' prints one and "
+        "verifies it. " + _DATES)
+    p.add_argument("meter", metavar="METER", help="meter id from the config, or 'list' / 'show'")
+    p.add_argument("name", nargs="?", metavar="METER|NUMBER", help="after 'list': a meter id; after 'show': a number")
+    p.add_argument("--config", required=True, metavar="FILE",
+                   help="the gateway's TOML config (data_dir, tariffs, NMIs, site_timezone)")
+    p.add_argument("--from", dest="start", type=_local_date, metavar="DATE",
+                   help="first local day included (YYYY-MM-DD, site time zone)")
+    p.add_argument("--to", dest="end", type=_local_date, metavar="DATE", help=_TO_HELP)
+    p.add_argument("--issue", action="store_true",
+                   help="store the bill with the meter's next number (by the daemon while it runs)")
+    p.add_argument("--replaces", metavar="NUMBER",
+                   help="with --issue: the issued bill this one takes the place of, when its period differs")
+    p.add_argument("--json", action="store_true", help="print as JSON (amounts in minor units)")
     p.set_defaults(func=cmd_bill)
 
     export = subparsers.add_parser("export", help="write stored intervals as NEM12 or Green Button")
@@ -94,9 +113,25 @@ async def _with_ledger(cfg: GatewayConfig, work: Callable[[IntervalSource], Awai
         return await work(ledger)
 
 
+class BillUsage(ReportConfigError):
+    """``bill`` was given arguments that do not make one of its forms (exit code 2)."""
+
+
 def cmd_bill(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        if args.meter not in ("list", "show"):
+            raise BillUsage(f"unexpected {args.name!r} after the meter id; usage:\n{_BILL_USAGE}")
+        if args.start or args.end or args.issue or args.replaces:
+            raise BillUsage(f"'bill {args.meter}' takes no --from, --to, --issue or --replaces")
+        return bills_cli.cmd_list(args) if args.meter == "list" else bills_cli.cmd_show(args)
+    if args.start is None or args.end is None:
+        raise BillUsage(f"billing a meter needs --from and --to; usage:\n{_BILL_USAGE}")
+    if args.replaces and not args.issue:
+        raise BillUsage("--replaces only goes with --issue")
     cfg = load_config(args.config)
     period = site_period(cfg, args.start, args.end)
+    if args.issue:
+        return bills_cli.cmd_issue(args, cfg, period)
     result = asyncio.run(_with_ledger(cfg, lambda src: meter_bill(src, cfg, args.meter, period)))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -146,15 +181,7 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def _line(item: LineItem, bill: Bill) -> str:
-    if item.unit == "kWh":
-        what = f"{fraction_to_str(item.quantity)} kWh @ {item.rate}"
-    elif item.unit == "period":
-        what = "" if item.quantity == 1 else f"× {fraction_to_str(item.quantity)} period"
-    elif item.unit == "bill":
-        what = ""
-    else:  # a tax: the rate is a fraction of the subtotal
-        what = f"{item.rate * 100:g} % of {fraction_to_str(item.quantity)}"
-    return f"  {item.label:<28} {what:<30} {format_minor(item.amount_minor, bill.minor_units):>12}"
+    return item_line(item.to_dict(), bill.minor_units)
 
 
 def render_bill(result: MeterBill) -> str:

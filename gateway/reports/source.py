@@ -12,9 +12,10 @@ transactions, so ``meter-gateway bill`` is safe while the daemon runs.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -80,6 +81,13 @@ class ReadOnlyLedger:
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read intervals of {meter} from {self.path}: {exc}") from exc
         return [StoredInterval(str(m), int(a), int(b), int(w), str(q), mt, rs) for m, a, b, w, q, mt, rs in rows]
+
+    async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query (bills and other reports that keep their own SQL)."""
+        try:
+            return [tuple(row) for row in await self._db.execute_fetchall(sql, params)]
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read {self.path}: {exc}") from exc
 
     async def close(self) -> None:
         await self._db.close()

@@ -23,6 +23,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
+from stellar_sdk import Keypair
 
 from gateway.acquisition.modbus import ModbusBus
 from gateway.clock import Clock, SystemClock
@@ -32,6 +33,8 @@ from gateway.ledger.store import Ledger, UplinkSummary
 from gateway.reports.web import report_routes
 from gateway.status import GatewayStatus, MeterHealth, UplinkProgress
 from gateway.web.auth import WebAuth, denied
+from gateway.web.bills import bill_routes
+from gateway.web.bills import style_sources as bill_styles
 from gateway.web.headers import (
     SecurityHeaders,
     content_security_policy,
@@ -61,6 +64,8 @@ class WebContext:
     config: GatewayConfig | None = None
     profiles_dir: Path | None = None
     """Where one-off reads may find profile files (``[web] profiles_dir``, resolved); None: built-ins only."""
+    keypair: Keypair | None = None
+    """The gateway's key, to sign the bills the daemon issues (``POST /api/v1/meters/{id}/bills``)."""
     session_clock: Clock = field(default_factory=SystemClock)
     """Real wall time for browser sessions, whatever ``clock`` the meters run on."""
     auth: WebAuth = field(init=False)
@@ -90,6 +95,8 @@ async def meters_view(ctx: WebContext) -> list[dict[str, Any]]:
             "register_wh": meter.last_register_wh,
             "register_kwh": None if meter.last_register_wh is None else f"{meter.last_register_wh / 1000:.3f}",
             "power_w": None if meter.last_power_w is None else round(meter.last_power_w, 1),
+            "values": {name: {"value": v.value, "unit": v.unit, "t": _iso(v.t)}
+                       for name, v in sorted(meter.values.items())},
             "last_interval": None if interval is None else {
                 "start": _iso(interval[0]), "end": _iso(interval[0] + INTERVAL_S),
                 "wh": interval[1], "quality": interval[2]},
@@ -200,6 +207,17 @@ class _StatusCollector(Collector):
         for reason, n in s.payloads_rejected.items():
             payloads.add_metric([reason], n)
         yield payloads
+        if (t := s.telemetry) is not None:
+            sent = CounterMetricFamily("gateway_telemetry_published", "telemetry messages published", labels=["kind"])
+            sent.add_metric(["value"], t.values_published)
+            sent.add_metric(["interval"], t.intervals_published)
+            yield sent
+            yield CounterMetricFamily("gateway_telemetry_values_dropped", "live values dropped (queue full)",
+                                      value=t.values_dropped)
+            yield CounterMetricFamily("gateway_telemetry_failures", "telemetry connections and publishes that failed",
+                                      value=t.failures)
+            yield GaugeMetricFamily("gateway_telemetry_intervals_behind", "closed intervals not yet published",
+                                    value=t.intervals_behind)
 
 
 def create_app(ctx: WebContext) -> Starlette:
@@ -236,8 +254,9 @@ def create_app(ctx: WebContext) -> Starlette:
     async def sync(request: Request) -> Response:
         if not authorised(request):
             return denied(request)
+        telemetry = asdict(ctx.status.telemetry) if ctx.status.telemetry else None
         return JSONResponse({"uplinks": await sync_view(ctx), "credits_total": await ctx.ledger.credit_count(),
-                             "alarms": dict(ctx.status.alarms)})
+                             "alarms": dict(ctx.status.alarms), "telemetry": telemetry})
 
     async def credits(request: Request) -> Response:
         """Pull mode: the outbox in order, from a cursor the caller keeps."""
@@ -286,7 +305,8 @@ def create_app(ctx: WebContext) -> Starlette:
         )
         return HTMLResponse(html)
 
-    headers = security_headers(content_security_policy(style_hash(loader.get_source(templates, "status.html")[0])))
+    styles = [style_hash(loader.get_source(templates, "status.html")[0]), *bill_styles()]
+    headers = security_headers(content_security_policy(" ".join(styles)))
     return Starlette(middleware=[Middleware(SecurityHeaders, headers=headers)],
                      exception_handlers={500: server_error_handler(headers)}, routes=[
         Route("/", page),
@@ -299,4 +319,5 @@ def create_app(ctx: WebContext) -> Starlette:
         *one_off_routes(ctx),
         Route("/api/v1/lines", lines),
         *(report_routes(ctx, ctx.config) if ctx.config else []),
+        *bill_routes(ctx, ctx.config),
     ])

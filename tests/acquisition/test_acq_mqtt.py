@@ -99,6 +99,11 @@ async def test_every_payload_kind(mosquitto: Broker) -> None:
     assert got["sml"].register_wh == 7500
     assert got["sml"].t_ms == 1_714_557_600_000
     assert all(r.source == "mqtt" for r in gw.readings)
+    # Live values: every meter's register, and the power Tasmota sends beside it.
+    tas = gw.status.meters["tas"].values
+    assert {name: (v.value, v.unit) for name, v in tas.items()} == {"energy_import": (3210, "Wh"),
+                                                                     "power_total": (5, "W")}
+    assert set(gw.status.meters["json"].values) == {"energy_import"}
 
 
 async def test_bad_payloads_are_counted_quarantined_and_harmless(mosquitto: Broker) -> None:
