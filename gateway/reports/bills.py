@@ -8,7 +8,7 @@ customer, so a gap in one customer's bills would prove nothing. The month is for
 alone makes a number unique on the box. Across a fleet a bill is named by gateway and number (the
 document holds both).
 
-**What is stored**, once, never updated or deleted (SQLite triggers refuse both; see migration 0006):
+**What is stored**, once, never updated or deleted (SQLite triggers refuse both; see migration 0003):
 the *document* — canonical JSON of the bill as issued: number, meter and NMI, period, the tariff as used
 (every rate), line items and total, issue time, the bill it replaces, and the intervals it rests on as
 their count by quality plus a SHA-256 digest — and the gateway's ed25519 signature over it. The intervals

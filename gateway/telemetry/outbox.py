@@ -2,7 +2,7 @@
 
 The outbox (``credits``) is append-only with ids that only grow, so "published up to id N" is all the
 state telemetry needs: a broker outage, or a restart of the gateway, resumes at N + 1. The cursor is its
-own table (``telemetry_cursor``, migration 0006), not an uplink's: what telemetry has sent is not billing
+own table (``telemetry_cursor``, migration 0003), not an uplink's: what telemetry has sent is not billing
 and must not stop a late reading from revising a credit that no billing uplink has taken yet.
 """
 
