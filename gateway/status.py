@@ -24,6 +24,20 @@ class MeterHealth(StrEnum):
 OFFLINE_AFTER = 3
 """Consecutive failed reads before a meter is shown offline (and backed off)."""
 
+LINE_HISTORY_BUCKET_S = 60
+LINE_HISTORY_BUCKETS = 6 * 60
+"""A line keeps per-minute transaction and error counts for the last six hours: long enough to see when
+a bus degraded during a shift, small enough (360 buckets per line) to keep in memory."""
+
+
+@dataclass
+class LiveValue:
+    """The latest value of one polled quantity, in the profile's unit, and when it was read."""
+
+    value: float
+    unit: str
+    t: float
+
 
 @dataclass
 class MeterStatus:
@@ -41,6 +55,8 @@ class MeterStatus:
     reads_ok: int = 0
     reads_failed: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    values: dict[str, LiveValue] = field(default_factory=dict)
+    """The latest value of every polled quantity, by quantity name."""
     clock_wrong: str | None = None
     """Set while the meter's own timestamps are refused as impossible (e.g. a meter booted without NTP
     stamps 1970): what its clock reads and why that cannot be. Cleared by its next plausible timestamp."""
@@ -85,6 +101,21 @@ class LineStatus:
     """Unrequested bytes discarded (noise, late answers, a second master)."""
     last_error: str | None = None
     window_s: float = 60.0
+    history: deque[list[int]] = field(default_factory=lambda: deque(maxlen=LINE_HISTORY_BUCKETS))
+    """``[minute start (wall time, s), transactions, errors]`` per minute that saw a transaction, oldest
+    first; minutes without any are absent (the line was idle or stopped)."""
+
+    def record(self, t: float, ok: bool) -> None:
+        """Count one transaction at wall time ``t`` in its minute; O(1), bounded."""
+        minute = int(t // LINE_HISTORY_BUCKET_S) * LINE_HISTORY_BUCKET_S
+        history = self.history
+        # A wall clock stepped back lands in the newest bucket rather than reordering the history.
+        if not history or minute > history[-1][0]:
+            history.append([minute, 0, 0])
+        bucket = history[-1]
+        bucket[1] += 1
+        if not ok:
+            bucket[2] += 1
 
 
 @dataclass

@@ -6,6 +6,7 @@ with a path instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -193,6 +194,22 @@ class WebConfig(_Model):
         description="directory of your own firmware profiles (.toml) that one-off reads from the API may name "
         "(relative to the config file); without it they may use built-in profiles and those of configured meters",
     )
+    metrics_open_to: tuple[str, ...] = Field(
+        default=(),
+        description="networks that may scrape /metrics without signing in, for Prometheus on the local "
+        'network (e.g. ["192.168.0.0/16"]); default: none, /metrics needs the token like the API',
+    )
+
+    @field_validator("metrics_open_to")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=True)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network address: write it like \"192.168.0.0/16\" or "
+                                 "\"fd00::/8\" (the address part with its host bits zero)") from None
+        return value
 
 
 class IntervalsConfig(_Model):
