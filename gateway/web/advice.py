@@ -47,7 +47,7 @@ MODBUS_EXCEPTIONS: dict[int, tuple[str, str]] = {
 
 def _connect(m: re.Match[str]) -> tuple[str, str]:
     where, why = m.group(1), (m.group(2) or "").lower()
-    if "refused" in why:
+    if "refused" in why or "errno 111" in why or "connect call failed" in why:
         return (f"nothing accepts connections at {where}",
                 "Check that the Modbus TCP converter or meter at that address is powered, that host and port in "
                 "the config are right (502 is usual), and that no other program holds its only connection.")
@@ -83,7 +83,7 @@ def _exception(m: re.Match[str]) -> tuple[str, str]:
 
 
 _RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[str, str]]]] = [
-    (re.compile(r"cannot connect to (\S+?)(?::\s*(.*))?$", re.S), _connect),
+    (re.compile(r"cannot connect to (\S+?)(?::\s+(.*))?$", re.S), _connect),
     (re.compile(r"cannot open (\S+?):\s*(.*)$", re.S), _open),
     (re.compile(r"(\S+) is in use"), lambda m: (
         f"another program holds {m.group(1)}",
@@ -91,7 +91,7 @@ _RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str]], tuple[str, str]]]]
     (re.compile(r"unit (\d+) answered exception (\d+)"), _exception),
     (re.compile(r"gateway (\S+) reports no answer from unit (\d+)"), lambda m: (
         f"the converter at {m.group(1)} got no answer from unit {m.group(2)} on its RS-485 side", RS485_CHECKS)),
-    (re.compile(r"no (?:valid )?answer from unit (\d+) on (\S+?)(?::|$)"), lambda m: (
+    (re.compile(r"no (?:valid )?answer from unit (\d+) on (\S+?)(?::\s|$)"), lambda m: (
         f"unit {m.group(1)} does not answer on {m.group(2)}", RS485_CHECKS)),
     (re.compile(r"CRC error in a \d+-byte response from unit (\d+)"), lambda m: (
         f"answers from unit {m.group(1)} arrive damaged (CRC error)",

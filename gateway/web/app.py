@@ -234,6 +234,9 @@ def create_app(ctx: WebContext) -> Starlette:
     def authorised(request: Request) -> bool:
         return ctx.auth.authorised(request)
 
+    async def favicon(_: Request) -> Response:
+        return Response(status_code=204)  # no icon: an answer all the same, not a 404 in every console
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"ok": True, "gateway": ctx.status.gateway_id})
 
@@ -346,6 +349,7 @@ def create_app(ctx: WebContext) -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         *chart_routes(ctx),
         Route("/healthz", healthz),
+        Route("/favicon.ico", favicon),
         Route("/metrics", metrics),
         Route("/api/v1/meters", meters),
         Route("/api/v1/meters/{meter}", meter),

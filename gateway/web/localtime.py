@@ -24,6 +24,8 @@ def ago(seconds: float) -> str:
         return f"{s} s ago"
     if s < 90 * 60:
         return f"{round(s / 60)} min ago"
+    if s < 10 * 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min ago"
     if s < 36 * 3600:
         return f"{round(s / 3600)} h ago"
     return f"{round(s / 86400)} days ago"

@@ -21,7 +21,8 @@ _LABELS = {
     "power_factor": "Power factor", "frequency": "Frequency", "reactive_power_total": "Reactive power, total",
     "apparent_power_total": "Apparent power, total", "current_neutral": "Current, neutral",
 }
-_ORDER = ("energy", "power", "voltage", "current", "frequency")
+_ORDER = ("energy", "power_total", "power", "voltage", "current", "frequency")
+_LAST = ("power_factor",)
 _DECIMALS = {"V": 1, "A": 2, "Hz": 2, "W": 0, "var": 0, "VA": 0, "kWh": 3, "": 3}
 
 
@@ -53,6 +54,8 @@ def format_value(value: float, unit: str) -> tuple[str, str]:
 
 def live_rows(values: Mapping[str, LiveValue]) -> list[LiveRow]:
     def rank(name: str) -> tuple[int, str]:
+        if name in _LAST:
+            return len(_ORDER) + 1, name
         return next((i for i, prefix in enumerate(_ORDER) if name.startswith(prefix)), len(_ORDER)), name
 
     rows = []
