@@ -53,7 +53,7 @@ from gateway.errors import AcquisitionError, ConfigError, DeviceException, Devic
 from gateway.intervals import Reading
 from gateway.intervals.engine import CONFIRM_READINGS
 from gateway.profiles import Profile, Quantity, decode
-from gateway.status import OFFLINE_AFTER, GatewayStatus, LineStatus, MeterHealth, MeterStatus
+from gateway.status import OFFLINE_AFTER, GatewayStatus, LineStatus, LiveValue, MeterHealth, MeterStatus
 
 log = structlog.get_logger("gateway.modbus")
 
@@ -491,6 +491,9 @@ class ModbusBus:
         meter = job.meter
         after = self._clock.now()
         meter.device_failures = 0
+        for name, value in values.items():  # the meter page shows every polled quantity with its unit
+            quantity = meter.quantities.get(name)
+            meter.status.values[name] = LiveValue(value, quantity.unit if quantity else "", after)
         if "power_total" in values:
             meter.status.last_power_w = values["power_total"]
         if "voltage_l1" in values:

@@ -43,7 +43,7 @@ from gateway.config.ceiling import mqtt_ceiling
 from gateway.errors import PayloadError
 from gateway.intervals import Reading
 from gateway.rejections import RejectionLog
-from gateway.status import GatewayStatus, MeterStatus, QuarantinedPayload
+from gateway.status import GatewayStatus, LiveValue, MeterStatus, QuarantinedPayload
 
 log = structlog.get_logger("gateway.mqtt")
 
@@ -151,6 +151,7 @@ class MqttSource:
         # not become the page's "last reading" (the writer judges the stamp, see the module docstring).
         status.read_ok(self._clock.now())
         status.last_register_wh = wh
+        status.values["energy_import"] = LiveValue(float(wh), "Wh", self._clock.now())
         await self._submit(Reading(meter.id, round(t * 1000), wh, "mqtt", meter_clock=stamp is not None,
                                    max_power_w=self._ceilings[meter.id]))
 

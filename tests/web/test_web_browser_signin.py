@@ -158,6 +158,10 @@ def test_sign_in_log_out_and_the_throttle_in_a_browser_against_the_daemon(browse
         return "answering" in browser.find_element(By.ID, "status").text or None
 
     wait_for(answering, "the meter to be read")
+    live = {r.get_attribute("data-quantity"): r.text for r in browser.find_elements(By.CSS_SELECTOR, "#live tr")}
+    assert {"energy_import", "power_total", "voltage_l1"} <= set(live), "the daemon's reads reach the page"
+    assert " kWh " in live["energy_import"]
+    assert " V " in live["voltage_l1"]
     charts_drawn(browser)
     width, inner = overflow(browser)
     assert width <= inner, "the meter page fits a phone"
@@ -188,7 +192,8 @@ def test_sign_in_log_out_and_the_throttle_in_a_browser_against_the_daemon(browse
     visited.append(browser.current_url)
 
     for address in visited:
-        assert daemon.token not in address and PASSWORD not in address
+        assert daemon.token not in address
+        assert PASSWORD not in address
         assert "password" not in address.lower(), address
     events = [json.loads(line) for line in daemon.log.read_text().splitlines() if line.startswith("{")]
     failed = [e for e in events if e.get("event") == "sign_in_failed"]
@@ -197,5 +202,6 @@ def test_sign_in_log_out_and_the_throttle_in_a_browser_against_the_daemon(browse
     assert [e["event"] for e in events if e.get("event") in ("signed_in", "signed_out")] == ["signed_in", "signed_out"]
     assert any(e.get("event") == "sign_in_throttled" for e in events)
     text = daemon.log.read_text()
-    assert PASSWORD not in text and "guessing again" not in text, "no password in the log"
+    assert PASSWORD not in text, "no password in the log"
+    assert "guessing again" not in text, "no password in the log"
     assert "Traceback" not in text
