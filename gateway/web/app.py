@@ -309,7 +309,7 @@ def create_app(ctx: WebContext) -> Starlette:
         now = ctx.clock.now()
         up_s = int(now - ctx.status.started_t)
         return {"s": ctx.status, "t": site_time(), "session": session, "uptime": duration(up_s),
-                "explain": advice.explain, "rejection": advice.rejection, "kwh": kwh}
+                "explain": advice.explain, "rejection": advice.rejection, "kwh": kwh, "quality_words": QUALITY_WORDS}
 
     async def page(request: Request) -> Response:
         session, answer = person(request)
@@ -335,7 +335,7 @@ def create_app(ctx: WebContext) -> Starlette:
         intervals = interval_rows(await ctx.ledger.stored_intervals(wanted, start, end))
         html = render("meter.html", **common(session), m=view, status=status, live=live_rows(status.values),
                       problem=advice.explain(status.last_error), intervals=intervals,
-                      estimated=sum(i.estimated for i in intervals), quality_words=QUALITY_WORDS,
+                      estimated=sum(i.estimated for i in intervals),
                       bill=await bill_view(ctx.ledger, ctx.config, wanted, ctx.clock.now()),
                       bills=await issued_bills(ctx.ledger, wanted))
         return HTMLResponse(html)
