@@ -241,11 +241,18 @@ async def test_security_headers_on_every_response(site: Site) -> None:
             await http.get("/api/v1/credits", params={"after": "x"}, headers=auth),
             *[await http.get(p, headers=auth) for p in API_PATHS],
         ]
+        uplot = "/static/vendor/uplot/uPlot.iife.min.js"
+        static = await http.get(uplot)
+        again = await http.get(uplot, headers={"If-None-Match": static.headers["etag"]})
     statuses = {a.status_code for a in answers}
     assert {200, 303, 400, 401, 404, 405} <= statuses
-    for answer in answers:
+    assert again.status_code == 304, "a reloading phone revalidates the chart library, it does not fetch it again"
+    assert again.content == b""
+    for answer in [*answers, static, again]:
+        is_static = answer.request.url.path.startswith("/static/")
         for name, value in SECURITY_HEADERS.items():
-            assert answer.headers.get(name) == value, (answer.request.url, name)
+            expected = "no-cache" if name == "cache-control" and is_static else value
+            assert answer.headers.get(name) == expected, (answer.request.url, name)
         csp = answer.headers["content-security-policy"]
         assert "default-src 'self'" in csp
         assert "script-src 'self'" in csp
