@@ -203,7 +203,7 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             ctx = WebContext(status, ledger, clock, web_token, (BILLING_API,) if uplink else (),
                              buses={b.cfg.name: b for b in buses}, config=cfg, profiles_dir=cfg.web.profiles_dir)
             sock = _bind(cfg.web.listen, cfg.web.port)
-            server = make_server(create_app(ctx), cfg.web.listen, cfg.web.port)
+            server = make_server(create_app(ctx), cfg.web.listen, cfg.web.port, cfg.web.tls)
 
         async with asyncio.TaskGroup() as tg:
             writer_task = tg.create_task(_essential("ledger-writer", writer.run(), fatal, stop), name="ledger-writer")

@@ -274,9 +274,10 @@ def _relative_to(cfg: GatewayConfig, base: Path) -> GatewayConfig:
     if cfg.mqtt is not None and cfg.mqtt.password_file is not None:
         cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
             update={"password_file": absolute(cfg.mqtt.password_file)})})
-    if cfg.web.profiles_dir is not None:
-        cfg = cfg.model_copy(update={"web": cfg.web.model_copy(
-            update={"profiles_dir": absolute(cfg.web.profiles_dir)})})
+    for name in ("profiles_dir", "tls_cert_file", "tls_key_file"):
+        value = getattr(cfg.web, name)
+        if value is not None:
+            cfg = cfg.model_copy(update={"web": cfg.web.model_copy(update={name: absolute(value)})})
     return cfg
 
 
@@ -298,6 +299,10 @@ def host_problems(path: str | Path, cfg: GatewayConfig) -> list[ConfigProblem]:
     if cfg.mqtt is not None and cfg.mqtt.password_file is not None:
         secrets.append((("mqtt", "password_file"), cfg.mqtt.password_file,
                         "write the broker password there (one line), owned by the service user, mode 0600"))
+    if cfg.web.tls is not None:
+        secrets.append((("web", "tls_cert_file"), cfg.web.tls[0], "the PEM certificate the page is served with"))
+        secrets.append((("web", "tls_key_file"), cfg.web.tls[1],
+                        "the certificate's PEM private key, owned by the service user, mode 0600"))
     for loc, file, hint in secrets:
         if not os.access(file, os.R_OK) or not file.is_file():
             why = "does not exist" if not file.exists() else "is not a readable file for this user"

@@ -200,6 +200,27 @@ class WebConfig(_Model):
         'network (e.g. ["192.168.0.0/16"]); default: none, /metrics needs the token like the API',
     )
 
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (with its chain) to serve the page and the API over HTTPS, relative to the "
+        "config file; needs tls_key_file. Signed-in sessions then get a Secure cookie",
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="the certificate's PEM private key, readable by the service user only")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file to serve over HTTPS, or neither")
+        return self
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """(certificate, key) when the page is served over HTTPS."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return self.tls_cert_file, self.tls_key_file
+
     @field_validator("metrics_open_to")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import stat
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.config import parse_config
 from gateway.errors import ConfigError
 from gateway.web.app import WebContext, create_app
 from gateway.web.auth import COOKIE, TOKEN_FILE, load_or_create_token
@@ -83,6 +86,37 @@ async def test_a_session_over_tls_gets_a_secure_cookie(site: Site) -> None:
                                  headers={**SAME_ORIGIN, "X-Forwarded-Proto": "https"})
         assert answer.status_code == 303
         assert "secure" in {a.strip().lower() for a in answer.headers["set-cookie"].split(";")}
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "page.crt", tmp_path / "page.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
+async def test_served_over_https_by_the_gateway_itself_the_cookie_is_secure(site: Site, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    cfg = parse_config(f"""
+gateway_id = "gw"
+data_dir = "data"
+[web]
+tls_cert_file = "{cert.name}"
+tls_key_file = "{key.name}"
+""", base_dir=tmp_path)
+    assert cfg.web.tls == (cert, key), "relative to the config file"
+    trust = ssl.create_default_context(cafile=str(cert))
+    async with (serving(create_app(site.ctx), tls=cfg.web.tls) as url,
+                httpx.AsyncClient(base_url=url, verify=trust) as https):
+        assert url.startswith("https://")
+        answer = await sign_in(https)
+        assert answer.status_code == 303
+        flags = {a.strip().lower() for a in answer.headers["set-cookie"].split(";")}
+        assert {"secure", "httponly", "samesite=strict"} <= flags
+        assert (await https.get("/")).status_code == 200, "the secure cookie signs the browser in"
+    with pytest.raises(ConfigError, match="both tls_cert_file and tls_key_file"):
+        parse_config('gateway_id = "gw"\ndata_dir = "d"\n[web]\ntls_cert_file = "page.crt"\n', base_dir=tmp_path)
 
 
 async def test_the_token_in_a_url_is_refused_everywhere(site: Site) -> None:
