@@ -26,6 +26,7 @@ from gateway import logs
 from gateway.commissioning import register as register_commissioning
 from gateway.errors import ConfigError, GatewayError
 from gateway.reports.cli import register as register_reports
+from gateway.web.users_cli import register as register_users
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 STOP_DEADLINE_S = 4.0
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_commissioning(sub)
     register_reports(sub)
     register_stellar(sub)
+    register_users(sub)
 
     p = sub.add_parser("identity", help="print this gateway's public key (creating the key on first use)")
     group = p.add_mutually_exclusive_group()

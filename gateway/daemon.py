@@ -211,7 +211,7 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
                              buses={b.cfg.name: b for b in buses}, config=cfg, profiles_dir=cfg.web.profiles_dir,
                              keypair=keypair)
             sock = _bind(cfg.web.listen, cfg.web.port)
-            server = make_server(create_app(ctx), cfg.web.listen, cfg.web.port)
+            server = make_server(create_app(ctx), cfg.web.listen, cfg.web.port, cfg.web.tls)
 
         async with asyncio.TaskGroup() as tg:
             writer_task = tg.create_task(_essential("ledger-writer", writer.run(), fatal, stop), name="ledger-writer")

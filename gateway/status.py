@@ -25,6 +25,11 @@ class MeterHealth(StrEnum):
 OFFLINE_AFTER = 3
 """Consecutive failed reads before a meter is shown offline (and backed off)."""
 
+LINE_HISTORY_BUCKET_S = 60
+LINE_HISTORY_BUCKETS = 6 * 60
+"""A line keeps per-minute transaction and error counts for the last six hours: long enough to see when
+a bus degraded during a shift, small enough (360 buckets per line) to keep in memory."""
+
 
 @dataclass(frozen=True, slots=True)
 class LiveValue:
@@ -111,6 +116,21 @@ class LineStatus:
     """Unrequested bytes discarded (noise, late answers, a second master)."""
     last_error: str | None = None
     window_s: float = 60.0
+    history: deque[list[int]] = field(default_factory=lambda: deque(maxlen=LINE_HISTORY_BUCKETS))
+    """``[minute start (wall time, s), transactions, errors]`` per minute that saw a transaction, oldest
+    first; minutes without any are absent (the line was idle or stopped)."""
+
+    def record(self, t: float, ok: bool) -> None:
+        """Count one transaction at wall time ``t`` in its minute; O(1), bounded."""
+        minute = int(t // LINE_HISTORY_BUCKET_S) * LINE_HISTORY_BUCKET_S
+        history = self.history
+        # A wall clock stepped back lands in the newest bucket rather than reordering the history.
+        if not history or minute > history[-1][0]:
+            history.append([minute, 0, 0])
+        bucket = history[-1]
+        bucket[1] += 1
+        if not ok:
+            bucket[2] += 1
 
 
 @dataclass

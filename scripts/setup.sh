@@ -4,7 +4,8 @@
 # and the gateway installed into it with its development tools.
 #   --test-services   also what only the tests use: the PostgreSQL server binaries the receiver's
 #                     tests start (Debian's postgresql; the tests run their own server on a free
-#                     port) and libfuse3 for the power-cut test's FUSE file system (fuse3)
+#                     port), libfuse3 for the power-cut test's FUSE file system (fuse3), and a
+#                     headless browser for the page's tests (Debian's chromium and chromium-driver)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,9 @@ if [ "$test_services" -eq 1 ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/nul
 fi
 if [ "$test_services" -eq 1 ] && ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null; } | grep -q libfuse3.so.3; then
   need+=(fuse3)
+fi
+if [ "$test_services" -eq 1 ] && ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; then
+  need+=(chromium chromium-driver)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"

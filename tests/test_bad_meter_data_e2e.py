@@ -131,7 +131,7 @@ async def test_a_meter_booted_without_ntp_never_opens_a_gap_back_to_its_clock(
             await meter.publish("tele/tas-1/SENSOR", message(wrong + k * PERIOD, register_wh(t0 + k * PERIOD, t0)),
                                 qos=1)
         await clock.sleep_until(t0 + 5 * PERIOD + 30)
-        page = (await http.get("/", params={"token": handle.web_token})).text
+        page = (await http.get("/", headers={"Authorization": f"Bearer {handle.web_token}"})).text
         status = handle.status.meters["tas-1"]
         assert status.rejected["meter_clock_behind"] == 5
         assert "meter clock wrong" in page, "the technician sees why nothing is credited"

@@ -10,12 +10,15 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import httpx
 
 from gateway.sim import children
 from gateway.sim.demo import DemoState, check_conservation, receiver_summary
@@ -57,6 +60,20 @@ def _assert_complete_and_exact(data_dir: Path) -> dict[str, list[int]]:
     return seqs
 
 
+def _sign_in_as_printed(log: Path) -> None:
+    """The demo prints the page's address and a technician's password: they get a person in."""
+    deadline = time.monotonic() + 30
+    while not (found := re.search(r"status page : (http://\S+)/ +sign in as (\S+), password (\S+)", log.read_text())):
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.1)
+    url, user, password = found.groups()
+    with httpx.Client(base_url=url) as http:
+        assert http.get("/").status_code == 303, "the page asks to sign in"
+        signed = http.post("/login", data={"username": user, "password": password})
+        assert signed.status_code == 303
+        assert "flat-1" in http.get("/").text
+
+
 def test_demo_run_restart_and_sigterm(tmp_path: Path) -> None:
     data = tmp_path / "demo"
     first = _run(data, 40)
@@ -77,7 +94,8 @@ def test_demo_run_restart_and_sigterm(tmp_path: Path) -> None:
     with log.open("w") as out, children.spawn([*DEMO, "--data-dir", str(data)], stdout=out,
                                                stderr=subprocess.STDOUT) as proc:
         try:
-            time.sleep(9)
+            _sign_in_as_printed(log)
+            time.sleep(4)
             sent = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=15)

@@ -411,6 +411,7 @@ class ModbusBus:
         now = self._clock.monotonic()
         line = self.line
         line.transactions += 1
+        line.record(self._clock.now(), ok)
         if not ok:
             line.errors += 1
             line.last_error = error

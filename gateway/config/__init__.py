@@ -286,6 +286,7 @@ def _relative_to(cfg: GatewayConfig, base: Path) -> GatewayConfig:
     if api is not None and api.token_file is not None:
         api = api.model_copy(update={"token_file": absolute(api.token_file)})
         cfg = cfg.model_copy(update={"uplinks": cfg.uplinks.model_copy(update={"billing_api": api})})
+
     def broker_files(section: Any) -> Any:
         update: dict[str, Any] = {}
         if section.password_file is not None:
@@ -300,9 +301,10 @@ def _relative_to(cfg: GatewayConfig, base: Path) -> GatewayConfig:
         cfg = cfg.model_copy(update={"mqtt": broker_files(cfg.mqtt)})
     if cfg.telemetry is not None:
         cfg = cfg.model_copy(update={"telemetry": broker_files(cfg.telemetry)})
-    if cfg.web.profiles_dir is not None:
-        cfg = cfg.model_copy(update={"web": cfg.web.model_copy(
-            update={"profiles_dir": absolute(cfg.web.profiles_dir)})})
+    for name in ("profiles_dir", "tls_cert_file", "tls_key_file"):
+        value = getattr(cfg.web, name)
+        if value is not None:
+            cfg = cfg.model_copy(update={"web": cfg.web.model_copy(update={name: absolute(value)})})
     return cfg
 
 
@@ -333,6 +335,10 @@ def host_problems(path: str | Path, cfg: GatewayConfig) -> list[ConfigProblem]:
             file = getattr(section.tls, key) if section.tls is not None else None
             if file is not None:
                 secrets.append(((name, "tls", key), file, f"put {hint} there"))
+    if cfg.web.tls is not None:
+        secrets.append((("web", "tls_cert_file"), cfg.web.tls[0], "the PEM certificate the page is served with"))
+        secrets.append((("web", "tls_key_file"), cfg.web.tls[1],
+                        "the certificate's PEM private key, owned by the service user, mode 0600"))
     for loc, file, hint in secrets:
         if not os.access(file, os.R_OK) or not file.is_file():
             why = "does not exist" if not file.exists() else "is not a readable file for this user"

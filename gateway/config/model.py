@@ -6,6 +6,7 @@ with a path instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -276,6 +277,43 @@ class WebConfig(_Model):
         description="directory of your own firmware profiles (.toml) that one-off reads from the API may name "
         "(relative to the config file); without it they may use built-in profiles and those of configured meters",
     )
+    metrics_open_to: tuple[str, ...] = Field(
+        default=(),
+        description="networks that may scrape /metrics without signing in, for Prometheus on the local "
+        'network (e.g. ["192.168.0.0/16"]); default: none, /metrics needs the token like the API',
+    )
+
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (with its chain) to serve the page and the API over HTTPS, relative to the "
+        "config file; needs tls_key_file. Signed-in sessions then get a Secure cookie",
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="the certificate's PEM private key, readable by the service user only")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file to serve over HTTPS, or neither")
+        return self
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """(certificate, key) when the page is served over HTTPS."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return self.tls_cert_file, self.tls_key_file
+
+    @field_validator("metrics_open_to")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=True)
+            except ValueError:
+                raise ValueError(f"{net!r} is not a network address: write it like \"192.168.0.0/16\" or "
+                                 "\"fd00::/8\" (the address part with its host bits zero)") from None
+        return value
 
 
 class IntervalsConfig(_Model):

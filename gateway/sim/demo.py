@@ -19,6 +19,7 @@ import getpass
 import json
 import math
 import os
+import secrets
 import shutil
 import socket
 import sqlite3
@@ -43,10 +44,13 @@ from gateway.sim import children
 from gateway.sim.load import LoadModel
 from gateway.sim.modbus_sim import MeterSimulator, SimulatedMeter
 from gateway.web.server import free_port, make_server
+from gateway.web.users import UserStore
 
 log = structlog.get_logger("gateway.demo")
 
 GATEWAY_ID = "demo-gateway"
+DEMO_USER = "demo"
+"""The technician account the demo creates, with a new random password printed at every start."""
 STATE_FILE = "demo.json"
 POLL_CHOICES = (10, 15, 30, 60, 300, 900)
 MIN_TICK_WALL_S = 0.25
@@ -368,14 +372,17 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
     config_path.write_text(_config_text(data_dir, bus_ports, period, web_port, receiver_url, token_file,
                                         mqtt_port if broker else None, rehearse))
     cfg = load_config(config_path)
+    demo_password = secrets.token_urlsafe(12)
+    UserStore(data_dir).set_password(DEMO_USER, demo_password, create=True, replace=True)
 
     def started(running: Running) -> None:
         if not announce:
             return
         print(f"\nDemo running: {len(truth) - (0 if broker else 1)} simulated meters, "
               f"{speed:g} meter seconds per second, polls every {period} s of meter time.")
-        print(f"  status page : http://127.0.0.1:{running.web_port}/?token={running.web_token}")
-        print("                (opening it swaps the token for a session cookie and drops it from the address)")
+        print(f"  status page : http://127.0.0.1:{running.web_port}/  sign in as {DEMO_USER}, password "
+              f"{demo_password}")
+        print("                (a new password at every start; on a box: meter-gateway user add NAME --config FILE)")
         print(f"  JSON API    : curl -H 'Authorization: Bearer {running.web_token}' "
               f"http://127.0.0.1:{running.web_port}/api/v1/meters")
         print(f"  projection  : curl -H 'Authorization: Bearer {running.web_token}' "

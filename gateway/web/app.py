@@ -1,18 +1,22 @@
-"""Local HTTP API and technician page.
+"""Local HTTP API and technician pages.
 
 Everything is computed on request from the live status and the ledger's
-read-only connection, so the web layer holds no state of its own and can
-never block the writer.
+read-only connection, so the web layer holds no state of its own (but the
+browser sessions and the sign-in throttle, in memory) and can never block the writer.
+
+Pages are rendered on the server and work without script; ``static/charts.js``
+(with uPlot, vendored) draws the charts from the JSON routes in :mod:`gateway.web.charts`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CollectorRegistry, generate_latest
@@ -22,7 +26,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from stellar_sdk import Keypair
 
 from gateway.acquisition.modbus import ModbusBus
@@ -31,26 +36,27 @@ from gateway.config import GatewayConfig
 from gateway.intervals import INTERVAL_S
 from gateway.ledger.store import Ledger, UplinkSummary
 from gateway.reports.web import report_routes
-from gateway.status import GatewayStatus, MeterHealth, UplinkProgress
+from gateway.status import GatewayStatus, LineStatus, MeterHealth, UplinkProgress
+from gateway.web import advice
 from gateway.web.auth import WebAuth, denied
 from gateway.web.bills import bill_routes
 from gateway.web.bills import style_sources as bill_styles
-from gateway.web.headers import (
-    SecurityHeaders,
-    content_security_policy,
-    security_headers,
-    server_error_handler,
-    style_hash,
-)
+from gateway.web.bills_link import issued_bills
+from gateway.web.charts import chart_routes, day_window
+from gateway.web.headers import SecurityHeaders, content_security_policy, security_headers, server_error_handler
+from gateway.web.localtime import SiteTime, duration
+from gateway.web.login import login_routes, login_url
+from gateway.web.meter_view import QUALITY_WORDS, bill_view, interval_rows, kwh, live_rows
 from gateway.web.oneoff import one_off_routes
 from gateway.web.params import SQLITE_INT_MAX, BadParam, int_param
+from gateway.web.sessions import Session, SessionStore, SignInThrottle
+from gateway.web.users import UserStore
 
 PULL_LIMIT_MAX = 1000
-
-SIGN_IN_PAGE = ("<!doctype html><meta charset=\"utf-8\"><title>Meter gateway</title><h1>Meter gateway</h1>"
-                "<p>Open this page as <code>/?token=…</code>: the token is in <code>web.token</code> in the "
-                "gateway's data directory. It is swapped for a session cookie at once and removed from the "
-                "address. If you just did that, <a href=\"/\">reload the page</a>.</p>")
+STATIC_DIR = Path(__file__).parent / "static"
+"""The pages' script, styles and vendored uPlot (package data): served by the box itself, no CDN."""
+PAGE_REFRESH_S = 30
+"""The pages reload themselves this often: fresh enough to watch a meter come back, light on a phone."""
 
 
 @dataclass
@@ -68,10 +74,18 @@ class WebContext:
     """The gateway's key, to sign the bills the daemon issues (``POST /api/v1/meters/{id}/bills``)."""
     session_clock: Clock = field(default_factory=SystemClock)
     """Real wall time for browser sessions, whatever ``clock`` the meters run on."""
+    users: UserStore | None = None
+    """Technician accounts; by default those in the config's data dir."""
     auth: WebAuth = field(init=False)
+    throttle: SignInThrottle = field(init=False, default_factory=SignInThrottle)
+    hash_slot: asyncio.Semaphore = field(init=False, default_factory=lambda: asyncio.Semaphore(1))
+    """One password check at a time: each holds 19 MiB while it runs."""
 
     def __post_init__(self) -> None:
-        self.auth = WebAuth(self.token, self.session_clock)
+        if self.users is None and self.config is not None:
+            self.users = UserStore(self.config.data_dir)
+        open_to = tuple(ipaddress.ip_network(n) for n in self.config.web.metrics_open_to) if self.config else ()
+        self.auth = WebAuth(self.token, self.session_clock, self.users, SessionStore(), open_to)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -127,6 +141,13 @@ def _uplink_view(u: UplinkSummary, now: float, progress: UplinkProgress | None) 
     }
 
 
+def line_view(line: LineStatus) -> dict[str, Any]:
+    """A line's figures for the API; its per-minute history is served by the chart route."""
+    view = asdict(line)
+    view.pop("history")
+    return view
+
+
 async def sync_view(ctx: WebContext) -> list[dict[str, Any]]:
     now = ctx.clock.now()
     return [_uplink_view(await ctx.ledger.uplink_summary(name), now, ctx.status.uplinks.get(name))
@@ -136,13 +157,15 @@ async def sync_view(ctx: WebContext) -> list[dict[str, Any]]:
 def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], status: GatewayStatus) -> list[str]:
     found = []
     for m in meters:
+        why = advice.explain(m["last_error"])
         if m["state"] == MeterHealth.OFFLINE.value:
-            found.append(f"Meter {m['meter']} ({m['where']}) is offline: {m['last_error']}. "
-                         "Check wiring, power, unit id and serial settings.")
+            found.append(f"Meter {m['meter']} ({m['where']}) is offline: "
+                         + (f"{why.summary} {why.action}" if why else "it does not answer."))
         elif m["state"] == MeterHealth.DEGRADED.value:
-            found.append(f"Meter {m['meter']} missed its last read: {m['last_error']}.")
+            found.append(f"Meter {m['meter']} missed its last read: " + (why.summary if why else "no answer."))
         if m["rejected"]:
-            found.append(f"Meter {m['meter']} had values rejected: {m['rejected']}.")
+            reasons = "; ".join(f"{n}× {advice.rejection(r)}" for r, n in m["rejected"].items())
+            found.append(f"Meter {m['meter']} had values not used: {reasons}.")
     for u in uplinks:
         if u["dead_credits"]:
             found.append(f"Uplink {u['uplink']}: the billing API refused a batch of {u['dead_credits']} credits "
@@ -229,6 +252,9 @@ def create_app(ctx: WebContext) -> Starlette:
     def authorised(request: Request) -> bool:
         return ctx.auth.authorised(request)
 
+    async def favicon(_: Request) -> Response:
+        return Response(status_code=204)  # no icon: an answer all the same, not a 404 in every console
+
     async def healthz(_: Request) -> Response:
         return JSONResponse({"ok": True, "gateway": ctx.status.gateway_id})
 
@@ -249,7 +275,7 @@ def create_app(ctx: WebContext) -> Starlette:
     async def lines(request: Request) -> Response:
         if not authorised(request):
             return denied(request)
-        return JSONResponse({"lines": [asdict(line) for line in ctx.status.lines.values()]})
+        return JSONResponse({"lines": [line_view(line) for line in ctx.status.lines.values()]})
 
     async def sync(request: Request) -> Response:
         if not authorised(request):
@@ -277,40 +303,72 @@ def create_app(ctx: WebContext) -> Starlette:
                         media_type="application/json")
 
     async def metrics(request: Request) -> Response:
-        if not authorised(request):
+        if not ctx.auth.metrics_allowed(request):
             return denied(request)
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
-    async def page(request: Request) -> Response:
-        candidate = request.query_params.get("token")
-        if candidate is not None:
-            # The one place a token may come in a URL (a technician's browser, until sign-in exists):
-            # swapped at once for a session cookie, and the address cleaned of it.
-            if not ctx.auth.token_matches(candidate):
-                return HTMLResponse(SIGN_IN_PAGE, status_code=401)
-            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-            response: Response = RedirectResponse("/" + (f"?{urlencode(rest)}" if rest else ""), status_code=303)
-            ctx.auth.set_session(response, request)
-            return response
-        if not authorised(request):
-            return HTMLResponse(SIGN_IN_PAGE, status_code=401)
-        meter_rows = await meters_view(ctx)
-        uplink_rows = await sync_view(ctx)
+    def render(template: str, /, **context: Any) -> str:
+        return templates.get_template(template).render(refresh_s=PAGE_REFRESH_S, **context)
+
+    def site_time() -> SiteTime:
+        return SiteTime(ctx.config.site_timezone if ctx.config else "UTC", ctx.clock.now())
+
+    def person(request: Request) -> tuple[Session | None, Response | None]:
+        """The signed-in technician, or the answer to give instead (the sign-in form)."""
+        session = ctx.auth.session(request)
+        if session is not None:
+            return session, None
+        if ctx.auth.bearer(request):  # a machine client may fetch the pages too
+            return None, None
+        if "token" in request.query_params:
+            return None, RedirectResponse("/login?token=refused", status_code=303)
+        return None, RedirectResponse(login_url(request.url.path), status_code=303)
+
+    def common(session: Session | None) -> dict[str, Any]:
         now = ctx.clock.now()
         up_s = int(now - ctx.status.started_t)
-        html = templates.get_template("status.html").render(
-            s=ctx.status, meters=meter_rows, uplinks=uplink_rows, lines=list(ctx.status.lines.values()),
-            problems=_problems(meter_rows, uplink_rows, ctx.status),
-            now=_iso(now), uptime=f"{up_s // 3600} h {up_s % 3600 // 60} min",
-        )
+        return {"s": ctx.status, "t": site_time(), "session": session, "uptime": duration(up_s),
+                "explain": advice.explain, "rejection": advice.rejection, "kwh": kwh, "quality_words": QUALITY_WORDS}
+
+    async def page(request: Request) -> Response:
+        session, answer = person(request)
+        if answer is not None:
+            return answer
+        meter_rows = await meters_view(ctx)
+        uplink_rows = await sync_view(ctx)
+        lines = [(line, advice.explain(line.last_error)) for line in ctx.status.lines.values()]
+        html = render("overview.html", **common(session), meters=meter_rows, uplinks=uplink_rows, lines=lines,
+                      problems=_problems(meter_rows, uplink_rows, ctx.status))
         return HTMLResponse(html)
 
-    styles = [style_hash(loader.get_source(templates, "status.html")[0]), *bill_styles()]
-    headers = security_headers(content_security_policy(" ".join(styles)))
+    async def meter_page(request: Request) -> Response:
+        session, answer = person(request)
+        if answer is not None:
+            return answer
+        wanted = request.path_params["meter"]
+        view = next((m for m in await meters_view(ctx) if m["meter"] == wanted), None)
+        status = ctx.status.meters.get(wanted)
+        if view is None or status is None:
+            return HTMLResponse(render("missing.html", **common(session), meter=wanted), status_code=404)
+        start, end = day_window(ctx.clock.now())
+        intervals = interval_rows(await ctx.ledger.stored_intervals(wanted, start, end))
+        html = render("meter.html", **common(session), m=view, status=status, live=live_rows(status.values),
+                      problem=advice.explain(status.last_error), intervals=intervals,
+                      estimated=sum(i.estimated for i in intervals),
+                      bill=await bill_view(ctx.ledger, ctx.config, wanted, ctx.clock.now()),
+                      bills=await issued_bills(ctx.ledger, wanted))
+        return HTMLResponse(html)
+
+    headers = security_headers(content_security_policy(" ".join(bill_styles())))
     return Starlette(middleware=[Middleware(SecurityHeaders, headers=headers)],
                      exception_handlers={500: server_error_handler(headers)}, routes=[
         Route("/", page),
+        Route("/meters/{meter}", meter_page),
+        *login_routes(ctx, render),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        *chart_routes(ctx),
         Route("/healthz", healthz),
+        Route("/favicon.ico", favicon),
         Route("/metrics", metrics),
         Route("/api/v1/meters", meters),
         Route("/api/v1/meters/{meter}", meter),

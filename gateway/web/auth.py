@@ -1,20 +1,18 @@
-"""The per-box web secret, and the browser session derived from it.
+"""Who may use the page and the API: technicians signed in, machine clients with the box's token.
 
 The token is generated at first start into ``<data_dir>/web.token`` (0600, written atomically).
-APIs take it only as ``Authorization: Bearer <token>``. A technician's browser opens the page once
-as ``/?token=<token>``: the page answers at once with a session cookie and a 303 to the same
-address without the token, so the secret does not stay in the address bar, the history, a refresh
-or a Referer. The cookie does not hold the token: it holds an expiry and an HMAC of it keyed by the
-token, so it is useless as a bearer token, stops working at its expiry, and every session ends when
-the token file is replaced. ``?token=`` is accepted nowhere but on the page (until sign-in with
-users exists).
+Machine clients (the central billing system pulling credits, scripts) send it only as
+``Authorization: Bearer <token>``. People sign in with a technician account
+(``meter-gateway user add``, :mod:`gateway.web.users`) and get a server-side session
+(:mod:`gateway.web.sessions`) in a cookie that is HttpOnly, SameSite=Strict, and Secure when the
+page is served over TLS. No secret is accepted in a URL: ``?token=`` is refused everywhere. ``/metrics``
+may be opened to listed networks (``[web] metrics_open_to``) for Prometheus scrapes.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
-import hmac
+import ipaddress
 import os
 import re
 import secrets
@@ -28,18 +26,16 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.clock import Clock
 from gateway.errors import ConfigError
+from gateway.web.sessions import SESSION_MAX_S, Session, SessionStore
+from gateway.web.users import UserStore
 
 log = structlog.get_logger("gateway.web")
 
 TOKEN_FILE = "web.token"
 COOKIE = "gw_session"
-SESSION_TTL_S = 12 * 3600
-"""A browser session lasts a technician's working day; then the page asks for the token again."""
 MAX_TOKEN_FILE_BYTES = 4096
 TOKEN_RE = re.compile(r"[\x21-\x7e]{16,512}")
 """A usable token: 16 to 512 visible ASCII characters (a generated one is 32)."""
-_SESSION_RE = re.compile(r"v1\.([0-9]{1,12})\.([0-9a-f]{64})")
-_SESSION_CONTEXT = b"meter-gateway web session v1|"
 
 
 def load_or_create_token(data_dir: Path) -> str:
@@ -120,50 +116,87 @@ def _same(a: str, b: str) -> bool:
     return secrets.compare_digest(a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape"))
 
 
-class WebAuth:
-    """Checks the token and issues and checks sessions; ``clock`` is real wall time (a simulated
-    meter clock running at 900x would end a session in under a minute)."""
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-    def __init__(self, token: str, clock: Clock) -> None:
+
+def client_address(request: Request) -> str:
+    """The client's address as the server saw it (a proxy on the box may set it: uvicorn trusts
+    X-Forwarded-For from loopback only)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _in_networks(host: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d
+    return any(address in net for net in networks)
+
+
+class WebAuth:
+    """Checks bearer tokens and sessions. ``clock`` is real wall time (a simulated meter clock running
+    at 900x would end a session in under a minute)."""
+
+    def __init__(self, token: str, clock: Clock, users: UserStore | None, sessions: SessionStore,
+                 metrics_open_to: tuple[Network, ...] = ()) -> None:
         self._token = token
         self._clock = clock
+        self.users = users
+        self.sessions = sessions
+        self._metrics_open_to = metrics_open_to
 
     def token_matches(self, candidate: str) -> bool:
         return bool(candidate) and _same(candidate, self._token)
-
-    def new_session(self) -> str:
-        expires = int(self._clock.now()) + SESSION_TTL_S
-        return f"v1.{expires}.{self._mac(expires)}"
-
-    def session_valid(self, value: str) -> bool:
-        match = _SESSION_RE.fullmatch(value)
-        if match is None:
-            return False
-        expires = int(match.group(1))
-        now = self._clock.now()
-        return now < expires <= now + SESSION_TTL_S + 60 and _same(match.group(2), self._mac(expires))
-
-    def _mac(self, expires: int) -> str:
-        return hmac.new(self._token.encode(), _SESSION_CONTEXT + str(expires).encode(), hashlib.sha256).hexdigest()
 
     def bearer(self, request: Request) -> bool:
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and self.token_matches(credentials.strip())
 
-    def authorised(self, request: Request) -> bool:
-        """An API request: the bearer header or the page's session cookie; never ``?token=``."""
-        return self.bearer(request) or self.session_valid(request.cookies.get(COOKIE, ""))
+    def session(self, request: Request) -> Session | None:
+        """The request's session, if it is open and its user still has the password it was opened with."""
+        value = request.cookies.get(COOKIE, "")
+        session = self.sessions.get(value, self._clock.now()) if value else None
+        if session is None:
+            return None
+        user = self.users.users().get(session.user) if self.users else None
+        if user is None or user.stamp != session.stamp:
+            ended = self.sessions.end_user(session.user)
+            log.info("sessions_ended", user=session.user, sessions=ended,
+                     reason="user removed" if user is None else "new password")
+            return None
+        return session
 
-    def set_session(self, response: Response, request: Request) -> None:
-        response.set_cookie(COOKIE, self.new_session(), max_age=SESSION_TTL_S, path="/", httponly=True,
+    def authorised(self, request: Request) -> bool:
+        """A machine client's bearer token or a technician's session; never anything in the URL."""
+        return self.bearer(request) or self.session(request) is not None
+
+    def metrics_allowed(self, request: Request) -> bool:
+        return _in_networks(client_address(request), self._metrics_open_to) or self.authorised(request)
+
+    def start_session(self, response: Response, request: Request, user: str, stamp: str) -> Session:
+        old = request.cookies.get(COOKIE)
+        if old:
+            self.sessions.end(old)  # a fresh id at every sign-in: a planted cookie never becomes a session
+        value, session = self.sessions.create(user, stamp, self._clock.now())
+        response.set_cookie(COOKIE, value, max_age=SESSION_MAX_S, path="/", httponly=True,
                             samesite="strict", secure=request.url.scheme == "https")
+        return session
+
+    def end_session(self, request: Request, response: Response) -> None:
+        value = request.cookies.get(COOKIE)
+        if value:
+            self.sessions.end(value)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
+                               secure=request.url.scheme == "https")
 
 
 def denied(request: Request) -> Response:
     if "token" in request.query_params:
-        message = ("?token= is only accepted when opening the page / (it is then swapped for a session "
-                   "cookie); an API client sends 'Authorization: Bearer <token>' (see web.token in the data dir)")
+        message = ("a token in the URL is not accepted: API clients send 'Authorization: Bearer <token>' "
+                   "(web.token in the data dir); people sign in at /login")
     else:
-        message = ("this needs the gateway's web token: send 'Authorization: Bearer <token>', or open the page "
-                   "once as /?token=<token> (see web.token in the data dir)")
+        message = ("this needs a signed-in technician (sign in at /login) or the gateway's web token as "
+                   "'Authorization: Bearer <token>' (web.token in the data dir)")
     return JSONResponse({"error": message}, status_code=401, headers={"WWW-Authenticate": "Bearer"})

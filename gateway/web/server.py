@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -29,9 +30,11 @@ class EmbeddedServer(uvicorn.Server):
         return None
 
 
-def make_server(app: Any, host: str, port: int) -> EmbeddedServer:
+def make_server(app: Any, host: str, port: int, tls: tuple[Path, Path] | None = None) -> EmbeddedServer:
+    """``tls``: (certificate, key) PEM files to serve HTTPS."""
+    cert, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            lifespan="off", timeout_graceful_shutdown=2)
+                            lifespan="off", timeout_graceful_shutdown=2, ssl_certfile=cert, ssl_keyfile=key)
     return EmbeddedServer(config)
 
 
@@ -42,17 +45,18 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+async def serving(app: Any, host: str = "127.0.0.1", port: int = 0,
+                  tls: tuple[Path, Path] | None = None) -> AsyncIterator[str]:
     """Serve ``app`` for the duration of the block; yields its base URL (a free port if 0)."""
     port = port or free_port(host)
-    server = make_server(app, host, port)
+    server = make_server(app, host, port, tls)
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no started event
         await asyncio.sleep(0.01)
     if task.done():
         await task  # it failed to start: raise why
     try:
-        yield f"http://{host}:{port}"
+        yield f"{'https' if tls else 'http'}://{host}:{port}"
     finally:
         server.should_exit = True
         await task

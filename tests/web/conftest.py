@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from stellar_sdk import Keypair
@@ -24,8 +25,11 @@ from gateway.status import GatewayStatus
 from gateway.web.app import WebContext, create_app
 from gateway.web.auth import load_or_create_token
 from gateway.web.server import free_port, serving
+from gateway.web.users import UserStore
 
 SDM630 = builtin_profile("eastron-sdm630")
+USER = "tech"
+PASSWORD = "meter room 7 key"
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Site:
     data_dir: Path
     profiles_dir: Path
     session_clock: ManualClock
+    users: UserStore
 
 
 def site_config(tmp_path: Path, sim_port: int) -> GatewayConfig:
@@ -80,15 +85,29 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
     bus_task = asyncio.create_task(bus.run())
     ledger = await Ledger.open(cfg.data_dir, gateway_id=cfg.gateway_id, keypair=Keypair.random())
     token = load_or_create_token(cfg.data_dir)
+    users = UserStore(cfg.data_dir)
+    users.set_password(USER, PASSWORD)
     session_clock = ManualClock(clock.now())
     ctx = WebContext(status, ledger, clock, token, (), buses={"line": bus}, config=cfg,
                      profiles_dir=cfg.web.profiles_dir, session_clock=session_clock)
     try:
         async with serving(create_app(ctx)) as url:
-            yield Site(url, token, ctx, cfg, bus, meter, cfg.data_dir, tmp_path / "profiles", session_clock)
+            yield Site(url, token, ctx, cfg, bus, meter, cfg.data_dir, tmp_path / "profiles", session_clock, users)
     finally:
         bus_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await bus_task
         await ledger.close()
         await sim.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for every browser test of the session (see tests/web/browser.py)."""
+    from tests.web.browser import start_browser, stop_browser
+
+    driver = start_browser()
+    try:
+        yield driver
+    finally:
+        stop_browser(driver)

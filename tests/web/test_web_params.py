@@ -18,6 +18,8 @@ from tests.web.conftest import Site
 # (path, parameter, valid values for the route's other parameters)
 QUERY_PARAMS = [
     ("/", "token", {}),
+    ("/login", "next", {}),
+    ("/login", "token", {}),
     ("/api/v1/credits", "after", {"limit": "10"}),
     ("/api/v1/credits", "limit", {"after": "0"}),
     ("/api/v1/meters/m1/intervals", "from", {"to": "2025-12-02"}),
@@ -28,7 +30,8 @@ QUERY_PARAMS = [
     ("/api/v1/buses/line/read", "profile", {"unit": "1"}),
 ]
 PATH_PARAMS = ["/api/v1/meters/{}", "/api/v1/meters/{}/intervals", "/api/v1/meters/{}/projection",
-               "/api/v1/buses/{}/read?unit=1&profile=eastron-sdm630"]
+               "/api/v1/buses/{}/read?unit=1&profile=eastron-sdm630", "/meters/{}", "/api/v1/charts/meters/{}/day",
+               "/api/v1/charts/meters/{}/period", "/api/v1/charts/lines/{}", "/static/{}"]
 
 HOSTILE = [
     "", " ", "-1", "0", "1", "+1", "99999999999999999999", "9" * 5000, "-9223372036854775809", "9223372036854775808",
