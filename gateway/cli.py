@@ -26,6 +26,7 @@ from gateway import logs
 from gateway.commissioning import register as register_commissioning
 from gateway.errors import ConfigError, GatewayError
 from gateway.reports.cli import register as register_reports
+from gateway.sim.cli import register as register_sim
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 STOP_DEADLINE_S = 4.0
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profiles_list)
 
     register_commissioning(sub)
+    register_sim(sub)
     register_reports(sub)
     register_stellar(sub)
 
