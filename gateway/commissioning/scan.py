@@ -108,6 +108,7 @@ async def identify(bus: ModbusBus, unit: int, profiles: Iterable[Profile]) -> Fo
             continue
         matched = True
         fingerprint = False
+        family = False
         for ident in profile.identity:
             key = (ident.function, ident.address, ident.register_count)
             if key not in reads:
@@ -126,12 +127,18 @@ async def identify(bus: ModbusBus, unit: int, profiles: Iterable[Profile]) -> Fo
             regs = reads[key]
             if regs is None or not identity_matches(ident, regs):
                 matched = False
-                break
+                if ident.expect is None:
+                    family = False
+                    break
+                continue
             found.identity[f"{ident.name}@{ident.address:#06x}"] = regs
             found.reads[key] = regs
             fingerprint = fingerprint or ident.expect is not None
-        if matched:
-            (strong if fingerprint else weak).append(profile.id)
+            family = family or ident.expect is None
+        if matched and fingerprint:
+            strong.append(profile.id)
+        elif family:  # its family's registers are there, but nothing (or something else) singles it out
+            weak.append(profile.id)
     found.models = strong
     found.family = weak
     if len(strong) > 1:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from gateway.acquisition import rtu
 from gateway.clock import Clock
-from gateway.profiles import Profile, encode
+from gateway.profiles import encode
 from gateway.sim.identity_regs import identity_words
 from gateway.sim.modbus_sim import SimulatedMeter
 from gateway.sim.wire import Wire

@@ -19,6 +19,8 @@ MBAP = struct.Struct(">HHHB")
 MAX_PDU = 253
 ILLEGAL_FUNCTION, ILLEGAL_VALUE, GATEWAY_TARGET_FAILED = 0x01, 0x03, 0x0B
 MAX_READ = 125
+STOP_WAIT_S = 2.0
+"""How long a stop waits for open connections' handlers to see their socket closed (milliseconds, normally)."""
 
 Source = Callable[[int, int, int], "list[int] | int"]
 """(function, start, count) → registers or an exception code: see :func:`gateway.sim.rtu_line.meter_registers`."""
@@ -50,6 +52,7 @@ class ModbusTcpGateway:
         self.requests = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._client, self.host, self.port)
@@ -57,6 +60,8 @@ class ModbusTcpGateway:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
+        if (me := asyncio.current_task()) is not None:
+            self._handlers.add(me)
         try:
             while True:
                 tid, protocol, length, unit = MBAP.unpack(await reader.readexactly(MBAP.size))
@@ -76,6 +81,8 @@ class ModbusTcpGateway:
     async def stop(self) -> None:
         for writer in list(self._writers):
             writer.close()
+        if self._handlers:  # closed connections end their handlers; a stop leaves none running
+            await asyncio.wait(self._handlers, timeout=STOP_WAIT_S)
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
