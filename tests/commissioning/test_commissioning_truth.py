@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from conftest import free_port
 from gateway.acquisition.modbus import ModbusBus
 from gateway.cli import main
 from gateway.clock import SystemClock
@@ -23,6 +22,7 @@ from gateway.sim.load import LoadModel
 from gateway.sim.modbus_sim import MeterSimulator, SimulatedMeter
 from gateway.sim.rtu_line import meter_registers
 from gateway.sim.tcp_gateway import ModbusTcpGateway
+from tests.conftest import free_port
 
 CLOCK = SystemClock()
 MODELS = {1: "eastron-sdm630", 3: "eastron-sdm120", 5: "abb-b23", 6: "eastron-sdm230"}
@@ -111,7 +111,7 @@ def test_read_doubts_values_decoded_with_the_wrong_word_order() -> None:
     assert "power factor" in implausible(profile, {"power_factor": 17.0})["power_factor"]
 
 
-def test_read_with_an_unknown_profile_is_bad_usage(capsys: object) -> None:
+def test_read_with_an_unknown_profile_is_bad_usage() -> None:
     assert main(["read", "--host", "127.0.0.1", "--id", "1", "--profile", "nosuch"]) == 2
 
 
