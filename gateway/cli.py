@@ -27,6 +27,7 @@ from gateway.commissioning import register as register_commissioning
 from gateway.errors import ConfigError, GatewayError
 from gateway.reports.cli import register as register_reports
 from gateway.sim.cli import register as register_sim
+from gateway.terminal import register as register_status
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 STOP_DEADLINE_S = 4.0
@@ -247,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_commissioning(sub)
     register_sim(sub)
+    register_status(sub)
     register_reports(sub)
     register_stellar(sub)
 
