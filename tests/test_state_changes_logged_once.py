@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from gateway.acquisition import modbus
@@ -23,6 +27,15 @@ from gateway.timetrust import TimeTrust
 
 WAIT_S = 10.0
 """Bounds each wait for a log event; the retries below come every 20 ms."""
+
+
+@pytest.fixture(autouse=True)
+def every_level() -> Iterator[None]:
+    """capture_logs swaps the processors only: a CLI test run before may have left a warning-level filter."""
+    old: dict[str, Any] = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    structlog.configure(**old)
 
 
 def events(logs: list[dict[str, object]], name: str) -> list[dict[str, object]]:
