@@ -26,6 +26,8 @@ from gateway import logs
 from gateway.commissioning import register as register_commissioning
 from gateway.errors import ConfigError, GatewayError
 from gateway.reports.cli import register as register_reports
+from gateway.sim.cli import register as register_sim
+from gateway.terminal import register as register_status
 from gateway.web.users_cli import register as register_users
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -127,6 +129,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.speed <= 0:
         raise ConfigError("--speed must be positive")
+    if args.receiver and not args.receiver_token_file:
+        raise ConfigError("--receiver needs --receiver-token-file FILE: the bearer token the billing API expects")
+    if args.receiver_token_file and not args.receiver:
+        raise ConfigError("--receiver-token-file is for --receiver URL (the built-in receiver makes its own token)")
+    if args.receiver_token_file and not Path(args.receiver_token_file).is_file():
+        raise ConfigError(f"--receiver-token-file {args.receiver_token_file}: no such file; put the billing API's "
+                          "bearer token in it (one line)")
     if args.late_mqtt < 0 or args.late_mqtt == 1:
         raise ConfigError("--late-mqtt must be 0 (off) or at least 2 (every N-th message arrives late)")
     logs.configure(args.log_level, "console" if sys.stderr.isatty() else "json")
@@ -197,8 +206,18 @@ def cmd_recover_chains(args: argparse.Namespace) -> int:
     return code
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("meter-gateway")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meter-gateway", description="Edge gateway daemon for smart meters.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the gateway daemon")
@@ -229,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profiles_list)
 
     register_commissioning(sub)
+    register_sim(sub)
+    register_status(sub)
     register_reports(sub)
     register_stellar(sub)
     register_users(sub)

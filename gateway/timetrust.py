@@ -163,6 +163,8 @@ class TimeTrust:
     _offset: float | None = field(default=None, repr=False)
     _stepped_at: float | None = field(default=None, repr=False)
     """Monotonic time of the last step seen while trusted; None when not settling."""
+    _announced: bool = field(default=False, repr=False)
+    """Whether an untrusted spell has been logged: the first check starts untrusted ("not checked yet")."""
 
     def offset(self) -> float:
         """Wall minus monotonic time now; constant while nobody steps the clock."""
@@ -203,8 +205,11 @@ class TimeTrust:
         return True
 
     def _set(self, trusted: bool, reason: str) -> None:
-        if trusted != self.trusted:
+        # Once when an untrusted spell starts (also at start-up, where the state already reads "untrusted"),
+        # once when it ends; not on every check in between, whatever its reason says.
+        if trusted != self.trusted or (not trusted and not self._announced):
             (log.info if trusted else log.warning)("time_trust_changed", trusted=trusted, reason=reason)
+        self._announced = not trusted
         self.trusted = trusted
         self.reason = reason
 

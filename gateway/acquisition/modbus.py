@@ -146,6 +146,8 @@ class ModbusBus:
         self.one_off = OneOffQueue(bus, clock)
         self._window: deque[tuple[float, float, bool]] = deque()
         self._started_mono: float | None = None
+        self._down_since: float | None = None
+        """Monotonic time the line became unavailable (a missing serial device...); None while it works."""
         self._wall_offset: float | None = None
         """Wall minus monotonic time when the grid was last checked: a change is a wall-clock step."""
         self.cycle_times: deque[tuple[float, float]] = deque(maxlen=256)
@@ -263,6 +265,7 @@ class ModbusBus:
                         if await self._poll(job):
                             self._reschedule(job)
                     reopen_delay = REOPEN_MIN_S
+                    self._line_up()
                 except PortUnavailable as exc:
                     self._line_down(str(exc), reopen_delay)
                     # Line outage: wait in host time (a physical replug), then try again.
@@ -293,11 +296,21 @@ class ModbusBus:
                 await asyncio.sleep(LOCK_RETRY_S)
 
     def _line_down(self, error: str, retry_in: float) -> None:
-        first = self.line.connected or self.line.last_error != error
+        # Logged once when the outage starts (from start-up too: the line was never "connected" then) and
+        # once when it ends (_line_up); the retries in between are debug, or a missing adapter floods the log.
+        first = self._down_since is None
+        if first:
+            self._down_since = self._clock.monotonic()
         self.line.connected = False
         self.line.last_error = error
         (log.warning if first else log.debug)("line_unavailable", bus=self.cfg.name, error=error,
                                               retry_in_s=retry_in)
+
+    def _line_up(self) -> None:
+        if self._down_since is not None:
+            log.info("line_available", bus=self.cfg.name, unavailable_s=round(self._clock.monotonic()
+                                                                               - self._down_since, 1))
+            self._down_since = None
 
     def _pick(self) -> _Job | None:
         if not self._jobs:

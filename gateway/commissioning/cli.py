@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 from gateway.acquisition.modbus import ModbusBus
 from gateway.acquisition.portlock import PortBusy, PortLock, endpoint_key
 from gateway.clock import SystemClock
+from gateway.commissioning.plausible import implausible
 from gateway.commissioning.scan import ScanResult, parse_ids, scan
 from gateway.config import BusConfig
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, ProfileError
 from gateway.intervals import Reading
 from gateway.profiles import resolve_profile
 from gateway.status import GatewayStatus
@@ -106,11 +107,16 @@ def cmd_scan(args: argparse.Namespace) -> int:
         result: ScanResult = asyncio.run(_with_bus(cfg, lambda bus: scan(bus, ids, progress=_progress)))
     finally:
         lock.release()
+    if result.exceptions_only:
+        codes = sorted(set().union(*result.exceptions_only.values()))
+        print(f"{len(result.exceptions_only)} id(s) answered every read with a Modbus exception "
+              f"(code {', '.join(f'{c:#04x}' for c in codes)}) and no registers: not counted as devices "
+              f"(ids {_ranges(sorted(result.exceptions_only))}); a simulator or gateway answering for absent ids")
     if not result.found:
         print(f"no device answered on ids {args.ids} (check wiring A/B, baud, framing and termination)")
         return 1
     for f in result.found:
-        model = ", ".join(f.models) if f.models else "unknown model"
+        model = f.model or "unknown model"
         flag = "  !! LIKELY DUPLICATE ID" if f.duplicate_suspected else ""
         print(f"id {f.unit:3d}: {model}{flag}")
         for note in f.notes:
@@ -120,9 +126,23 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ranges(ids: list[int]) -> str:
+    """[1, 2, 3, 7] → "1-3,7"."""
+    parts: list[str] = []
+    for unit in ids:
+        if parts and parts[-1].split("-")[-1] == str(unit - 1):
+            parts[-1] = f"{parts[-1].split('-')[0]}-{unit}"
+        else:
+            parts.append(str(unit))
+    return ",".join(parts)
+
+
 def cmd_read(args: argparse.Namespace) -> int:
     cfg = _bus_config(args)
-    profile = resolve_profile(args.profile)
+    try:
+        profile = resolve_profile(args.profile)
+    except ProfileError as exc:  # a typo on the command line is bad usage (exit 2), as the README says
+        raise ConfigError(str(exc)) from None
     lock = _lock(cfg)
     try:
         values, problems = asyncio.run(_with_bus(cfg, lambda bus: bus.read_values(args.id, profile)))
@@ -135,6 +155,11 @@ def cmd_read(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {values[name]:>14.3f} {q.unit:<3}  ({where})")
         else:
             print(f"{name:<{width}}  {'-':>14} {q.unit:<3}  ({where}) {problems.get(name, '')}")
+    if doubts := implausible(profile, values):
+        print(f"warning: these values do not look like a {profile.manufacturer} {profile.model} measured them; "
+              f"is {profile.id} the right profile (and word order)?", file=sys.stderr)
+        for name, why in sorted(doubts.items()):
+            print(f"warning:   {name}: {why}", file=sys.stderr)
     return 0 if values else 1
 
 

@@ -61,7 +61,16 @@ _HINTS = {
     "int_parsing": "write a whole number without quotes",
     "float_parsing": "write a number without quotes",
     "int_type": "write a whole number without quotes",
+    "float_type": "write a number without quotes, e.g. 60",
 }
+URL_HINT = ("a URL is the scheme http:// or https://, then the host name or address, an optional :port and "
+            "path, e.g. https://billing.example.com/api")
+
+
+def _hint(loc: tuple[Any, ...], error_type: str) -> str:
+    if loc and loc[-1] == "url" and error_type == "string_pattern_mismatch":
+        return URL_HINT  # the generic pattern hint (letters, digits, ...) would mislead here
+    return _HINTS.get(error_type, "")
 
 
 @dataclass(frozen=True)
@@ -267,7 +276,7 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         for err in exc.errors():
             loc = tuple(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
-            problems.append(ConfigProblem(_dotted(loc), line_for(lines, loc), msg, _HINTS.get(err["type"], "")))
+            problems.append(ConfigProblem(_dotted(loc), line_for(lines, loc), msg, _hint(loc, err["type"])))
     for loc, msg, hint in _semantic_problems(raw, base):
         problems.append(ConfigProblem(_dotted(loc), line_for(lines, loc), msg, hint))
     if problems or cfg is None:
@@ -387,4 +396,10 @@ def load_config(path: str | Path) -> GatewayConfig:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidConfig(str(file), [ConfigProblem("(file)", None, f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        data = file.read_bytes()
+        line = data[: exc.start].count(b"\n") + 1
+        raise InvalidConfig(str(file), [ConfigProblem(
+            "(file)", line, f"not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})",
+            "save the file as UTF-8 (e.g. 'iconv -f latin1 -t utf-8'); TOML files must be UTF-8")]) from None
     return parse_config(text, source=str(file), base_dir=file.resolve().parent)

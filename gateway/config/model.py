@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from gateway.billing.projection import ProjectionMethod
 from gateway.billing.tariff import Tariff
@@ -61,9 +61,10 @@ class ModbusMeterConfig(_Model):
     id: MeterId
     unit_id: int = Field(ge=1, le=247, description="Modbus device address on the bus")
     profile: str = Field(min_length=1, description="built-in profile id or path to a profile file")
-    poll_s: float = Field(default=60.0, gt=0, le=900)
+    # Strict: TOML has numbers, so a quoted "60" is a mistake to show, not to coerce quietly.
+    poll_s: Annotated[float, Strict()] = Field(default=60.0, gt=0, le=900)
     nmi: str | None = None
-    poll_instant_s: float | None = Field(
+    poll_instant_s: Annotated[float, Strict()] | None = Field(
         default=None, gt=0, le=900,
         description="period for instantaneous values (power, voltage); default: read them with the energy",
     )

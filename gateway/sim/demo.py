@@ -41,6 +41,7 @@ from gateway.daemon import Running, run_daemon
 from gateway.intervals import INTERVAL_S
 from gateway.profiles import builtin_profile
 from gateway.sim import children
+from gateway.sim.hints import bill_hint, cli_command
 from gateway.sim.load import LoadModel
 from gateway.sim.modbus_sim import MeterSimulator, SimulatedMeter
 from gateway.web.server import free_port, make_server
@@ -51,6 +52,7 @@ log = structlog.get_logger("gateway.demo")
 GATEWAY_ID = "demo-gateway"
 DEMO_USER = "demo"
 """The technician account the demo creates, with a new random password printed at every start."""
+DEMO_TIMEZONE = "Europe/Berlin"
 STATE_FILE = "demo.json"
 POLL_CHOICES = (10, 15, 30, 60, 300, 900)
 MIN_TICK_WALL_S = 0.25
@@ -163,7 +165,7 @@ def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_
     lines = [
         "# Written by `meter-gateway demo`: a real gateway config pointing at simulated meters.",
         f'gateway_id = "{GATEWAY_ID}"',
-        'site_timezone = "Europe/Berlin"',
+        f'site_timezone = "{DEMO_TIMEZONE}"',
         f'data_dir = "{data_dir}"',
         "",
         "[time]",
@@ -388,8 +390,7 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
         print(f"  projection  : curl -H 'Authorization: Bearer {running.web_token}' "
               f"http://127.0.0.1:{running.web_port}/api/v1/meters/flat-1/projection")
         print(f"  data dir    : {data_dir}  (gateway.toml, ledger.db, receiver.db)")
-        print(f"  afterwards  : meter-gateway bill flat-1 --config {data_dir / 'gateway.toml'} --from YYYY-MM-DD "
-              "--to YYYY-MM-DD")
+        print("  afterwards  : the bill command for this run's days is printed when the demo stops")
         if not broker:
             print("  MQTT meter  : skipped (install mosquitto to include it)")
         print("  stop        : Ctrl-C\n", flush=True)
@@ -426,6 +427,9 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
             broker.wait(timeout=5)
         if store is not None:
             store.close()
+    if announce:
+        print("Bill what the demo measured: "
+              + bill_hint(cli_command(), config_path, state.epoch, end, DEMO_TIMEZONE, "flat-1"), flush=True)
     if store is None:
         return DemoResult(data_dir, start, end, period)
     result = DemoResult(data_dir, start, end, period, check_conservation(data_dir / "receiver.db", state.epoch))

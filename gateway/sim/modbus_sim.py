@@ -21,6 +21,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gateway.clock import Clock
 from gateway.profiles import Profile, encode
+from gateway.sim.identity_regs import identity_words
 from gateway.sim.load import LoadModel
 
 NOMINAL_V = 230.0
@@ -89,6 +90,13 @@ async def _answer(meter: SimulatedMeter, clock: Clock, function_code: int, start
             continue
         for i, word in enumerate(encode(q, values[name])):
             current_registers[q.address + i - start_address] = word
+    for ident in meter.profile.identity:  # so a scan of the demo's meters identifies each model
+        if ident.function != wanted_fc or ident.address + ident.register_count <= address \
+                or ident.address >= address + count:
+            continue
+        for i, word in enumerate(identity_words(ident, meter.unit_id)):
+            if address <= ident.address + i < address + count:
+                current_registers[ident.address + i - start_address] = word
     return None
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from gateway.acquisition import rtu
 from gateway.clock import Clock
-from gateway.profiles import Profile, encode
+from gateway.profiles import encode
+from gateway.sim.identity_regs import identity_words
 from gateway.sim.modbus_sim import SimulatedMeter
 from gateway.sim.wire import Wire
 
@@ -91,7 +92,7 @@ def meter_registers(meter: SimulatedMeter, clock: Clock,
                     or ident.address >= start + count:
                 continue
             known = True
-            for i, word in enumerate(_identity_words(profile, ident.name, meter.unit_id, identity)):
+            for i, word in enumerate(identity_words(ident, meter.unit_id, identity)):
                 if start <= ident.address + i < start + count:
                     out[ident.address + i - start] = word
         if not known:
@@ -100,20 +101,6 @@ def meter_registers(meter: SimulatedMeter, clock: Clock,
         return out
 
     return source
-
-
-def _identity_words(profile: Profile, name: str, unit: int, given: dict[str, int | str] | None) -> list[int]:
-    ident = next(i for i in profile.identity if i.name == name)
-    value: int | str = (given or {}).get(name, ident.expect if ident.expect is not None else 4_000_000 + unit)
-    if ident.datatype == "string":
-        data = str(value).encode("latin-1").ljust(2 * ident.register_count, b" ")[: 2 * ident.register_count]
-    else:
-        from gateway.profiles import DataType
-
-        dt = DataType(ident.datatype)
-        data = int(value).to_bytes(2 * dt.register_count, "big", signed=dt.is_signed)
-    words = [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
-    return words[::-1] if ident.word_order == "little" else words
 
 
 class _Responder:
