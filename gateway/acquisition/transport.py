@@ -79,8 +79,7 @@ class Transport(Protocol):
 
 
 def wire_cost(bus: BusConfig, turnaround_s: float = 0.0) -> WireCost:
-    bits = 11 if bus.framing in ("8E1", "8O1", "8N2") else 10
-    return WireCost(bits_per_char=bits, baud=bus.baud, turnaround_s=turnaround_s)
+    return WireCost.for_line(bus.framing, bus.baud, turnaround_s)
 
 
 class _Link:
