@@ -215,6 +215,10 @@ class RtuTransport:
         """Bytes of a frame given up on (truncated) that may still be on their way."""
         self.noise_bytes = 0
         """Bytes found on the line that nobody asked for (noise, late answers)."""
+        self.gaps_timed = 0
+        self.gap_late_s = 0.0
+        """Total time requests went out after their gap had ended, or after they were asked for if that
+        was later (``gaps_timed`` of them): how precisely the gap is timed, as a benchmark reports it."""
         self._device_lock_owner: str | None = None
         self._held_key: str | None = None
         self._device_lock: PortLock | None = None
@@ -298,16 +302,18 @@ class RtuTransport:
         gap = self.gap_s
         if self._last_unit is not None and unit != self._last_unit:
             gap = max(gap, self.cfg.device_switch_delay_s)
+        asked = time.monotonic()
         while True:
             quiet_until = max(self._quiet_from, link.last_rx) + gap
             wait = quiet_until - time.monotonic()
-            if wait <= 0:
-                return
             if wait > PRECISE_WAIT_S:
                 await asyncio.sleep(wait - PRECISE_WAIT_S)  # wakes up to 1 ms late: still before the end
                 self._discard(link)
                 continue  # bytes that came meanwhile restart the silence
-            _hold(wait)
+            if wait > 0:
+                _hold(wait)
+            self.gaps_timed += 1
+            self.gap_late_s += max(0.0, time.monotonic() - max(quiet_until, asked))
             return
 
     async def transact(self, unit: int, function: int, start: int, count: int, *,
