@@ -336,6 +336,9 @@ class ModbusBus:
         self._wall_offset = offset
         log.warning("wall_clock_step", bus=self.cfg.name, step_s=round(step, 3))
         self._schedule.shift(step)
+        # Noticed late (a wall-precise wait ends by its monotonic bound): a slot the shifted grid puts in the
+        # past is read once, now, as after a stall, not once late and again at once for the next slot.
+        self._schedule.resync(self._clock.now())
         if self.line.overloaded_since is not None:
             self.line.overloaded_since += step
 
