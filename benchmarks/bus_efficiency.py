@@ -14,7 +14,12 @@ Printed:
   over every way to group the six values into requests (independent of the
   planner's dynamic programme);
 * scheduling efficiency = ideal wire time of the plan / measured cycle time,
-  where a cycle runs from the poll slot to the end of its last transaction.
+  where a cycle runs from the poll slot to the end of its last transaction
+  (target >= 0.97, issue 11: the frame gap timed from the end of the last byte);
+* the silence the gateway leaves between an answer's end and its next request,
+  against t3.5 (never below it: the wire counts violations);
+* CPU seconds per 1000 values over the measured cycles, of this one process,
+  which also runs the simulated meters and wire (an upper bound for the bus).
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ import math
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from gateway.acquisition.modbus import ModbusBus
 from gateway.acquisition.read_plan import WireCost, naive_plan, plan_reads
+from gateway.acquisition.transport import RtuTransport
 from gateway.clock import SystemClock
 from gateway.config import BusConfig
 from gateway.intervals import Reading
@@ -66,6 +73,27 @@ def exact_optimum(quantities: list[Quantity], cost: WireCost, max_registers: int
     return best
 
 
+class _TimedWire(Wire):
+    """The wire, also noting the silence before each request (answer end to request start)."""
+
+    def __init__(self, cost: WireCost) -> None:
+        super().__init__(cost)
+        self.silences: list[float] = []
+        self._last_len = 0
+
+    def transmit(self, offered_at: float, nbytes: int) -> tuple[float, float]:
+        if nbytes == REQUEST_LEN and self._last_len != REQUEST_LEN and offered_at - self.idle_from < SILENCE_MAX_S:
+            self.silences.append(offered_at - self.idle_from)
+        self._last_len = nbytes
+        return super().transmit(offered_at, nbytes)
+
+
+REQUEST_LEN = 8
+SILENCE_MAX_S = 0.05
+"""Longer silences are the idle line between cycles, not a gap the gateway left within one."""
+TARGET = 0.97
+
+
 async def measure(cycles: int) -> dict[str, float]:
     profile = builtin_profile("eastron-sdm630")
     cost = WireCost(bits_per_char=10, baud=9600)
@@ -74,7 +102,7 @@ async def measure(cycles: int) -> dict[str, float]:
     meters = [SimulatedMeter(f"m{u:02d}", u, profile, LoadModel.for_meter(f"m{u:02d}", epoch))
               for u in range(1, METERS + 1)]
     sim = LineOfMeters(meters, clock)
-    wire = Wire(cost)
+    wire = _TimedWire(cost)
     with tempfile.TemporaryDirectory() as tmp:
         line = RtuLine(sim.devices, Path(tmp) / "ttyBENCH", wire=wire)
         cfg = BusConfig.model_validate({
@@ -95,8 +123,16 @@ async def measure(cycles: int) -> dict[str, float]:
         task = asyncio.create_task(bus.run())
         try:
             # The first cycle opens the port mid-slot; measure the ones after it.
+            while len(bus.cycle_times) < 1:  # noqa: ASYNC110 - the bus has no per-cycle event
+                await asyncio.sleep(0.1)
+            cpu0, polls0, silences0 = time.process_time(), len(readings), len(wire.silences)
+            transport = bus._transport
+            assert isinstance(transport, RtuTransport)
+            late0, gaps0 = transport.gap_late_s, transport.gaps_timed
             while len(bus.cycle_times) < cycles + 1:  # noqa: ASYNC110 - the bus has no per-cycle event
                 await asyncio.sleep(0.1)
+            cpu_s, polls = time.process_time() - cpu0, len(readings) - polls0
+            own_late = (transport.gap_late_s - late0) / max(1, transport.gaps_timed - gaps0)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -116,6 +152,11 @@ async def measure(cycles: int) -> dict[str, float]:
         "readings": len(readings),
         "errors": line_status.errors,
         "gap_violations": wire.gap_violations,
+        "cpu_per_1000_values": cpu_s / (polls * len(SIX) / 1000) if polls else math.nan,
+        "silence_median": statistics.median(wire.silences[silences0:]),
+        "silence_min": min(wire.silences[silences0:]),
+        "t35": cost.t35(),
+        "own_late": own_late,
     }
 
 
@@ -133,8 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"measured cycle time        median {r['cycle_median']:.3f} s, worst {r['cycle_worst']:.3f} s "
           f"over {r['cycles']:.0f} cycles ({r['readings']:.0f} readings, {r['errors']:.0f} errors, "
           f"{r['gap_violations']:.0f} t3.5 violations)")
-    print(f"scheduling efficiency      {eff:.3f}  (target >= 0.90 -> {'PASS' if eff >= 0.90 else 'FAIL'})")
-    return 0 if eff >= 0.90 and abs(r["plan"] - r["optimum"]) < 1e-9 else 1
+    print(f"answer end -> next request median {r['silence_median'] * 1e3:.3f} ms, min {r['silence_min'] * 1e3:.3f} ms "
+          f"(t3.5 = {r['t35'] * 1e3:.3f} ms: {(r['silence_median'] - r['t35']) * 1e3:.3f} ms beyond it)")
+    print(f"                           of which the gateway's own lateness after the gap it timed: "
+          f"{r['own_late'] * 1e3:.3f} ms mean (the rest is the host delivering bytes: simulator, pty, loop)")
+    print(f"CPU                        {r['cpu_per_1000_values']:.3f} s per 1000 values "
+          "(this process: bus + simulated meters and wire)")
+    print(f"scheduling efficiency      {eff:.3f} of the wire ideal  (target >= {TARGET} -> "
+          f"{'PASS' if eff >= TARGET else 'FAIL'})")
+    return 0 if eff >= TARGET and abs(r["plan"] - r["optimum"]) < 1e-9 else 1
 
 
 if __name__ == "__main__":

@@ -105,7 +105,17 @@ class LineStatus:
     transactions: int = 0
     errors: int = 0
     cycle_overruns: int = 0
-    """Polls that started so late that their next slot had already come: the line is overbooked."""
+    """Polls that ended after their next slot had begun (the line was stalled, or is overbooked)."""
+    poll_period_s: float | None = None
+    """The shortest poll period configured on the line."""
+    achievable_period_s: float | None = None
+    """The period the line gives those meters: the configured one while it keeps it, the one they
+    actually get (every meter alike) while it is overloaded."""
+    needed_period_s: float | None = None
+    """The shortest period the meters' read plans allow on this wire (serial lines), as check-config says."""
+    overloaded: bool = False
+    """The configured periods do not fit the line: meters are polled round robin, as often as it can."""
+    overloaded_since: float | None = None
     utilisation: float = 0.0
     """Fraction of wall time a transaction was in flight."""
     transactions_per_s: float = 0.0

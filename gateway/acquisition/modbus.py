@@ -5,17 +5,12 @@ exactly one transaction is ever in flight on the wire. Every reader goes
 through it: the periodic polls, one-off reads from the local API or CLI
 (:meth:`ModbusBus.request`, :meth:`ModbusBus.read_values`), scans.
 
-Polls are placed on a fixed grid (multiples of each poll period in wall time)
-instead of "sleep N seconds after the last poll": the schedule cannot drift,
-and a poll lands on every 15-minute boundary, which is where the interval
-engine wants a real register value. A meter may poll its instantaneous values
-on a different period than its energy register.
-
-Order when several polls are due: earliest slot first; within a slot, healthy
-meters before failing ones (a silent meter eats a whole timeout, and putting
-it last keeps everyone else's period steady), then configuration order.
-One-off requests run in the line's idle gaps, and ahead of waiting polls only
-within the bus's ``one_off_share`` of the line (:mod:`gateway.acquisition.one_off`).
+Polls sit on a fixed wall-clock grid, in the order and with the fair shares on an
+overbooked line that :mod:`gateway.acquisition.schedule` decides; a meter may poll
+its instantaneous values on a different period than its energy register. Line
+rates come from :mod:`gateway.acquisition.line_stats`. One-off requests run in the
+line's idle gaps, and ahead of waiting polls only within the bus's
+``one_off_share`` of the line (:mod:`gateway.acquisition.one_off`).
 
 Faults stay local: bounded retries per transaction, then the meter alone is
 backed off (capped exponential, still on its grid) and shown offline; it
@@ -27,16 +22,26 @@ push any meter into backoff.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import structlog
 
+from gateway.acquisition.line_stats import LineStats
 from gateway.acquisition.one_off import BusBusy, OneOffQueue
+from gateway.acquisition.plausibility import implausible as _implausible
+from gateway.acquisition.plausibility import modulus_wh as _modulus_wh
 from gateway.acquisition.portlock import PortBusy, PortLock, endpoint_key
-from gateway.acquisition.read_plan import ReadPlan, plan_reads, split_block
+from gateway.acquisition.read_plan import plan_reads, split_block
+from gateway.acquisition.schedule import (
+    OverloadChange,
+    PollJob,
+    PollSchedule,
+    job_specs,
+    next_slot,
+    poll_wire_s,
+)
 from gateway.acquisition.transport import (
     FrameError,
     ModbusTcpTransport,
@@ -46,6 +51,7 @@ from gateway.acquisition.transport import (
     make_transport,
     wire_cost,
 )
+from gateway.acquisition.waits import first_of as _first_of
 from gateway.clock import Clock
 from gateway.config import BusConfig, ModbusMeterConfig
 from gateway.config.ceiling import modbus_ceiling
@@ -84,8 +90,8 @@ reappears within a second or two; a dead one should not spin the CPU."""
 LOCK_RETRY_S = 5.0
 """Host seconds between attempts to take a line a commissioning tool is using."""
 
-RATE_WINDOW_S = 60.0
-"""Line rates and utilisation cover this much recent (monotonic) time."""
+RATE_WINDOW_S = 60
+"""Line rates and utilisation cover this much recent (monotonic) time, in whole seconds."""
 
 WANTED = ("energy_import", "power_total", "voltage_l1")
 """Quantities polled for a meter whose config lists none (``quantities``): the energy register, plus two for
@@ -115,19 +121,11 @@ class _Meter:
         return modbus_ceiling(self.cfg, self.profile).watts
 
 
-@dataclass
-class _Job:
-    """A periodic read of one meter: its energy, its instantaneous values, or both."""
+_Job = PollJob[_Meter]
 
-    meter: _Meter
-    names: tuple[str, ...]
-    plan: ReadPlan
-    period: float
-    next_due: float
-    energy: bool
-    retries_used: int = 0
-    """Retries of this slot's poll so far. A retry goes to the back of its slot, so a device
-    that just started failing costs the healthy meters due with it one timeout, not several."""
+
+def _failing(meter: _Meter) -> bool:
+    return meter.status.consecutive_failures > 0
 
 
 class ModbusBus:
@@ -141,11 +139,10 @@ class ModbusBus:
         self._submit = submit
         self._transport: Transport = transport or make_transport(bus)
         self._use_lock = use_lock
-        self._jobs: list[_Job] = []
+        self._schedule = PollSchedule[_Meter](wire_timed=bus.kind != "tcp")
         self._meters: list[_Meter] = []
         self.one_off = OneOffQueue(bus, clock)
-        self._window: deque[tuple[float, float, bool]] = deque()
-        self._started_mono: float | None = None
+        self._stats = LineStats(clock.monotonic(), RATE_WINDOW_S)
         self._down_since: float | None = None
         """Monotonic time the line became unavailable (a missing serial device...); None while it works."""
         self._wall_offset: float | None = None
@@ -163,23 +160,20 @@ class ModbusBus:
                 meter_cfg.id, MeterStatus(meter_cfg.id, "modbus", where, profile.id))
             meter = _Meter(meter_cfg, profile, quantities, meter_status, order)
             self._meters.append(meter)
-            instant_period = meter_cfg.poll_instant_s
-            if instant_period is None or instant_period == meter_cfg.poll_s:
-                self._add_job(meter, tuple(quantities), meter_cfg.poll_s, now, energy=True)
-            else:
-                energy = tuple(n for n in quantities if n.startswith("energy_"))
-                instant = tuple(n for n in quantities if not n.startswith("energy_"))
-                self._add_job(meter, energy, meter_cfg.poll_s, now, energy=True)
-                self._add_job(meter, instant, instant_period, now, energy=False)
+            for names, period, energy in job_specs(meter_cfg, tuple(quantities)):
+                self._add_job(meter, names, period, now, energy=energy)
+        self.line.poll_period_s = self._schedule.shortest_period_s
+        self.line.achievable_period_s = self.line.poll_period_s
+        self.line.needed_period_s = self._schedule.needed_period_s
 
     def _add_job(self, meter: _Meter, names: tuple[str, ...], period: float, now: float, *, energy: bool) -> None:
-        if not names:
-            return
         qs = [meter.quantities[n] for n in names]
+        cost = wire_cost(self.cfg, meter.cfg.turnaround_s)
         plan = plan_reads(qs, max_registers=meter.profile.max_registers_per_read,
-                          even_only=meter.profile.registers_even_only,
-                          cost=wire_cost(self.cfg, meter.cfg.turnaround_s))
-        self._jobs.append(_Job(meter, names, plan, period, _next_slot(now, period), energy))
+                          even_only=meter.profile.registers_even_only, cost=cost)
+        wire_s = poll_wire_s(plan, cost, self.cfg.inter_frame_gap_s or 0.0, self.cfg.device_switch_delay_s)
+        self._schedule.add(_Job(meter, names, plan, period, next_slot(now, period), energy, meter.order,
+                                cost_s=wire_s))
 
     # ---- public API for one-off reads -------------------------------------------------
 
@@ -254,7 +248,7 @@ class ModbusBus:
                     self._transport.lock_device_on_open(lock.owner, lock.key)
             log.info("bus_started", bus=self.cfg.name, kind=self.cfg.kind, endpoint=self._transport.endpoint,
                      meters=len(self._meters))
-            self._started_mono = self._clock.monotonic()
+            self._stats = LineStats(self._clock.monotonic(), RATE_WINDOW_S)
             reopen_delay = REOPEN_MIN_S
             while True:
                 job = await self._next_work()
@@ -271,6 +265,7 @@ class ModbusBus:
                     # Line outage: wait in host time (a physical replug), then try again.
                     await asyncio.sleep(reopen_delay)
                     reopen_delay = min(reopen_delay * 2, REOPEN_MAX_S)
+                    self._schedule.resync(self._clock.now())  # once per meter when it is back, not per slot missed
         finally:
             self._transport.close()
             self.line.connected = False
@@ -312,22 +307,20 @@ class ModbusBus:
                                                                                - self._down_since, 1))
             self._down_since = None
 
-    def _pick(self) -> _Job | None:
-        if not self._jobs:
-            return None
-        return min(self._jobs, key=lambda j: (j.next_due, j.retries_used > 0 or j.meter.status.consecutive_failures > 0,
-                                              j.meter.order, not j.energy))
-
     async def _next_work(self) -> _Job | None:
         """The next poll to run, or None to serve the queued one-off request at the head."""
         while True:
             self._follow_wall_steps()
-            job = self._pick()
+            job = self._schedule.pick(_failing)
             one_off_wait = self.one_off.wait_s(None if job is None else job.next_due)
             if one_off_wait is not None and one_off_wait <= 0:
                 return None
-            if job is not None and job.next_due <= self._clock.now():
+            now = self._clock.now()
+            if job is not None and job.next_due <= now:
                 return job
+            if (change := self._schedule.idle(now)) is not None:
+                self._overload(change)
+            self._refresh_rates()
             self.one_off.arrived.clear()
             waits: list[Awaitable[object]] = [self.one_off.arrived.wait()]
             if job is not None:
@@ -352,8 +345,12 @@ class ModbusBus:
             return  # NTP slewing, not a step; also re-based below once it adds up
         self._wall_offset = offset
         log.warning("wall_clock_step", bus=self.cfg.name, step_s=round(step, 3))
-        for job in self._jobs:
-            job.next_due = round((job.next_due + step) / job.period) * job.period
+        self._schedule.shift(step)
+        # Noticed late (a wall-precise wait ends by its monotonic bound): a slot the shifted grid puts in the
+        # past is read once, now, as after a stall, not once late and again at once for the next slot.
+        self._schedule.resync(self._clock.now())
+        if self.line.overloaded_since is not None:
+            self.line.overloaded_since += step
 
     async def _sleep_until(self, wall: float) -> object:
         """Wait for a wall-clock instant, but never longer in monotonic time than it looked when we began.
@@ -431,45 +428,64 @@ class ModbusBus:
         if not line_down:
             line.connected = True
         line.noise_bytes = self._transport.noise_bytes
-        self._window.append((now, now - t0, ok))
-        while self._window and self._window[0][0] < now - RATE_WINDOW_S:
-            self._window.popleft()
-        span = min(RATE_WINDOW_S, now - (self._started_mono if self._started_mono is not None else now))
-        if span > 0:
-            line.utilisation = min(1.0, sum(busy for _, busy, _ in self._window) / span)
-            line.transactions_per_s = len(self._window) / span
-            line.errors_per_s = sum(1 for *_, good in self._window if not good) / span
+        self._stats.add(now, now - t0, ok=ok)
+        self._refresh_rates(now)
+
+    def _refresh_rates(self, now: float | None = None) -> None:
+        rates = self._stats.rates(self._clock.monotonic() if now is None else now)
+        line = self.line
+        line.utilisation = rates.utilisation
+        line.transactions_per_s = rates.transactions_per_s
+        line.errors_per_s = rates.errors_per_s
 
     # ---- polling ------------------------------------------------------------------------
 
-    def _reschedule(self, job: _Job) -> None:
+    def _reschedule(self, job: _Job, *, polled: bool = True) -> None:
         period = job.period
         now = self._clock.now()
-        slot = job.next_due
         meter = job.meter
+        backoff = None
         if job.energy and meter.device_failures >= OFFLINE_AFTER:
-            wait = min(period * 2 ** (meter.device_failures - OFFLINE_AFTER + 1), max(BACKOFF_MAX_S, period))
-            job.next_due = _next_slot(now + wait - period, period)
+            backoff = min(period * 2 ** (meter.device_failures - OFFLINE_AFTER + 1), max(BACKOFF_MAX_S, period))
+        done = self._schedule.done(job, now, backoff_s=backoff, polled=polled)
+        if done.overrun:
+            self.line.cycle_overruns += 1
+        if done.change is not None:
+            self._overload(done.change)
+        if self.line.overloaded and self._schedule.achieved_s is not None:
+            self.line.achievable_period_s = self._schedule.achieved_s
+        if done.cycle_s is not None:
+            self.line.last_cycle_s = done.cycle_s
+            self.cycle_times.append((done.slot, done.cycle_s))
+
+    def _overload(self, change: OverloadChange) -> None:
+        """The one warning when a line's periods stop fitting, and the one when they fit again."""
+        line = self.line
+        line.overloaded = change.started
+        line.overloaded_since = self._schedule.overloaded_since
+        line.achievable_period_s = change.achieved_s if change.started and change.achieved_s else line.poll_period_s
+        needed = None if change.needed_s is None else round(change.needed_s, 3)
+        if change.started:
+            log.warning("line_overloaded", bus=self.cfg.name, period_s=change.period_s, needed_s=needed,
+                        hint="the meters are polled round robin, each as often as the line allows: lengthen "
+                             "poll_s (check-config gives the shortest that fits), read fewer quantities, "
+                             "or split the meters over more lines")
         else:
-            job.next_due += period
-            if job.next_due <= now:
-                # The bus could not keep up (or the box was suspended): skip the missed
-                # slots rather than firing a burst of late polls.
-                self.line.cycle_overruns += 1
-                log.warning("cycle_overrun", bus=self.cfg.name, meter=meter.cfg.id, late_s=round(now - slot, 3),
-                            period_s=period)
-                job.next_due = _next_slot(now, period)
-        if not any(j.next_due <= slot for j in self._jobs):
-            self.line.last_cycle_s = now - slot
-            self.cycle_times.append((slot, now - slot))
+            log.warning("line_overload_ended", bus=self.cfg.name, period_s=change.period_s,
+                        lasted_s=round(change.lasted_s, 1), overruns=change.overruns,
+                        achieved_s=None if change.achieved_s is None else round(change.achieved_s, 3))
 
     async def _poll(self, job: _Job) -> bool:
-        """One attempt at a job. False when it was put back for a retry later in its slot."""
+        """One attempt at a job. False when the caller must not reschedule it: put back for a retry later
+        in its slot, or skipped and rescheduled already."""
         meter = job.meter
         if not job.energy and meter.status.health == MeterHealth.OFFLINE:
-            return True  # the energy poll is the backed-off probe; do not hammer a dead device
+            self._reschedule(job, polled=False)  # the energy poll is the backed-off probe; do not hammer a dead device
+            return False
         log_ctx: dict[str, object] = {"bus": self.cfg.name, "meter": meter.cfg.id, "unit_id": meter.cfg.unit_id}
         before = self._clock.now()
+        if job.retries_used == 0:
+            self._schedule.begin(job, self._clock.monotonic())
         try:
             values, raw, decode_failed = await self._read(job)
         except PortUnavailable as exc:
@@ -589,23 +605,6 @@ class ModbusBus:
         return values, raw, failed
 
 
-async def _first_of(*waits: Awaitable[object]) -> None:
-    """Wait until the first of ``waits`` is done; cancel the others and wait for them to end."""
-    tasks = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        # asyncio.wait never raises the tasks' CancelledError, only ours: awaiting each task under
-        # suppress(CancelledError) also swallowed a cancellation of this task arriving meanwhile,
-        # and the bus ran on after the daemon had cancelled it (a stop that never ended).
-        await asyncio.wait(tasks)
-        for t in tasks:
-            if not t.cancelled() and (error := t.exception()) is not None:
-                raise error
-
-
 def _fail(future: asyncio.Future[list[int]], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)
@@ -616,39 +615,6 @@ def polled_quantities(names: Iterable[str], profile: Profile) -> dict[str, Quant
     always (check-config refuses names the profile lacks; a profile without the register reads nothing)."""
     wanted = dict.fromkeys((ENERGY_IMPORT, *names))
     return {name: profile.quantities[name] for name in wanted if name in profile.quantities}
-
-
-def _next_slot(now: float, period: float) -> float:
-    """The first grid point of ``period`` strictly after ``now``."""
-    return (math.floor(now / period) + 1) * period
-
-
-def _modulus_wh(quantity: Quantity | None) -> int | None:
-    """Where an unsigned integer energy register wraps, in Wh; floats and signed types do not wrap."""
-    if quantity is None or quantity.datatype.is_signed:
-        return None
-    modulus: float = 2 ** quantity.datatype.bits * float(quantity.scale)
-    return round(modulus)
-
-
-def _wrapped(last: Reading, new: Reading) -> bool:
-    modulus = new.register_modulus_wh
-    return bool(modulus) and 0 <= new.register_wh + (modulus or 0) - last.register_wh <= (modulus or 0) // 10
-
-
-def _implausible(last: Reading | None, new: Reading, max_power_w: float | None) -> tuple[str, str] | None:
-    if last is None:
-        return None
-    delta = new.register_wh - last.register_wh
-    if delta < 0 and _wrapped(last, new):
-        delta += new.register_modulus_wh or 0  # a counter rollover: the engine counts through it
-    if delta < 0:
-        return "backwards", f"register went from {last.register_wh} Wh to {new.register_wh} Wh"
-    if max_power_w and new.t_ms > last.t_ms:
-        hours = (new.t_ms - last.t_ms) / 3_600_000
-        if delta > max_power_w * hours + 1:
-            return "jump", (f"{delta} Wh in {hours * 3600:.0f} s exceeds the meter's {max_power_w:.0f} W maximum")
-    return None
 
 
 __all__ = ["BusBusy", "ModbusBus", "ModbusTcpTransport", "RtuTransport", "wire_cost"]

@@ -44,6 +44,12 @@ class WireCost:
     def from_serial(cls, serial: SerialDefaults, turnaround_s: float = 0.0) -> WireCost:
         return cls(bits_per_char=serial.bits_per_char, baud=serial.baud, turnaround_s=turnaround_s)
 
+    @classmethod
+    def for_line(cls, framing: str, baud: int, turnaround_s: float = 0.0) -> WireCost:
+        """A line's cost from its configured framing ("8N1", "8E1", ...): a parity or second stop bit is an 11th bit."""
+        bits = 11 if framing in ("8E1", "8O1", "8N2") else 10
+        return cls(bits_per_char=bits, baud=baud, turnaround_s=turnaround_s)
+
     def char_time(self) -> float:
         return self.bits_per_char / self.baud
 

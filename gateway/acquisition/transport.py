@@ -53,6 +53,12 @@ GATEWAY_NO_RESPONSE = (0x0A, 0x0B)
 """Exception codes a Modbus TCP gateway sends for an absent serial device: a
 timeout in disguise, not an answer from the meter."""
 
+PRECISE_WAIT_S = 0.001
+"""The event loop's timers wake on whole milliseconds (epoll), up to 1 ms after they are due: on a
+9600-baud line that is a quarter of the 3.6 ms frame gap, lost on every transaction. A frame gap is
+therefore waited for in the loop until this close to its end, and the rest in place: never longer
+than needed, never a busy loop, and the loop held for at most this long per transaction."""
+
 
 class FrameError(AcquisitionError):
     """Bytes arrived but were not a valid answer: CRC error, garbage, wrong unit, truncated."""
@@ -79,8 +85,7 @@ class Transport(Protocol):
 
 
 def wire_cost(bus: BusConfig, turnaround_s: float = 0.0) -> WireCost:
-    bits = 11 if bus.framing in ("8E1", "8O1", "8N2") else 10
-    return WireCost(bits_per_char=bits, baud=bus.baud, turnaround_s=turnaround_s)
+    return WireCost.for_line(bus.framing, bus.baud, turnaround_s)
 
 
 class _Link:
@@ -91,25 +96,38 @@ class _Link:
         self.last_rx = 0.0
         """time.monotonic() of the last byte received: the start of the current silence."""
         self.broken: str | None = None
-        self._arrived = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _received(self, data: bytes) -> None:
         self.inbox += data
         self.last_rx = time.monotonic()
-        self._arrived.set()
+        self._wake()
 
     def _lost(self, why: str) -> None:
         self.broken = why
-        self._arrived.set()
+        self._wake()
 
     async def wait_data(self, within_s: float) -> None:
-        """Return when bytes arrived or the link broke, or after ``within_s`` host seconds."""
-        self._arrived.clear()
+        """Return when bytes arrive or the link breaks, or after ``within_s`` host seconds.
+
+        A bare future and one timer: this runs once or twice per transaction, and an Event with an
+        ``asyncio.timeout`` around it cost several times as much for the same wait.
+        """
         if within_s <= 0:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within_s):
-                await self._arrived.wait()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(within_s, self._wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
 
     def write(self, data: bytes) -> None:
         raise NotImplementedError
@@ -193,8 +211,14 @@ class RtuTransport:
         self._quiet_from = 0.0
         """time.monotonic() after which the line has been silent (end of our last frame or last byte seen)."""
         self._last_unit: int | None = None
+        self._still_arriving = 0
+        """Bytes of a frame given up on (truncated) that may still be on their way."""
         self.noise_bytes = 0
         """Bytes found on the line that nobody asked for (noise, late answers)."""
+        self.gaps_timed = 0
+        self.gap_late_s = 0.0
+        """Total time requests went out after their gap had ended, or after they were asked for if that
+        was later (``gaps_timed`` of them): how precisely the gap is timed, as a benchmark reports it."""
         self._device_lock_owner: str | None = None
         self._held_key: str | None = None
         self._device_lock: PortLock | None = None
@@ -273,17 +297,24 @@ class RtuTransport:
             link.inbox.clear()
 
     async def _await_silence(self, link: _Link, unit: int) -> None:
-        """Hold the request until the line has been quiet for the gap (and the switch delay)."""
+        """Hold the request until the line has been quiet for the gap (and the switch delay), timed from
+        the end of the last byte on the line, and not a moment longer."""
         gap = self.gap_s
         if self._last_unit is not None and unit != self._last_unit:
             gap = max(gap, self.cfg.device_switch_delay_s)
+        asked = time.monotonic()
         while True:
-            quiet_from = max(self._quiet_from, link.last_rx)
-            wait = quiet_from + gap - time.monotonic()
-            if wait <= 0:
-                return
-            await asyncio.sleep(wait)
-            self._discard(link)
+            quiet_until = max(self._quiet_from, link.last_rx) + gap
+            wait = quiet_until - time.monotonic()
+            if wait > PRECISE_WAIT_S:
+                await asyncio.sleep(wait - PRECISE_WAIT_S)  # wakes up to 1 ms late: still before the end
+                self._discard(link)
+                continue  # bytes that came meanwhile restart the silence
+            if wait > 0:
+                _hold(wait)
+            self.gaps_timed += 1
+            self.gap_late_s += max(0.0, time.monotonic() - max(quiet_until, asked))
+            return
 
     async def transact(self, unit: int, function: int, start: int, count: int, *,
                        turnaround_s: float = 0.0) -> list[int]:
@@ -306,6 +337,9 @@ class RtuTransport:
             frame = await self._receive(link, unit, function, deadline)
         finally:
             self._quiet_from = max(tx_end, link.last_rx)
+            if self._still_arriving:
+                # Gave up on a frame whose rest may still be on the wire: the line is quiet only after it.
+                self._quiet_from = max(self._quiet_from, link.last_rx + self._still_arriving * tc)
         try:
             response = rtu.parse_response(frame, unit, function, count)
         except rtu.FrameProblem as exc:
@@ -318,6 +352,7 @@ class RtuTransport:
 
     async def _receive(self, link: _Link, unit: int, function: int, deadline: float) -> bytes:
         skipped = 0
+        self._still_arriving = 0
         while True:
             if link.broken:
                 raise PortUnavailable(f"{self.endpoint}: {link.broken}")
@@ -355,6 +390,7 @@ class RtuTransport:
             if remaining <= 0:
                 if link.inbox:
                     got = len(link.inbox)
+                    self._still_arriving = max(0, (need or rtu.MAX_FRAME_LEN) - got)
                     self._discard(link)
                     raise FrameError(f"{self.endpoint}: truncated answer from unit {unit} ({got} bytes)",
                                      "truncated")
@@ -427,6 +463,11 @@ class ModbusTcpTransport:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _hold(seconds: float) -> None:
+    """The last fraction of a millisecond of a frame gap, in place (see PRECISE_WAIT_S)."""
+    time.sleep(seconds)
 
 
 def make_transport(bus: BusConfig) -> RtuTransport | ModbusTcpTransport:

@@ -34,6 +34,9 @@ from gateway.sim.wire import Wire
 
 ILLEGAL_ADDRESS = 2
 
+ON_TIME_S = 0.001
+"""How early a simulated wire wakes before an answer's last byte leaves it (the loop's timer granularity)."""
+
 
 @dataclass
 class RtuDevice:
@@ -152,7 +155,16 @@ class _Responder:
         _, req_end = self.wire.transmit(received, rtu.REQUEST_LEN)
         ready = req_end + self.wire.cost.t35() + delay
         _, resp_end = self.wire.transmit(ready, len(frame))
-        loop.call_at(loop.time() + (resp_end - time.monotonic()), send, frame)
+        # The loop's timers wake up to a millisecond late; a UART delivers the last byte as it ends. Wake a
+        # millisecond early and sleep the rest in place, so the answer is not later than the wire makes it.
+        loop.call_at(loop.time() + (resp_end - time.monotonic()) - ON_TIME_S, _deliver_at, resp_end, send, frame)
+
+
+def _deliver_at(when: float, send: Callable[[bytes], None], frame: bytes) -> None:
+    late = when - time.monotonic()
+    if late > 0:
+        time.sleep(late)
+    send(frame)
 
 
 class RtuLine:

@@ -183,6 +183,12 @@ def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], statu
     if status.time_trusted is False:
         found.append(f"Time is not trusted ({status.time_trust_reason}): {status.readings_held} readings are held "
                      "and no interval is closed until it is. Check NTP / network.")
+    for line in status.lines.values():
+        if line.overloaded and line.achievable_period_s:
+            needs = f" (the read plans need {line.needed_period_s:.2f} s)" if line.needed_period_s else ""
+            found.append(f"Line {line.name} cannot keep poll_s = {line.poll_period_s:g}{needs}: every meter on it is "
+                         f"read about every {line.achievable_period_s:.2f} s. Lengthen poll_s (check-config gives "
+                         "the shortest that fits), read fewer quantities, or split the meters over more lines.")
     for alarm in status.alarms.values():
         found.append(alarm)
     if status.mqtt_connected is False:
@@ -220,12 +226,19 @@ class _StatusCollector(Collector):
         tps = GaugeMetricFamily("gateway_line_transactions_per_second", "recent transaction rate", labels=["line"])
         eps = GaugeMetricFamily("gateway_line_errors_per_second", "recent error rate", labels=["line"])
         over = CounterMetricFamily("gateway_line_cycle_overruns", "polls that missed their slot", labels=["line"])
+        loaded = GaugeMetricFamily("gateway_line_overloaded", "1 while the poll periods do not fit the line",
+                                   labels=["line"])
+        period = GaugeMetricFamily("gateway_line_achievable_period_seconds",
+                                   "poll period the line gives its most often polled meters", labels=["line"])
         for line in s.lines.values():
             util.add_metric([line.name], line.utilisation)
             tps.add_metric([line.name], line.transactions_per_s)
             eps.add_metric([line.name], line.errors_per_s)
             over.add_metric([line.name], line.cycle_overruns)
-        yield from (util, tps, eps, over)
+            loaded.add_metric([line.name], 1.0 if line.overloaded else 0.0)
+            if line.achievable_period_s is not None:
+                period.add_metric([line.name], line.achievable_period_s)
+        yield from (util, tps, eps, over, loaded, period)
         payloads = CounterMetricFamily("gateway_payloads_rejected", "MQTT payloads rejected", labels=["reason"])
         for reason, n in s.payloads_rejected.items():
             payloads.add_metric([reason], n)
