@@ -40,6 +40,7 @@ from gateway.web.headers import (
     style_hash,
 )
 from gateway.web.oneoff import one_off_routes
+from gateway.web.openapi import openapi_routes
 from gateway.web.params import SQLITE_INT_MAX, BadParam, int_param
 
 PULL_LIMIT_MAX = 1000
@@ -298,5 +299,6 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/api/v1/credits", credits),
         *one_off_routes(ctx),
         Route("/api/v1/lines", lines),
+        *openapi_routes(),
         *(report_routes(ctx, ctx.config) if ctx.config else []),
     ])
