@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from cloud_sync.credit import ChainTip, Credited
+from cloud_sync.fast_json import dumps_compact, loads_text
 from cloud_sync.receiver.enrolment import (
     Enrolment,
     EnrolmentError,
@@ -237,7 +237,7 @@ class PgStore:
             await conn.execute(
                 "INSERT INTO batches VALUES ($1, $2, $3, $4, $5) ON CONFLICT (gateway, batch_key) DO UPDATE SET "
                 "request_sha256 = EXCLUDED.request_sha256, response = EXCLUDED.response, "
-                "received_ms = EXCLUDED.received_ms", gateway, batch_key, digest, json.dumps(response), _now_ms())
+                "received_ms = EXCLUDED.received_ms", gateway, batch_key, digest, dumps_compact(response), _now_ms())
             return response
 
         return await self._run(work)
@@ -315,7 +315,7 @@ class PgStore:
         async def work(conn: Conn) -> list[asyncpg.Record]:
             return await conn.fetch("SELECT wire FROM credits WHERE gateway = $1 AND meter = $2 ORDER BY seq",
                                     gateway, meter)
-        return [json.loads(r["wire"]) for r in await self._run(work, transaction=False)]
+        return [loads_text(r["wire"]) for r in await self._run(work, transaction=False)]
 
     async def summary(self, gateway: str | None = None) -> list[dict[str, Any]]:
         async def work(conn: Conn) -> list[asyncpg.Record]:

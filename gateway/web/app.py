@@ -48,6 +48,7 @@ from gateway.web.localtime import SiteTime, duration
 from gateway.web.login import login_routes, login_url
 from gateway.web.meter_view import QUALITY_WORDS, bill_view, interval_rows, kwh, live_rows
 from gateway.web.oneoff import one_off_routes
+from gateway.web.openapi import openapi_routes
 from gateway.web.params import SQLITE_INT_MAX, BadParam, int_param
 from gateway.web.sessions import Session, SessionStore, SignInThrottle
 from gateway.web.users import UserStore
@@ -389,6 +390,7 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/api/v1/credits", credits),
         *one_off_routes(ctx),
         Route("/api/v1/lines", lines),
+        *openapi_routes(),
         *(report_routes(ctx, ctx.config) if ctx.config else []),
         *bill_routes(ctx, ctx.config),
     ])
