@@ -167,6 +167,15 @@ class Ledger:
                     await self._w.execute("ROLLBACK")
                 raise
 
+    def write_transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+        """The single writer's transaction, for a part with its own tables in this file (the Stellar
+        uplink): its writes queue behind the ingest's like every other, never beside them."""
+        return self._transaction()
+
+    async def read_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A query on the read-only connection (never blocks the writer)."""
+        return await _rows(self._r, sql, params)
+
     # ---- lifecycle -------------------------------------------------------
 
     @classmethod
