@@ -17,12 +17,14 @@ contiguous range of outbox ids recorded before its payments are built, so the in
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
 import aiosqlite
 
@@ -93,6 +95,24 @@ def _tx(row: tuple[Any, ...]) -> StoredTx:
     return StoredTx(h, purpose, ref, envelope, int(seq), Bounds(int(max_ledger), int(max_time)), state, int(attempts))
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def atomic(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A write that a cancellation (shutdown, a drain's deadline) cannot cut in half: it runs to its
+    end, then the cancellation is delivered — memory and disk never disagree about a settled envelope."""
+    @functools.wraps(method)
+    async def shielded(*args: P.args, **kwargs: P.kwargs) -> R:
+        task = asyncio.ensure_future(method(*args, **kwargs))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await asyncio.wait([task])
+            raise
+    return shielded
+
+
 class StellarStore:
     def __init__(self, db: LedgerFile) -> None:
         self._db = db
@@ -128,6 +148,7 @@ class StellarStore:
 
     # ---- writes --------------------------------------------------------------------------
 
+    @atomic
     async def set_meta(self, items: Mapping[str, str]) -> None:
         async with self._db.write_transaction() as db:
             await db.executemany("INSERT INTO stellar_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE "
@@ -143,6 +164,7 @@ class StellarStore:
             "VALUES (?,?,?,?,?,?,?,?,?)",
             (tx.hash, purpose, ref, tx.envelope, tx.seq, tx.bounds.max_ledger, tx.bounds.max_time, PENDING, now_ms))
 
+    @atomic
     async def record_account_tx(self, meter: str, serial: str, account_id: str, tx: BuiltTx, *, now_ms: int) -> None:
         """Fix the meter's (next) account and the transaction creating it, before it is submitted."""
         async with self._db.write_transaction() as db:
@@ -156,6 +178,7 @@ class StellarStore:
                 "account_id=excluded.account_id, state='creating', tx_hash=excluded.tx_hash, detail=NULL",
                 (meter, serial, account_id, tx.hash, now_ms))
 
+    @atomic
     async def adopt_account(self, meter: str, serial: str, account_id: str, *, now_ms: int) -> None:
         """An account made for this meter earlier (a lost ledger file): use it, never make a second."""
         async with self._db.write_transaction() as db:
@@ -165,10 +188,12 @@ class StellarStore:
                 "serial=excluded.serial, account_id=excluded.account_id, state='active', active_ms=excluded.active_ms, "
                 "detail=excluded.detail", (meter, serial, account_id, now_ms, now_ms))
 
+    @atomic
     async def record_credit_tx(self, batch: Batch, tx: BuiltTx, *, now_ms: int) -> None:
         async with self._db.write_transaction() as db:
             await self._insert_tx(db, CREDIT, batch.key, tx, now_ms)
 
+    @atomic
     async def note_attempt(self, tx: StoredTx, *, error: str, now_ms: int) -> None:
         """An attempt without a final answer: counted, and shown as the uplink's last error."""
         async with self._db.write_transaction() as db:
@@ -177,6 +202,7 @@ class StellarStore:
             await db.execute("UPDATE uplink_cursor SET last_error=?, last_error_ms=? WHERE uplink=?",
                              (error, now_ms, UPLINK))
 
+    @atomic
     async def settle(self, tx: StoredTx, state: str, *, result: dict[str, Any], now_ms: int,
                      dead_detail: str | None = None) -> None:
         """The transaction's final state and what follows from it, in one write transaction.
@@ -218,11 +244,13 @@ class StellarStore:
         await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?), last_success_ms=?, "
                          "last_error=NULL WHERE uplink=?", (int(last_id), now_ms, UPLINK))
 
+    @atomic
     async def deliver_empty(self, batch: Batch, *, now_ms: int) -> None:
         """A batch of zero-energy credits only: nothing to pay, delivered as it is."""
         async with self._db.write_transaction() as db:
             await self._deliver(db, batch.key, now_ms)
 
+    @atomic
     async def next_batch(self, active: Mapping[str, str], *, max_ops: int = MAX_OPS,
                          now_ms: int) -> tuple[Batch | None, str | None]:
         """The batch to pay now (an unfinished one first), or (None, meter the next credit waits for).
@@ -266,6 +294,7 @@ class StellarStore:
                 "VALUES (?,?,?,?,?, 'inflight', ?)", (UPLINK, key, first, last, len(taken), now_ms))
         return Batch(key, first, last, False, taken), None
 
+    @atomic
     async def prune(self, *, older_than_ms: int) -> int:
         """Settled envelopes of the past (kept a while for audits); never a pending one."""
         async with self._db.write_transaction() as db:

@@ -119,8 +119,9 @@ async def _tx(horizon: HorizonClient, source: Keypair, passphrase: str) -> Trans
 
 
 async def onboard(utility: Utility, horizon_url: str, passphrase: str, gateway: str, *, gateway_key: Keypair,
-                  allowance: str = ALLOWANCE) -> None:
-    """Fund the tenant's accounts and the gateway: XLM, a trustline capped at ``allowance``, the allowance.
+                  allowance: str = ALLOWANCE, limit: str | None = None) -> None:
+    """Fund the tenant's accounts and the gateway: XLM, a trustline capped at ``limit`` (default: the
+    allowance), and the allowance itself.
 
     ``gateway_key`` signs the gateway's change_trust (the gateway's own operation, in the
     same transaction as the issuer's payment so the two happen together or not at all).
@@ -132,7 +133,7 @@ async def onboard(utility: Utility, horizon_url: str, passphrase: str, gateway: 
         record = await _retrying(lambda: horizon.account(gateway))
         if balance_of(record, utility.asset_code, utility.issuer.public_key) is None:
             builder = await _tx(horizon, utility.issuer, passphrase)
-            tx = (builder.append_change_trust_op(utility.asset, limit=allowance, source=gateway)
+            tx = (builder.append_change_trust_op(utility.asset, limit=limit or allowance, source=gateway)
                   .append_payment_op(gateway, utility.asset, allowance).build())
             tx.sign(utility.issuer)
             tx.sign(gateway_key)

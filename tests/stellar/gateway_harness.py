@@ -18,12 +18,12 @@ import httpx
 from stellar_sdk import Keypair
 
 from cloud_sync.horizon.faults import FaultPlan
-from cloud_sync.horizon.ledger import LocalLedger
+from cloud_sync.horizon.ledger import DB_FILE, LocalLedger
 from cloud_sync.horizon.server import RunningLedger, serve_ledger
 from cloud_sync.stellar.amounts import rate_stroops, to_stroops
 from cloud_sync.stellar.store import UPLINK
 from cloud_sync.stellar.uplink import StellarUplink
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock, SimulatedClock, SystemClock
 from gateway.config import StellarConfig
 from gateway.intervals import Reading
 from gateway.ledger.store import Ledger
@@ -31,6 +31,11 @@ from gateway.sim.utility import Utility, onboard
 
 T0 = 1_767_225_600_000  # a quarter-hour boundary, ms
 GW = "gw-stellar"
+CLOSE_INTERVAL_S = 1
+"""One ledger a second: a transaction's bound (10 ledgers) passes within seconds."""
+UPLINK_SPEED = 10.0
+"""The uplink's clock runs ten times faster than the host's: its backoffs (and Retry-After) pass
+quickly, while the ledger keeps real time, so the network's bounds are not hurried."""
 SETTLE_S = 60.0
 """Host seconds a test waits for the uplink to pay everything (it takes well under one)."""
 
@@ -49,16 +54,49 @@ def stellar_config(url: str, utility: Utility, passphrase: str, **overrides: Any
         "balance_refresh_s": 3600, **overrides})
 
 
+class LedgerServer:
+    """The local ledger served in this loop, restartable on the same port and data (a ledger restart)."""
+
+    def __init__(self, data_dir: Path, *, port: int = 0, faults: FaultPlan | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.faults = faults if faults is not None else FaultPlan()
+        self.ledger: LocalLedger | None = None
+        self._cm: contextlib.AbstractAsyncContextManager[RunningLedger] | None = None
+        self.running: RunningLedger | None = None
+
+    async def start(self) -> RunningLedger:
+        fresh = not (self.data_dir / DB_FILE).exists()
+        self.ledger = LocalLedger(self.data_dir, SystemClock(), close_interval_s=CLOSE_INTERVAL_S if fresh else None)
+        self._cm = serve_ledger(self.ledger, port=self.port, faults=self.faults)
+        self.running = await self._cm.__aenter__()
+        self.port = int(self.running.url.rsplit(":", 1)[1])
+        return self.running
+
+    async def stop(self) -> None:
+        if self._cm is not None:
+            await self._cm.__aexit__(None, None, None)
+            self._cm = None
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
+
+
 @dataclass
 class Tenant:
     url: str
-    running: RunningLedger
+    server: LedgerServer
     utility: Utility
     keypair: Keypair
     cfg: StellarConfig
     ledger: Ledger
-    clock: Clock = field(default_factory=SystemClock)
+    clock: Clock = field(default_factory=lambda: SimulatedClock(time.time(), speed=UPLINK_SPEED))
     alarms: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def running(self) -> RunningLedger:
+        assert self.server.running is not None
+        return self.server.running
 
     @property
     def per_wh(self) -> int:
@@ -88,21 +126,21 @@ class Tenant:
 
 
 @contextlib.asynccontextmanager
-async def tenant(tmp_path: Path, *, allowance: str = "1000000", faults: FaultPlan | None = None, port: int = 0,
-                 **overrides: Any) -> AsyncIterator[Tenant]:
-    ledger_net = LocalLedger(tmp_path / "horizon", SystemClock(), close_interval_s=1)
+async def tenant(tmp_path: Path, *, allowance: str = "1000000", limit: str | None = None,
+                 faults: FaultPlan | None = None, port: int = 0, **overrides: Any) -> AsyncIterator[Tenant]:
+    server = LedgerServer(tmp_path / "horizon", port=port, faults=faults)
     keypair = Keypair.random()
     gw_ledger = await Ledger.open(tmp_path / "gateway", gateway_id=GW, keypair=keypair)
     try:
-        async with serve_ledger(ledger_net, port=port, faults=faults) as running:
-            utility = Utility(Keypair.random(), Keypair.random(), Keypair.random())
-            await onboard(utility, running.url, running.network_passphrase, keypair.public_key,
-                          gateway_key=keypair, allowance=allowance)
-            cfg = stellar_config(running.url, utility, running.network_passphrase, **overrides)
-            yield Tenant(running.url, running, utility, keypair, cfg, gw_ledger)
+        running = await server.start()
+        utility = Utility(Keypair.random(), Keypair.random(), Keypair.random())
+        await onboard(utility, running.url, running.network_passphrase, keypair.public_key,
+                      gateway_key=keypair, allowance=allowance, limit=limit)
+        cfg = stellar_config(running.url, utility, running.network_passphrase, **overrides)
+        yield Tenant(running.url, server, utility, keypair, cfg, gw_ledger)
     finally:
         await gw_ledger.close()
-        ledger_net.close()
+        await server.stop()
 
 
 async def run_until(uplink: StellarUplink, done: Callable[[], Awaitable[bool]], *,
