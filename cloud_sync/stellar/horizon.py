@@ -164,7 +164,15 @@ class HorizonClient:
             page = await self._server.ledgers().order(desc=True).limit(1).call()
             record = page["_embedded"]["records"][0]
             return NetworkView(int(record["sequence"]), _epoch(record["closed_at"]),
-                               int(record["base_fee_in_stroops"]))
+                               int(record["base_fee_in_stroops"]), int(record["base_reserve_in_stroops"]))
+        except UNEXPECTED as exc:
+            raise _translate(exc) from exc
+
+    async def network_passphrase(self) -> str:
+        """The passphrase Horizon's root resource names (what every signature must be made for)."""
+        try:
+            root = await self._server.root().call()
+            return str(root["network_passphrase"])
         except UNEXPECTED as exc:
             raise _translate(exc) from exc
 

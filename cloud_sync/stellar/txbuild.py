@@ -48,6 +48,8 @@ class NetworkView:
     """Its close time, Unix seconds: the network's clock, which time bounds are checked against."""
     base_fee: int
     """Stroops per operation."""
+    base_reserve: int = 5_000_000
+    """Stroops of minimum balance per entry."""
 
 
 @dataclass(frozen=True, slots=True)

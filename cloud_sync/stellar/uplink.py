@@ -61,6 +61,8 @@ KEEP_SETTLED_MS: Final = 7 * 86_400_000
 """Settled envelopes are kept a week for audits, then pruned."""
 PRUNE_EVERY_S: Final = 3600.0
 ALARM: Final = "stellar"
+PROVISION_ATTEMPTS: Final = 3
+"""Attempts per meter in one ``provision`` run: a void envelope (never included) is followed by a new one."""
 
 SerialSource = Callable[[str], Awaitable[str]]
 
@@ -136,6 +138,27 @@ class StellarUplink:
         except TimeoutError:
             log.info("stellar_drain_incomplete", paid=self.progress.delivered - paid)
         return self.progress.delivered - paid
+
+    async def provision(self, meters: Sequence[str]) -> dict[str, StellarAccountStatus]:
+        """Give each meter its account now (``meter-gateway stellar provision``); pending work first.
+
+        A pending envelope (the daemon's or an earlier run's, killed mid-way) is resolved before
+        anything new is signed, exactly as the daemon would: a rerun after a kill finishes what
+        the killed run started instead of starting over.
+        """
+        async with self._client() as horizon:
+            self._bind(horizon)
+            pending = await self.store.pending_tx()
+            if pending is not None:
+                await self._settle(pending, await self._resolve(pending))
+            for meter in meters:
+                for _ in range(PROVISION_ATTEMPTS):
+                    row = (await self.store.accounts()).get(meter)
+                    if (row is not None and row.state == "active") or meter in self._retry_at:
+                        break
+                    await self._provision(meter, row)
+            self._show_accounts(await self.store.accounts())
+        return {m: self.status.accounts[m] for m in meters if m in self.status.accounts}
 
     def _now_ms(self) -> int:
         return int(self._clock.now() * 1000)

@@ -37,6 +37,8 @@ class SimulatedMeter:
     reads: int = field(default=0)
     answer_delay_s: float = 0.0
     """Fault injection: host seconds to wait before answering (a device answering late)."""
+    serial: int | None = None
+    """What the profile's ``serial_number`` identity register answers (None: zeros, no serial)."""
 
     def values(self, t: float) -> dict[str, float]:
         power = self.model.power_w(t)
@@ -89,6 +91,14 @@ async def _answer(meter: SimulatedMeter, clock: Clock, function_code: int, start
             continue
         for i, word in enumerate(encode(q, values[name])):
             current_registers[q.address + i - start_address] = word
+    for ident in meter.profile.identity:
+        if ident.name == "serial_number" and meter.serial is not None and ident.function == wanted_fc and \
+                ident.datatype != "string" and ident.address < address + count and \
+                ident.address + ident.register_count > address:
+            data = meter.serial.to_bytes(2 * ident.register_count, "big")
+            words = [int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)]
+            for i, word in enumerate(words[::-1] if ident.word_order == "little" else words):
+                current_registers[ident.address + i - start_address] = word
     return None
 
 
