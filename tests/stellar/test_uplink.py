@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from cloud_sync.stellar.txbuild import batch_memo
 from gateway.intervals import Reading
 from gateway.sim.utility import top_up
 from tests.conftest import free_port
-from tests.stellar.gateway_harness import T0, asset_balance, assert_exact, readings, records, run_until, tenant
+from tests.stellar.gateway_harness import T0, assert_exact, asset_balance, readings, records, run_until, tenant
 
 
 async def test_a_backlog_is_paid_in_batches_of_100_with_the_batch_hash_as_memo(tmp_path: Path) -> None:
@@ -24,15 +25,17 @@ async def test_a_backlog_is_paid_in_batches_of_100_with_the_batch_hash_as_memo(t
         uplink = t.uplink(["m1", "m2", "m3"])
         await run_until(uplink, t.settled)
         balances = await assert_exact(t)
-        assert balances == {m: 80 * 105 * t.per_wh for m in ("m1", "m2", "m3")}
+        assert balances == dict.fromkeys(("m1", "m2", "m3"), 80 * 105 * t.per_wh)
         txs = [tx for tx in await records(t.url, f"/accounts/{t.keypair.public_key}/transactions")
                if tx.get("memo_type") == "hash"]
         assert [tx["operation_count"] for tx in txs] == [100, 100, 40]
         credit_hashes = [str(h) for (h,) in await t.ledger.read_rows("SELECT hash FROM credits ORDER BY id")]
         assert base64.b64decode(txs[0]["memo"]) == batch_memo(credit_hashes[:100])
         env = TransactionEnvelope.from_xdr(txs[0]["envelope_xdr"], t.cfg.network_passphrase).transaction
-        assert env.preconditions is not None and env.preconditions.ledger_bounds is not None
-        assert env.preconditions.ledger_bounds.max_ledger > 0 and env.preconditions.time_bounds.max_time > 0
+        assert env.preconditions is not None
+        assert env.preconditions.ledger_bounds is not None
+        assert env.preconditions.ledger_bounds.max_ledger > 0
+        assert env.preconditions.time_bounds.max_time > 0
         assert uplink.status.accounts["m1"].state == "active"
 
 
@@ -48,12 +51,12 @@ async def test_nothing_is_paid_before_the_meters_account_exists(tmp_path: Path) 
             raise SerialUnavailable("meter m1 did not answer")
 
         uplink = t.uplink(["m1"], serials=no_serial)
-        try:
+        with contextlib.suppress(AssertionError):
             await run_until(uplink, t.settled, timeout_s=1.5)
-        except AssertionError:
-            pass
-        assert waits and uplink.status.waiting_for == "m1"
-        assert "stellar_account:m1" in t.alarms and "did not answer" in t.alarms["stellar_account:m1"]
+        assert waits
+        assert uplink.status.waiting_for == "m1"
+        assert "stellar_account:m1" in t.alarms
+        assert "did not answer" in t.alarms["stellar_account:m1"]
         assert (await t.ledger.uplink_summary("stellar")).backlog == 3
         await run_until(t.uplink(["m1"]), t.settled)
         await assert_exact(t)
@@ -92,7 +95,7 @@ async def test_tx_bad_seq_from_another_transaction_on_the_gateway_account(tmp_pa
         uplink = t.uplink(["m1"])
 
         async def interloper() -> None:
-            while t.running.faults.count("/transactions", "429") < 1:  # noqa: ASYNC110 - polls the fault counter
+            while t.running.faults.count("/transactions", "429") < 1:
                 await asyncio.sleep(0.02)
             seq = t.running.ledger.account(t.keypair.public_key).account.seq_num
             tx = (TransactionBuilder(Account(t.keypair.public_key, seq), t.cfg.network_passphrase, base_fee=100)
@@ -117,7 +120,7 @@ async def test_the_ledger_restarted_mid_run(tmp_path: Path) -> None:
         # Answers are lost after applying, so the uplink is resending when the ledger goes away.
         t.running.faults.add(FaultRule("/transactions", (FaultMode.TIMEOUT_504_AFTER,) * 3, method="POST"))
         task = asyncio.create_task(run_until(t.uplink(["m1"]), t.settled))
-        while t.running.faults.count("/transactions", "504_after") < 2:  # noqa: ASYNC110 - polls the counter
+        while t.running.faults.count("/transactions", "504_after") < 2:
             await asyncio.sleep(0.01)
         await t.server.stop()
         await asyncio.sleep(1.0)  # the uplink meets a closed port meanwhile
@@ -152,9 +155,11 @@ async def test_an_exhausted_allowance_is_dead_lettered_with_what_to_do(tmp_path:
 
         await run_until(uplink, dead)
         alarm = t.alarms["stellar"]
-        assert "top up the gateway account's allowance" in alarm and t.keypair.public_key in alarm, alarm
+        assert "top up the gateway account's allowance" in alarm, alarm
+        assert t.keypair.public_key in alarm
         summary = await t.ledger.uplink_summary("stellar")
-        assert summary.dead_credits == 10 and "allowance" in (summary.last_error or "")
+        assert summary.dead_credits == 10
+        assert "allowance" in (summary.last_error or "")
         assert await asset_balance(t.url, (await t.accounts())["m1"], t.cfg.asset_code, t.cfg.asset_issuer) == 0
         await top_up(t.utility, t.url, t.cfg.network_passphrase, t.keypair.public_key, "1")
         await run_until(uplink, t.settled)
