@@ -26,7 +26,6 @@ push any meter into backoff.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -586,9 +585,9 @@ async def _first_of(*waits: Awaitable[object]) -> None:
     finally:
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        # asyncio.wait, not "await t" under suppress(CancelledError): a cancellation of the *caller*
+        # arriving while the losers end must reach the caller, or a stopping bus would poll on forever.
+        await asyncio.wait(tasks)
 
 
 def _fail(future: asyncio.Future[list[int]], exc: BaseException) -> None:
