@@ -377,6 +377,10 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
             store.close()
         await stellar_stack.aclose()
     if store is None:
+        if announce and chain and stellar_result:
+            from gateway.sim.demo_stellar import print_report
+
+            print_report(stellar_result, chain, "the outbox")
         return DemoResult(data_dir, start, end, period, stellar=stellar_result)
     result = DemoResult(data_dir, start, end, period, check_conservation(data_dir / "receiver.db", state.epoch),
                         stellar=stellar_result)
