@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import random
+import select
 import signal
 import sqlite3
 import subprocess
@@ -36,6 +37,8 @@ from tests.conftest import free_port, wait_for_port
 KILLS = 30
 LEDGER_RESTART_EVERY = 10
 INTERLOPER_EVERY = 4
+EARLY_KILLS = 0.2
+"""Share of kills during start-up (onboarding, provisioning); the others land while the uplinks run."""
 PY = sys.executable
 START_S = 30.0
 FINAL_RUN_S = 120.0
@@ -86,6 +89,28 @@ def _final_run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+def _wait_for_banner(proc: subprocess.Popen[bytes]) -> None:
+    """Until the demo says it runs (the daemon and its uplinks are up), or START_S."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline and b"Demo running" not in seen:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 65536)  # unbuffered: a buffered readline would hide lines from select
+            if not chunk:
+                return
+            seen += chunk
+
+
+def _pending(data: Path) -> bool:
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(
+            sqlite3.connect(f"file:{data / 'ledger.db'}?mode=ro", uri=True, timeout=5)) as db:
+        return bool(db.execute("SELECT COUNT(*) FROM stellar_txs WHERE state='pending'").fetchone()[0])
+    return False
+
+
 def _delivered(horizon: str) -> Counter[str]:
     """The faults the ledger process delivered on submissions since it started."""
     doc = httpx.get(f"{horizon}/_ledger/faults", timeout=10).json()
@@ -127,15 +152,27 @@ def test_thirty_sigkills_pay_every_credit_exactly_once(tmp_path: Path) -> None:
             wait_for_port(receiver_port)
             for i in range(1, KILLS + 1):
                 # A new session, so the kill takes the demo's mosquitto child with it.
-                proc = subprocess.Popen(_demo(data, url, token, horizon), stdout=subprocess.DEVNULL, stderr=log,
+                proc = subprocess.Popen(_demo(data, url, token, horizon), stdout=subprocess.PIPE, stderr=log,
                                         start_new_session=True)
-                time.sleep(rng.uniform(1.5, 4.0))
+                if rng.random() < EARLY_KILLS:
+                    time.sleep(rng.uniform(0.3, 3.0))  # during start-up: onboarding, provisioning
+                else:
+                    _wait_for_banner(proc)
+                    time.sleep(rng.uniform(0.05, 1.2))  # while the uplinks run
                 if i % INTERLOPER_EVERY == 0:
                     _interloper(horizon, data)
                     events["interloper"] += 1
-                    time.sleep(rng.uniform(0.0, 0.5))
+                    time.sleep(rng.uniform(0.0, 0.3))
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                assert proc.stdout is not None
+                proc.stdout.close()
+                if _pending(data):
+                    # The kill left an envelope stored but unsettled: now make its sequence number stale too.
+                    events["killed_with_an_envelope_pending"] += 1
+                    if rng.random() < 0.5:
+                        _interloper(horizon, data)
+                        events["interloper_on_pending"] += 1
                 if i % LEDGER_RESTART_EVERY == 0:
                     delivered.update(_delivered(horizon))
                     ledger.send_signal(signal.SIGKILL)
