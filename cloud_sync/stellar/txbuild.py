@@ -17,14 +17,14 @@ them, "not found" is final and the batch may be rebuilt without paying anything 
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from stellar_sdk import Account, Asset, Keypair, Signer, TransactionBuilder, TransactionEnvelope, xdr
-
-from cloud_sync.stellar.amounts import format_amount
+from stellar_sdk import Account, Asset, Keypair, MuxedAccount, Signer, TransactionBuilder, TransactionEnvelope, xdr
 
 MAX_OPS: Final = 100
 """The protocol's maximum operations per transaction."""
@@ -139,16 +139,52 @@ def _built(envelope: TransactionEnvelope, seq: int, bounds: Bounds) -> BuiltTx:
     return BuiltTx(envelope.hash_hex(), envelope.to_xdr(), seq, bounds)
 
 
+@functools.lru_cache(maxsize=4096)
+def _account_xdr(account_id: str) -> xdr.MuxedAccount:
+    """A G… address as XDR, decoded once per account (a strkey decode per payment is most of the cost)."""
+    return MuxedAccount(account_id).to_xdr_object()
+
+
+@functools.lru_cache(maxsize=64)
+def _asset_xdr(code: str, issuer: str) -> xdr.Asset:
+    return Asset(code, issuer).to_xdr_object()
+
+
+@functools.lru_cache(maxsize=16)
+def _network_id(passphrase: str) -> bytes:
+    return hashlib.sha256(passphrase.encode()).digest()
+
+
 def credit_transaction(gateway: Keypair, seq: int, payments: Sequence[Payment], asset: Asset, memo: bytes, *,
                        bounds: Bounds, base_fee: int, passphrase: str) -> BuiltTx:
+    """The batch's envelope, written as XDR directly and encoded once.
+
+    The SDK's builder encodes a transaction three times (for its hash, to sign, to serialise) and
+    decodes every address again for each: ~100 ms for 100 payments on a Pi-class core, which would
+    make the box, not the network, the bottleneck of a backlog. The bytes are the same as the
+    builder's (a test compares them).
+    """
     if not 1 <= len(payments) <= MAX_OPS:
         raise ValueError(f"a credit transaction holds 1 to {MAX_OPS} payments, not {len(payments)}")
-    builder = _builder(gateway.public_key, seq, passphrase, base_fee, bounds).add_hash_memo(memo)
-    for p in payments:
-        builder.append_payment_op(p.destination, asset, format_amount(p.stroops), source=p.source)
-    envelope = builder.build()
-    envelope.sign(gateway)
-    return _built(envelope, seq, bounds)
+    asset_xdr = _asset_xdr(asset.code, asset.issuer)
+    ops = [xdr.Operation(_account_xdr(p.source) if p.source is not None else None,
+                         xdr.OperationBody(xdr.OperationType.PAYMENT, payment_op=xdr.PaymentOp(
+                             _account_xdr(p.destination), asset_xdr, xdr.Int64(p.stroops))))
+           for p in payments]
+    tx = xdr.Transaction(
+        _account_xdr(gateway.public_key), xdr.Uint32(base_fee * len(ops)), xdr.SequenceNumber(xdr.Int64(seq)),
+        xdr.Preconditions(xdr.PreconditionType.PRECOND_V2, v2=xdr.PreconditionsV2(
+            xdr.TimeBounds(xdr.TimePoint(xdr.Uint64(0)), xdr.TimePoint(xdr.Uint64(bounds.max_time))),
+            xdr.LedgerBounds(xdr.Uint32(0), xdr.Uint32(bounds.max_ledger)), None,
+            xdr.Duration(xdr.Uint64(0)), xdr.Uint32(0), [])),
+        xdr.Memo(xdr.MemoType.MEMO_HASH, hash=xdr.Hash(memo)), ops, xdr.TransactionExt(0))
+    body = tx.to_xdr_bytes()
+    envelope_type = xdr.EnvelopeType.ENVELOPE_TYPE_TX.value.to_bytes(4, "big")
+    digest = hashlib.sha256(_network_id(passphrase) + envelope_type + body).digest()
+    signature = gateway.sign_decorated(digest).to_xdr_object().to_xdr_bytes()
+    # TransactionEnvelope (ENVELOPE_TYPE_TX): the type, the transaction, then an array of one signature.
+    envelope = envelope_type + body + (1).to_bytes(4, "big") + signature
+    return BuiltTx(digest.hex(), base64.b64encode(envelope).decode(), seq, bounds)
 
 
 def account_transaction(gateway: Keypair, device: Keypair, seq: int, *, serial: str, asset: Asset,

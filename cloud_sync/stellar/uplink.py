@@ -102,6 +102,8 @@ class StellarUplink:
         self._last_prune = -math.inf
         self._horizon: HorizonClient | None = None
         self._submitter: Submitter | None = None
+        self._next_seq: int | None = None
+        """The gateway account's next sequence number, once an included transaction has shown it."""
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -244,7 +246,9 @@ class StellarUplink:
             self.progress.record(len(batch.credits), self._clock.monotonic())
             return
         view = await self._hz.latest()
-        sequence = await self._hz.sequence(self.gateway)
+        # After an included transaction the account's sequence is known; anyone else using the key
+        # meanwhile only costs a tx_bad_seq, which the submitter resolves (and then reloads it).
+        sequence = self._next_seq - 1 if self._next_seq is not None else await self._hz.sequence(self.gateway)
         if sequence is None:
             self.alarms[ALARM] = (f"Stellar: the gateway account {self.gateway} is not on the network: the "
                                   "utility must fund it with XLM and an allowance of the asset "
@@ -270,6 +274,7 @@ class StellarUplink:
         await self.store.settle(tx, resolution.state, result=resolution.as_result(), now_ms=self._now_ms(),
                                 dead_detail=dead)
         self.status.pending_tx = None
+        self._next_seq = tx.seq + 1 if resolution.state in (APPLIED, FAILED) else None
         if tx.purpose == CREDIT:
             if resolution.state == APPLIED:
                 credits = await self._batch_credits(tx.ref)
