@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from gateway.sim.demo import DemoState, check_conservation, receiver_summary
+from tests.stellar.demo_checks import assert_stellar_report, check_status_api
 
 DEMO = [sys.executable, "-m", "gateway", "demo", "--speed", "900", "--web-port", "0"]
 
@@ -63,6 +64,7 @@ def test_demo_run_restart_and_sigterm(tmp_path: Path) -> None:
     assert "status page : http://127.0.0.1:" in first.stdout
     seqs_1 = _assert_complete_and_exact(data)
     assert all(len(s) >= 30 for s in seqs_1.values()), "40 s at 900x is about 40 quarter-hours"
+    assert_stellar_report(first.stdout, data)  # every meter's on-chain balance = credited Wh x rate, exact
 
     # Restart on the same data dir: every sequence continues, no gap, no duplicate.
     second = _run(data, 8)
@@ -76,7 +78,9 @@ def test_demo_run_restart_and_sigterm(tmp_path: Path) -> None:
     with log.open("w") as out, subprocess.Popen([*DEMO, "--data-dir", str(data)], stdout=out,
                                                  stderr=subprocess.STDOUT) as proc:
         try:
-            time.sleep(9)
+            started = time.monotonic()
+            check_status_api(log, data)
+            time.sleep(max(0.0, 9 - (time.monotonic() - started)))
             sent = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=15)
@@ -90,3 +94,4 @@ def test_demo_run_restart_and_sigterm(tmp_path: Path) -> None:
     assert third.returncode == 0, third.stderr[-3000:]
     seqs_3 = _assert_complete_and_exact(data)
     assert all(len(seqs_3[m]) > len(seqs_2[m]) for m in seqs_3)
+    assert_stellar_report(third.stdout, data)
