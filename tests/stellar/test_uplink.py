@@ -10,12 +10,17 @@ from pathlib import Path
 
 from stellar_sdk import Account, TransactionBuilder, TransactionEnvelope
 
+from cloud_sync.billing_api import BillingApiUplink
 from cloud_sync.horizon.faults import FaultMode, FaultRule
+from cloud_sync.receiver import ReceiverStore, create_app
 from cloud_sync.stellar.txbuild import batch_memo
+from gateway.clock import SystemClock
+from gateway.config import BillingApiConfig
 from gateway.intervals import Reading
 from gateway.sim.utility import top_up
+from gateway.web.server import serving
 from tests.conftest import free_port
-from tests.stellar.gateway_harness import T0, assert_exact, asset_balance, readings, records, run_until, tenant
+from tests.stellar.gateway_harness import GW, T0, assert_exact, asset_balance, readings, records, run_until, tenant
 
 
 async def test_a_backlog_is_paid_in_batches_of_100_with_the_batch_hash_as_memo(tmp_path: Path) -> None:
@@ -165,3 +170,41 @@ async def test_an_exhausted_allowance_is_dead_lettered_with_what_to_do(tmp_path:
         await run_until(uplink, t.settled)
         await assert_exact(t)
         assert "stellar" not in t.alarms
+
+
+async def test_either_uplink_can_be_down_without_holding_the_other(tmp_path: Path) -> None:
+    async with tenant(tmp_path, port=free_port()) as t:
+        await t.ledger.commit_readings(readings("m1", 30), now_ms=1)
+        api_port = free_port()
+        billing = BillingApiUplink(
+            BillingApiConfig(url=f"http://127.0.0.1:{api_port}", batch_size=10, max_batch_age_s=0, timeout_s=1,
+                             backoff_max_s=1), t.ledger, SystemClock(), gateway_id=GW, token="secret",
+            wakeup=asyncio.Event)
+        billing_task = asyncio.create_task(billing.run())
+        try:
+            # The billing API is down (nothing listens): Stellar pays everything all the same.
+            await run_until(t.uplink(["m1"]), t.settled)
+            assert (await t.ledger.uplink_summary("billing_api")).backlog == 30
+            # Now the ledger is down: the billing API, back, gets everything, new credits too.
+            await t.server.stop()
+            await t.ledger.commit_readings(readings("m1", 10, t0=T0 + 30 * 900_000, start_wh=13_150)[1:], now_ms=2)
+            stellar_task = asyncio.create_task(t.uplink(["m1"]).run())
+            store = ReceiverStore(tmp_path / "receiver.db", {GW: t.keypair.public_key})
+            try:
+                async with serving(create_app(store, "secret"), port=api_port):
+                    async with asyncio.timeout(30):
+                        while (await t.ledger.uplink_summary("billing_api")).backlog:
+                            await asyncio.sleep(0.05)
+            finally:
+                store.close()
+            assert (await t.ledger.uplink_summary("stellar")).backlog == 10
+            await t.server.start()
+            async with asyncio.timeout(30):
+                while not await t.settled():
+                    await asyncio.sleep(0.05)
+            stellar_task.cancel()
+            await asyncio.gather(stellar_task, return_exceptions=True)
+            await assert_exact(t)
+        finally:
+            billing_task.cancel()
+            await asyncio.gather(billing_task, return_exceptions=True)
