@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import random
 import signal
@@ -173,6 +174,14 @@ async def test_killing_provisioning_mid_way_and_rerunning_gives_exactly_one_acco
             assert all(len(accounts) == 1 for accounts in on_chain.values()), on_chain
             assert sorted(a for accounts in on_chain.values() for a in accounts) == sorted(
                 (await t.accounts()).values()), "every account on chain is the one the ledger knows"
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gateway", "stellar", "accounts", "--config", str(config), "--json",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+            out, err = await proc.communicate()
+            listed = {r["meter"]: r for r in json.loads(out)}
+            assert set(listed) == {*meters, "sdm"}, err.decode()
+            assert listed["sdm"]["serial"] == str(SDM630_SERIAL)
+            assert all(r["state"] == "active" and r["balance"] == "0.0000000" for r in listed.values())
     finally:
         await sim.stop()
 

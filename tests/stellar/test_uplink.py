@@ -13,6 +13,7 @@ from stellar_sdk import Account, TransactionBuilder, TransactionEnvelope
 from cloud_sync.billing_api import BillingApiUplink
 from cloud_sync.horizon.faults import FaultMode, FaultRule
 from cloud_sync.receiver import ReceiverStore, create_app
+from cloud_sync.stellar.store import StellarStore
 from cloud_sync.stellar.txbuild import batch_memo
 from gateway.clock import SystemClock
 from gateway.config import BillingApiConfig
@@ -208,3 +209,17 @@ async def test_either_uplink_can_be_down_without_holding_the_other(tmp_path: Pat
         finally:
             billing_task.cancel()
             await asyncio.gather(billing_task, return_exceptions=True)
+
+
+async def test_a_credit_in_a_stellar_batch_is_never_revised_only_corrected(tmp_path: Path) -> None:
+    async with tenant(tmp_path) as t:
+        await t.ledger.commit_readings([Reading("m1", T0, 10_000), Reading("m1", T0 + 2_700_000, 10_450)], now_ms=1)
+        store = StellarStore(t.ledger)
+        batch, _ = await store.next_batch({"m1": "G-not-yet-paid"}, now_ms=2)  # fixed, payments not even built
+        assert batch is not None
+        assert [c.wh for c in batch.credits] == [150, 150, 150]
+        result = await t.ledger.commit_readings([Reading("m1", T0 + 900_000, 10_300)], now_ms=3)
+        assert (result.revised, result.corrections) == (0, 3), "the batch's credits may already be on their way"
+        rows = await t.ledger.read_rows("SELECT wh FROM credits WHERE id BETWEEN ? AND ? ORDER BY id",
+                                        (batch.first_id, batch.last_id))
+        assert [w for (w,) in rows] == [150, 150, 150]
