@@ -25,6 +25,7 @@ from gateway.clock import SystemClock
 from gateway.sim.utility import KEYS_FILE, RATE, Utility, onboard
 
 LEDGER_DIR = "horizon"
+ONBOARDED = "onboarded"
 READ_TIMEOUT_S = 10.0
 
 
@@ -59,9 +60,14 @@ async def demo_ledger(data_dir: Path, gateway: Keypair, horizon_url: str | None)
 
     # Real time, not the demo's fast clock: at 900x a 5-s ledger would last 5 ms.
     ledger = LocalLedger(data_dir / LEDGER_DIR, SystemClock())
+    marker = data_dir / LEDGER_DIR / ONBOARDED
     try:
         async with serve_ledger(ledger) as running:
-            await onboard(utility, running.url, running.network_passphrase, gateway.public_key, gateway_key=gateway)
+            # This ledger is the demo's own: once onboarded (marker beside its data), a restart skips the checks.
+            if not marker.exists() or marker.read_text().strip() != gateway.public_key:
+                await onboard(utility, running.url, running.network_passphrase, gateway.public_key,
+                              gateway_key=gateway)
+                marker.write_text(gateway.public_key + "\n")
             yield DemoLedger(running.url, running.network_passphrase, utility, local=True)
     finally:
         ledger.close()
