@@ -29,7 +29,9 @@ log = structlog.get_logger("cloud_sync.billing_api")
 NAME = "billing_api"
 IDLE_RECHECK_S = 30.0
 """Clock seconds between looks at the outbox when nothing wakes the uplink."""
-AUTH_STATUSES = (401, 403)
+AUTH_STATUSES = (401,)
+"""Retried at the longest backoff (a token may be fixed). A 403 (revoked, not enrolled, another gateway's
+token) is dead-lettered with the receiver's reason, like the other 4xx: the status page shows it."""
 
 
 def _retry_after(value: str | None, now: float) -> float | None:

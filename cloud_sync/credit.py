@@ -3,7 +3,9 @@
 This module is the one definition of what a credit *is* on the wire. The
 gateway uses it to produce credits; a central billing system (and the
 reference receiver in :mod:`cloud_sync.receiver`) uses it to verify them.
-It depends on nothing from the gateway.
+It depends on nothing from the gateway, and does no I/O: a receiver hands it
+what it has stored (the meter's chain tip, the credits of one interval) and
+gets a verdict back, whatever its storage.
 
 Canonical encoding (version 1)
 ------------------------------
@@ -34,15 +36,75 @@ ensure_ascii=True)``. Fields:
 base64 ed25519 signature, by the gateway key, of ``DOMAIN + canonical bytes``
 where ``DOMAIN = b"meter-gateway/credit/v1\\n"`` (the prefix keeps a credit
 signature from ever being valid for any other message signed by the key).
+
+What a valid credit is
+----------------------
+A signature proves who wrote a credit, not that it makes sense, so a verifier
+checks every field's domain as well. The rules, in the order they are applied,
+each with the reason a credit failing it is rejected with:
+
+1. **Shape** (``malformed``, checked before anything else, so junk never reaches
+   storage or cryptography): the wire item is an object with exactly ``credit``,
+   ``hash`` and ``signature``; ``credit`` has exactly the fifteen fields above,
+   with those types (a JSON ``true`` is not an integer). Every integer lies in
+   signed 64-bit range, -2^63 … 2^63-1 (SQLite's INTEGER, PostgreSQL's BIGINT:
+   whatever a receiver stores it in can hold it). ``gateway`` and ``meter`` are
+   1-64 characters of ``A-Z a-z 0-9 _ . -``, starting with a letter or digit —
+   exactly what the gateway's configuration accepts, and safe in a URL path;
+   ``gateway_key`` is a ``G`` and 55 base-32 characters; ``hash`` and
+   ``prev_hash`` are 64 lowercase hex digits; ``signature`` is standard padded
+   base64 of 64 bytes (88 characters). ``v`` is 1.
+2. **Authenticity**: ``gateway_key`` is the enrolled key of the gateway
+   (``unknown_gateway``, ``wrong_key``), the signature verifies
+   (``bad_signature``), ``hash`` is the hash of the canonical bytes
+   (``hash_mismatch``).
+3. **Domain** (``invalid``: signed by the gateway, so a bug there, never a
+   transmission error):
+
+   * ``seq`` ≥ 1;
+   * ``kind`` is ``interval`` or ``correction``; an interval has ``corrects``
+     null, a correction has 1 ≤ ``corrects`` < ``seq`` (it corrects an earlier
+     credit of the same meter);
+   * ``start`` ≥ 0 and a multiple of 900 (quarter-hours aligned to UTC), and
+     ``end == start + 900``;
+   * ``register_start_wh`` ≥ 0 and ``register_end_wh`` ≥ ``register_start_wh``:
+     the gateway's virtual register never decreases (register resets and
+     rollovers are counted through, not passed on);
+   * an interval's ``wh`` is exactly ``register_end_wh - register_start_wh``
+     (hence ≥ 0). A correction's ``wh`` is the signed change to the energy
+     credited for its interval, and its register fields carry the interval's new
+     values; any sign is valid here, see rule 5;
+   * ``quality`` is one of ``A``, ``E``, ``S``, ``F``, ``N`` (upper case);
+   * ``created_ms`` ≥ 0.
+4. **Chain** (against the last accepted credit of the meter): ``seq`` is one
+   more than its ``seq`` (``replay`` when not more, ``gap`` when further) and
+   ``prev_hash`` is its ``hash`` (``chain_break``); 64 zeros before seq 1.
+5. **Interval history** (``invalid``; against the credits already accepted for
+   the same meter and ``start``), so energy is credited once and corrections
+   add up: an interval credit is the first interval credit of its quarter-hour;
+   a correction's ``corrects`` is the ``seq`` of that interval credit, and its
+   ``wh`` equals the interval's new energy (``register_end_wh -
+   register_start_wh``) less the net energy credited for it so far (the
+   interval credit plus earlier corrections). This is exactly how the gateway
+   makes corrections (``gateway/ledger/ingest.py``), so the credits of a
+   quarter-hour always net to its final energy.
+
+A receiver that wants idempotent retries compares a credit with the one it
+stored under the same (gateway, meter, seq) *before* rules 3-5; it answers
+``duplicate`` only when rule 2 passes and the two are equal field for field.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from stellar_sdk import Keypair
@@ -51,12 +113,31 @@ from stellar_sdk.exceptions import BadSignatureError
 VERSION = 1
 DOMAIN = b"meter-gateway/credit/v1\n"
 GENESIS_HASH = "0" * 64
+INTERVAL_S = 900
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+KINDS = ("interval", "correction")
+QUALITIES = ("A", "E", "S", "F", "N")
+"""NEM12 quality letters: actual, estimated, substituted, final substitute, null."""
 
-_FIELDS = {
-    "v": int, "gateway": str, "gateway_key": str, "meter": str, "seq": int, "kind": str,
-    "start": int, "end": int, "wh": int, "quality": str, "register_start_wh": int,
-    "register_end_wh": int, "prev_hash": str, "created_ms": int,
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Gateway and meter ids: as the gateway's configuration accepts them (``gateway/config/model.py``)."""
+KEY_PATTERN = r"^G[A-Z2-7]{55}$"
+HASH_PATTERN = r"^[0-9a-f]{64}$"
+SIGNATURE_PATTERN = r"^[A-Za-z0-9+/]{86}==$"
+"""Standard padded base64 of a 64-byte ed25519 signature."""
+
+_ID = re.compile(ID_PATTERN)
+_KEY = re.compile(KEY_PATTERN)
+_HASH = re.compile(HASH_PATTERN)
+_SIGNATURE = re.compile(SIGNATURE_PATTERN)
+
+_INT_FIELDS = ("v", "seq", "start", "end", "wh", "register_start_wh", "register_end_wh", "created_ms")
+_STR_FIELDS: dict[str, re.Pattern[str] | None] = {
+    "gateway": _ID, "meter": _ID, "gateway_key": _KEY, "prev_hash": _HASH, "kind": None, "quality": None,
 }
+_FIELDS = frozenset((*_INT_FIELDS, *_STR_FIELDS, "corrects"))
+_WIRE_KEYS = frozenset(("credit", "hash", "signature"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +199,7 @@ class Rejection(StrEnum):
     """Why a credit was refused; stable strings for APIs and logs."""
 
     MALFORMED = "malformed"
+    INVALID = "invalid"
     UNKNOWN_GATEWAY = "unknown_gateway"
     WRONG_KEY = "wrong_key"
     BAD_SIGNATURE = "bad_signature"
@@ -142,36 +224,78 @@ class ChainTip:
     hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class Credited:
+    """A credit already accepted for the same meter and interval start (rule 5)."""
+
+    seq: int
+    kind: str
+    wh: int
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """A value from untrusted input, safe to put in a message: ASCII, bounded."""
+    text = ascii(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def is_int64(value: Any) -> bool:
+    return type(value) is int and INT64_MIN <= value <= INT64_MAX
+
+
+def is_id(value: Any) -> bool:
+    return type(value) is str and _ID.fullmatch(value) is not None
+
+
+def _malformed(detail: str) -> CreditRejected:
+    return CreditRejected(Rejection.MALFORMED, detail)
+
+
 def parse_wire(item: Any) -> tuple[dict[str, Any], str, str]:
-    """Check the shape of one wire credit; return (body, hash, signature)."""
-    if not isinstance(item, dict):
-        raise CreditRejected(Rejection.MALFORMED, "a credit must be a JSON object")
-    body, digest, signature = item.get("credit"), item.get("hash"), item.get("signature")
-    if not isinstance(body, dict) or not isinstance(digest, str) or not isinstance(signature, str):
-        raise CreditRejected(Rejection.MALFORMED, "expected keys 'credit' (object), 'hash' and 'signature'")
-    for name, kind in _FIELDS.items():
-        value = body.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise CreditRejected(Rejection.MALFORMED, f"field {name!r} must be {kind.__name__}")
-    if body.get("corrects") is not None and not isinstance(body.get("corrects"), int):
-        raise CreditRejected(Rejection.MALFORMED, "field 'corrects' must be an integer or null")
-    extra = set(body) - set(_FIELDS) - {"corrects"}
-    if extra:
-        raise CreditRejected(Rejection.MALFORMED, f"unknown fields {sorted(extra)}")
+    """Check the shape of one wire credit (rule 1); return (body, hash, signature)."""
+    if type(item) is not dict:
+        raise _malformed("a credit must be a JSON object")
+    if item.keys() != _WIRE_KEYS:
+        extra = sorted(shown(k) for k in item.keys() - _WIRE_KEYS)
+        raise _malformed("expected exactly the keys 'credit', 'hash' and 'signature'"
+                         + (f"; unknown keys {', '.join(extra[:5])}" if extra else ""))
+    body, digest, signature = item["credit"], item["hash"], item["signature"]
+    if type(body) is not dict:
+        raise _malformed("'credit' must be an object")
+    if type(digest) is not str or not _HASH.fullmatch(digest):
+        raise _malformed("'hash' must be 64 lowercase hex digits")
+    if type(signature) is not str or not _SIGNATURE.fullmatch(signature):
+        raise _malformed("'signature' must be the base64 of a 64-byte ed25519 signature")
+    if body.keys() != _FIELDS:
+        missing, extra = sorted(_FIELDS - body.keys()), sorted(shown(k) for k in body.keys() - _FIELDS)
+        raise _malformed("credit fields: " + "; ".join(
+            part for part in (f"missing {missing}" if missing else "",
+                              f"unknown {', '.join(extra[:5])}" if extra else "") if part))
+    for name in _INT_FIELDS:
+        if not is_int64(body[name]):
+            raise _malformed(f"field {name!r} must be an integer in signed 64-bit range, got {shown(body[name])}")
+    corrects = body["corrects"]
+    if corrects is not None and not is_int64(corrects):
+        raise _malformed(f"field 'corrects' must be null or an integer in signed 64-bit range, got {shown(corrects)}")
+    for name, pattern in _STR_FIELDS.items():
+        value = body[name]
+        if type(value) is not str:
+            raise _malformed(f"field {name!r} must be a string, got {shown(value)}")
+        if pattern is not None and not pattern.fullmatch(value):
+            raise _malformed(f"field {name!r} does not match {pattern.pattern}: {shown(value)}")
     if body["v"] != VERSION:
-        raise CreditRejected(Rejection.MALFORMED, f"unsupported encoding version {body['v']}")
+        raise _malformed(f"unsupported encoding version {body['v']}")
     return body, digest, signature
 
 
-def verify(item: Any, *, expected_key: str | None, tip: ChainTip | None) -> tuple[dict[str, Any], str]:
-    """Verify one wire credit against the gateway's enrolled key and the meter's chain tip.
+@lru_cache(maxsize=4096)
+def _verifier(public_key: str) -> Keypair:
+    """The key decoded once (decoding a ``G...`` key costs about half as much as verifying a signature)."""
+    return Keypair.from_public_key(public_key)
 
-    Returns (body, hash) when the credit is the valid next link. ``tip`` is the
-    last credit already accepted for this meter (None if none). A credit equal
-    to one already accepted is reported as ``REPLAY``; receivers that want
-    idempotent retries check for an identical stored credit *before* calling this.
-    """
-    body, digest, signature = parse_wire(item)
+
+def authenticate(body: dict[str, Any], digest: str, signature: str, expected_key: str | None) -> None:
+    """Rule 2: signed by the enrolled key, and ``digest`` is the hash of exactly this content."""
     if expected_key is None:
         raise CreditRejected(Rejection.UNKNOWN_GATEWAY, f"gateway {body['gateway']!r} is not enrolled")
     if body["gateway_key"] != expected_key:
@@ -179,11 +303,50 @@ def verify(item: Any, *, expected_key: str | None, tip: ChainTip | None) -> tupl
     canonical = canonical_bytes(body)
     try:
         raw_sig = base64.b64decode(signature, validate=True)
-        Keypair.from_public_key(expected_key).verify(DOMAIN + canonical, raw_sig)
-    except (BadSignatureError, ValueError) as exc:
+        _verifier(expected_key).verify(DOMAIN + canonical, raw_sig)
+    except (BadSignatureError, ValueError, binascii.Error) as exc:
         raise CreditRejected(Rejection.BAD_SIGNATURE, "signature does not verify (forged or tampered)") from exc
     if credit_hash(canonical) != digest:
         raise CreditRejected(Rejection.HASH_MISMATCH, "hash does not match the signed content")
+
+
+def _invalid(detail: str) -> CreditRejected:
+    return CreditRejected(Rejection.INVALID, detail)
+
+
+def check_domain(body: dict[str, Any]) -> None:
+    """Rule 3: every field within its domain (``body`` has passed :func:`parse_wire`)."""
+    seq, kind, corrects = body["seq"], body["kind"], body["corrects"]
+    if seq < 1:
+        raise _invalid(f"seq {seq} is below 1")
+    if kind not in KINDS:
+        raise _invalid(f"kind {shown(kind)} is neither 'interval' nor 'correction'")
+    if kind == "interval" and corrects is not None:
+        raise _invalid("an interval credit has corrects = null")
+    if kind == "correction" and (corrects is None or not 1 <= corrects < seq):
+        raise _invalid(f"a correction corrects an earlier seq (1..{seq - 1}), got corrects = {corrects}")
+    start, end = body["start"], body["end"]
+    if start < 0 or start % INTERVAL_S:
+        raise _invalid(f"start {start} is not a quarter-hour (a non-negative multiple of {INTERVAL_S} s)")
+    if end != start + INTERVAL_S:
+        raise _invalid(f"end {end} is not start + {INTERVAL_S} ({start + INTERVAL_S})")
+    reg_start, reg_end, wh = body["register_start_wh"], body["register_end_wh"], body["wh"]
+    if kind == "interval" and wh < 0:
+        raise _invalid(f"an interval's wh is never negative, got {wh}")
+    if reg_start < 0:
+        raise _invalid(f"register_start_wh {reg_start} is negative")
+    if reg_end < reg_start:
+        raise _invalid(f"register_end_wh {reg_end} is below register_start_wh {reg_start}")
+    if kind == "interval" and wh != reg_end - reg_start:
+        raise _invalid(f"wh {wh} is not register_end_wh - register_start_wh ({reg_end - reg_start})")
+    if body["quality"] not in QUALITIES:
+        raise _invalid(f"quality {shown(body['quality'])} is not one of {', '.join(QUALITIES)}")
+    if body["created_ms"] < 0:
+        raise _invalid(f"created_ms {body['created_ms']} is before 1970")
+
+
+def check_chain(body: dict[str, Any], tip: ChainTip | None) -> None:
+    """Rule 4: the credit is the next link of its meter's chain."""
     seq = body["seq"]
     last_seq = tip.seq if tip else 0
     if seq <= last_seq:
@@ -193,4 +356,40 @@ def verify(item: Any, *, expected_key: str | None, tip: ChainTip | None) -> tupl
     expected_prev = tip.hash if tip else GENESIS_HASH
     if body["prev_hash"] != expected_prev:
         raise CreditRejected(Rejection.CHAIN_BREAK, "prev_hash does not link to the previous credit")
+
+
+def check_history(body: dict[str, Any], credited: Sequence[Credited]) -> None:
+    """Rule 5: ``credited`` holds the meter's accepted credits with the same ``start``."""
+    start = body["start"]
+    interval = next((c for c in credited if c.kind == "interval"), None)
+    if body["kind"] == "interval":
+        if interval is not None:
+            raise _invalid(f"the interval at start {start} was already credited by seq {interval.seq}")
+        return
+    if interval is None or interval.seq != body["corrects"]:
+        found = f"seq {interval.seq}" if interval else "no interval credit"
+        raise _invalid(f"corrects = {body['corrects']}, but the interval at start {start} was credited by {found}")
+    net = sum(c.wh for c in credited)
+    new = body["register_end_wh"] - body["register_start_wh"]
+    if body["wh"] != new - net:
+        raise _invalid(f"a correction's wh is the change from the {net} Wh credited so far to the interval's new "
+                       f"{new} Wh ({new - net}), got {body['wh']}")
+
+
+def verify(item: Any, *, expected_key: str | None, tip: ChainTip | None,
+           credited: Sequence[Credited] | None = None) -> tuple[dict[str, Any], str]:
+    """Verify one wire credit: rules 1-4, and rule 5 when ``credited`` is given.
+
+    Returns (body, hash) when the credit is the valid next link. ``tip`` is the
+    last credit already accepted for this meter (None if none); ``credited``
+    the accepted credits of the same meter and ``start``. A credit equal to one
+    already accepted is reported as ``REPLAY``; receivers that want idempotent
+    retries check for an identical stored credit *before* calling this.
+    """
+    body, digest, signature = parse_wire(item)
+    authenticate(body, digest, signature, expected_key)
+    check_domain(body)
+    check_chain(body, tip)
+    if credited is not None:
+        check_history(body, credited)
     return body, digest

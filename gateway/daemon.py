@@ -4,6 +4,11 @@ Shutdown order matters for "nothing lost": sources stop first (no new
 readings), then the writer commits what it has queued, then the uplinks get a
 short, bounded chance to send the last credits, then the ledger checkpoints
 and closes. Everything left unsent stays in the outbox for the next start.
+
+A failure the daemon cannot run on (a damaged ledger, a bug in the writer) takes
+the same orderly way out: it is kept, ``stop`` is set, and it is raised once
+everything is closed. A storage failure is not one of them: the writer keeps the
+readings and retries (:mod:`gateway.ledger.outage`) while the meters are still read.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from stellar_sdk import Keypair
 
 from cloud_sync.billing_api import NAME as BILLING_API
 from cloud_sync.billing_api import BillingApiUplink
@@ -25,7 +31,8 @@ from gateway.acquisition.modbus import ModbusBus
 from gateway.acquisition.mqtt import MqttSource
 from gateway.clock import Clock
 from gateway.config import GatewayConfig
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError, LedgerDiskFull, LedgerIntegrityError
+from gateway.ledger import integrity, reserve
 from gateway.ledger.maintenance import maintain
 from gateway.ledger.store import Ledger
 from gateway.ledger.writer import ReadingWriter
@@ -45,6 +52,8 @@ STELLAR = "stellar"
 """The Stellar uplink's name (cloud_sync.stellar.uplink.NAME, not imported unless configured)."""
 RESTART_DELAY_S = 5.0
 """A task that crashed on a bug is restarted after this long, not in a hot loop."""
+CANCEL_AGAIN_S = 0.2
+"""A task still running this long after it was cancelled is cancelled again (see :func:`_stop_tasks`)."""
 
 
 @dataclass
@@ -84,9 +93,58 @@ async def _supervise(name: str, factory: Callable[[], Awaitable[None]]) -> None:
         try:
             await factory()
             return
+        except GatewayError as exc:  # a known condition (e.g. the disk is full): its message says it all
+            log.error("task_failed", task=name, error=str(exc), restart_in_s=RESTART_DELAY_S)
+            await asyncio.sleep(RESTART_DELAY_S)
         except Exception:  # anything but cancellation is logged and restarted
             log.exception("task_crashed", task=name, restart_in_s=RESTART_DELAY_S)
             await asyncio.sleep(RESTART_DELAY_S)
+
+
+async def _stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them to end, cancelling again any that runs on.
+
+    A cancellation can be lost: Python 3.11's ``asyncio.wait_for`` returns the result instead of
+    raising when the wait ends at the moment it is cancelled, and pymodbus waits for every
+    transaction that way. A bus then polled on, the stop waited for it forever and SIGTERM was
+    ignored (seen with a full disk). A second cancellation reaches it at its next wait.
+    """
+    for task in tasks:
+        task.cancel()
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_S)
+        for task in pending:
+            log.debug("task_cancelled_again", task=task.get_name())
+            task.cancel()
+    for task in tasks:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("task_failed_at_stop", task=task.get_name(), error=str(error))
+
+
+async def _essential(name: str, work: Awaitable[None], fatal: list[BaseException], stop: asyncio.Event) -> None:
+    """A task the daemon cannot run without: its failure stops the daemon the orderly way."""
+    try:
+        await work
+    except Exception as exc:  # kept and raised by run_daemon once everything is closed
+        if isinstance(exc, GatewayError):
+            log.error("gateway_cannot_continue", task=name, error=str(exc))
+        else:
+            log.exception("task_crashed", task=name, restart_in_s=None)
+        fatal.append(exc)
+        stop.set()
+
+
+async def _open_ledger(cfg: GatewayConfig, keypair: Keypair) -> Ledger:
+    """Open the ledger; on a full disk, give up the reserve once so SQLite has room to start."""
+    try:
+        return await Ledger.open(cfg.data_dir, gateway_id=cfg.gateway_id, keypair=keypair,
+                                 estimate_gap_s=cfg.intervals.estimate_gap_s, require_own_key=True)
+    except LedgerDiskFull:
+        if not reserve.release(cfg.data_dir):
+            raise
+    return await Ledger.open(cfg.data_dir, gateway_id=cfg.gateway_id, keypair=keypair,
+                             estimate_gap_s=cfg.intervals.estimate_gap_s, require_own_key=True)
 
 
 def _read_secret(path: os.PathLike[str] | None) -> str | None:
@@ -122,22 +180,20 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
         for meter in bus.meters:
             profiles[meter.id] = resolve_profile(meter.profile, config_dir)
     api_token = _read_secret(cfg.uplinks.billing_api.token_file) if cfg.uplinks.billing_api else None
-    ledger = await Ledger.open(cfg.data_dir, gateway_id=cfg.gateway_id, keypair=keypair,
-                               estimate_gap_s=cfg.intervals.estimate_gap_s)
+    ledger = await _open_ledger(cfg, keypair)
+    reserve.ensure(cfg.data_dir, min_free_bytes=cfg.ledger.min_free_mb * 1_048_576)
+    fatal: list[BaseException] = []
     log.info("gateway_starting", gateway=cfg.gateway_id, key=keypair.public_key, data_dir=str(cfg.data_dir),
              meters=len(cfg.all_meter_ids()))
-    orderly = False
     try:
         status = GatewayStatus(cfg.gateway_id, keypair.public_key, clock.now())
         trust = TimeTrust(clock, source_for(cfg.time.trust), cfg.time.max_step_s, cfg.time.step_settle_s)
-        writer = ReadingWriter(ledger, clock, status, trust=trust, flush_s=cfg.ledger.commit_every_s)
+        writer = ReadingWriter(ledger, clock, status, trust=trust, flush_s=cfg.ledger.commit_every_s,
+                               horizon_s=cfg.ledger.readings_retention_days * 86_400)
         buses = [ModbusBus(bus, profiles, clock, writer.submit, status) for bus in cfg.buses]
         mqtt = None
         if cfg.mqtt:
-            last_t = {m.id: s.last_t_ms / 1000 for m in cfg.mqtt.meters
-                      if (s := ledger.meter_state(m.id)).last_t_ms is not None}
-            mqtt = MqttSource(cfg.mqtt, clock, writer.submit, status, client_id=f"meter-gateway-{cfg.gateway_id}",
-                              last_t=last_t)
+            mqtt = MqttSource(cfg.mqtt, clock, writer.submit, status, client_id=f"meter-gateway-{cfg.gateway_id}")
         uplink = None
         if cfg.uplinks.billing_api:
             uplink = BillingApiUplink(cfg.uplinks.billing_api, ledger, clock, gateway_id=cfg.gateway_id,
@@ -155,12 +211,12 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
         server = sock = None
         if cfg.web.enabled:
             ctx = WebContext(status, ledger, clock, web_token, uplink_names,
-                             buses={b.cfg.name: b for b in buses}, config=cfg)
+                             buses={b.cfg.name: b for b in buses}, config=cfg, profiles_dir=cfg.web.profiles_dir)
             sock = _bind(cfg.web.listen, cfg.web.port)
             server = make_server(create_app(ctx), cfg.web.listen, cfg.web.port)
 
         async with asyncio.TaskGroup() as tg:
-            writer_task = tg.create_task(writer.run(), name="ledger-writer")
+            writer_task = tg.create_task(_essential("ledger-writer", writer.run(), fatal, stop), name="ledger-writer")
             workers = [tg.create_task(_supervise(f"bus:{b.cfg.name}", b.run), name=f"bus:{b.cfg.name}")
                        for b in buses]
             if mqtt:
@@ -171,8 +227,11 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
                 workers.append(tg.create_task(_supervise(STELLAR, stellar.run), name=STELLAR))
             workers.append(tg.create_task(_watchdog(), name="watchdog"))
             workers.append(tg.create_task(
-                _supervise("maintenance", lambda: maintain(ledger, clock, cfg.data_dir, cfg.ledger, status)),
+                _supervise("maintenance", lambda: maintain(ledger, clock, cfg.data_dir, cfg.ledger, status,
+                                                           writer.outage.make_room)),
                 name="maintenance"))
+            workers.append(tg.create_task(
+                _essential("ledger-check", ledger.background_check(), fatal, stop), name="ledger-check"))
             workers.append(tg.create_task(
                 _supervise("budgets", lambda: watch_budgets(cfg, ledger, clock, status, ledger)), name="budgets"))
             web_task = None
@@ -189,9 +248,9 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             await stop.wait()
             _sd_notify("STOPPING=1")
             log.info("gateway_stopping")
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+            await _stop_tasks(workers)
+            # The writer is cancelled once: it then commits what it holds (shielded), which a second
+            # cancellation would leave running past the close. The stop's deadline bounds it.
             writer_task.cancel()
             await asyncio.gather(writer_task, return_exceptions=True)
             if final_sync_s > 0:  # both uplinks at once: neither's last batch waits for the other's
@@ -199,6 +258,9 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             if server and web_task:
                 server.should_exit = True
         log.info("gateway_stopped", readings=status.readings_committed, credits=status.credits_created)
-        orderly = True
     finally:
-        await ledger.close(clean=orderly)
+        await ledger.close()
+    for exc in fatal:
+        if isinstance(exc, LedgerIntegrityError):
+            integrity.mark_damaged(cfg.data_dir, exc.finding)  # after the close: the next start refuses at once
+        raise exc

@@ -6,7 +6,10 @@ Callers decide what to do by the class they catch, not by parsing messages:
     ├── ConfigError            installer must fix the config file (exit code 2)
     ├── ProfileError           a firmware profile file is invalid or unknown
     ├── LedgerError            the SQLite ledger cannot be opened, migrated or written
-    │   └── LedgerIntegrityError   the database file is damaged; restore or move it aside
+    │   ├── LedgerStorageError     the disk failed a write (I/O error, read-only); retry later
+    │   │   └── LedgerDiskFull         no space left: free space (raw readings are pruned first)
+    │   ├── LedgerIntegrityError   the database file is damaged; move it aside and recover
+    │   └── LedgerMissing          the key has issued credits but its ledger is gone: recover first
     ├── AcquisitionError       reading a meter failed (retryable per device)
     │   ├── DeviceTimeout          no answer within the bus timeout
     │   ├── DeviceException        the device answered with a Modbus exception code
@@ -39,8 +42,32 @@ class LedgerError(GatewayError):
     """The ledger could not complete a durable operation."""
 
 
+class LedgerStorageError(LedgerError):
+    """The storage under the ledger failed (I/O error, read-only, busy): not the data's fault.
+
+    The same write may succeed later; the ledger in memory and on disk still agree.
+    """
+
+
+class LedgerDiskFull(LedgerStorageError):
+    """No space left on the file system that holds the ledger."""
+
+
 class LedgerIntegrityError(LedgerError):
     """SQLite reports the database file as damaged."""
+
+    def __init__(self, message: str, finding: str | None = None) -> None:
+        super().__init__(message)
+        self.finding = finding or message
+        """What was found, without the advice (kept next to the ledger for the next start)."""
+
+
+class LedgerMissing(LedgerError):
+    """This gateway's key has issued credits from a ledger that is no longer there.
+
+    Starting a new ledger would restart every meter's chain at seq 1, which the billing
+    system refuses as replays; the gateway refuses to start until the chains are recovered.
+    """
 
 
 class AcquisitionError(GatewayError):

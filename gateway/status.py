@@ -41,6 +41,9 @@ class MeterStatus:
     reads_ok: int = 0
     reads_failed: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    clock_wrong: str | None = None
+    """Set while the meter's own timestamps are refused as impossible (e.g. a meter booted without NTP
+    stamps 1970): what its clock reads and why that cannot be. Cleared by its next plausible timestamp."""
 
     def read_ok(self, t: float) -> None:
         self.health = MeterHealth.ONLINE

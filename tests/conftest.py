@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.acquisition.portlock import LOCK_DIR_ENV
+from gateway.sim import children
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 BROKER_START_S = 5.0
@@ -57,15 +58,17 @@ class Broker:
     def start(self) -> None:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
-            # user: started as root, mosquitto would drop to "mosquitto", which cannot write tmp_path.
+            # user: started as root, mosquitto would drop to "mosquitto", which cannot write tmp_path
+            # (and a credential change would cancel its parent-death signal).
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
             f"persistence true\npersistence_location {self.workdir}/\nautosave_interval 1\n"
             "autosave_on_changes true\nmax_queued_messages 10000\n"
         )
         if not Path(MOSQUITTO).exists():
             pytest.fail("mosquitto is required: run ./scripts/setup.sh (apt-get install -y mosquitto)")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        # Dies with the test process, even when that is SIGKILLed (see gateway.sim.children).
+        self.proc = children.spawn([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
         wait_for_port(self.port, BROKER_START_S)
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import InvalidConfig, load_config, parse_config
+from gateway.sim import children
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -75,8 +76,8 @@ def test_syntax_error_names_the_line() -> None:
 def test_run_refuses_a_bad_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('gateway_id = "gw"\n[web]\nport = "eighty"\n')
-    proc = subprocess.run([sys.executable, "-m", "gateway", "run", "--config", str(bad)],
-                          capture_output=True, text=True, check=False, timeout=60)
+    proc = children.run([sys.executable, "-m", "gateway", "run", "--config", str(bad)],
+                        capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 2
     assert "line 3: web.port" in proc.stderr
 
@@ -109,8 +110,8 @@ def test_check_config_reports_a_missing_token_file_and_an_uncreatable_data_dir(
 
 def test_run_refuses_before_touching_anything_when_the_token_file_is_missing(tmp_path: Path) -> None:
     config = _deployable(tmp_path, token=False)
-    proc = subprocess.run([sys.executable, "-m", "gateway", "run", "--config", str(config)],
-                          capture_output=True, text=True, check=False, timeout=60)
+    proc = children.run([sys.executable, "-m", "gateway", "run", "--config", str(config)],
+                        capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 2
     assert "token_file" in proc.stderr
     assert not (tmp_path / "state").exists()

@@ -115,7 +115,8 @@ def test_a_batch_rejected_for_a_cause_fixed_since_is_evaluated_again(tmp_path: P
     first = store.ingest("gw", "b1", raw, chain)
     assert first["rejected"] == 2
     assert {r["reason"] for r in first["results"]} == {"wrong_key"}
-    store.enrolled["gw"] = KEY.public_key  # the enrolment is corrected
+    store.revoke("gw", 1)  # the enrolment is corrected
+    store.enrol("gw", KEY.public_key, None, 2)
     again = store.ingest("gw", "b1", raw, chain)  # the gateway resends the same batch, same key and bytes
     assert again["accepted"] == 2
     assert not again.get("replayed")

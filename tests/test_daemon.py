@@ -89,7 +89,9 @@ port = {mosquitto.port}
                 await asyncio.sleep(0.02)
         handle = running[0]
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as publisher:
-            await asyncio.sleep(0.5)  # the gateway subscribes
+            async with asyncio.timeout(10):  # the gateway subscribes (slow on a loaded box: wait for it)
+                while not handle.status.mqtt_connected:
+                    await asyncio.sleep(0.02)
             t = math.floor(clock.now() / PERIOD) * PERIOD
             for k in range(40):
                 at = t + k * PERIOD
@@ -119,10 +121,12 @@ port = {mosquitto.port}
             assert "exception 4" in meters["broken"]["last_error"]
             assert meters["good-1"]["last_interval"]["quality"] == "A"
             assert meters["good-1"]["register_wh"] > 0
-            page = await http.get("/", params={"token": handle.web_token})
+            page = await http.get("/", params={"token": handle.web_token}, follow_redirects=True)
             assert "Meter broken" in page.text
             assert "is offline" in page.text
-            assert "gw_token" in page.headers["set-cookie"]
+            assert page.history[0].status_code == 303, "the token is swapped for a session cookie"
+            assert str(page.url) == f"{base}/", "and the address cleaned of it"
+            assert "gw_session" in page.history[0].headers["set-cookie"]
             metrics = (await http.get("/metrics", headers=auth)).text
             assert 'gateway_meter_up{meter="good-1"} 1.0' in metrics
             assert 'gateway_meter_up{meter="broken"} 0.0' in metrics
@@ -145,3 +149,63 @@ port = {mosquitto.port}
         stop.set()
         await asyncio.wait_for(daemon, 10)
         await sim.stop()
+
+
+async def test_a_bus_cancelled_while_it_stops_its_waits_does_not_run_on() -> None:
+    """The daemon's stop cancels every bus; one cancelled while tidying up a wait used to swallow it.
+
+    The bus then ran on, the stop waited for it forever and SIGTERM was ignored (seen with a full
+    disk, when the writer's failure made the daemon cancel its buses).
+    """
+    from gateway.acquisition.modbus import _first_of
+
+    release = asyncio.Event()
+
+    async def slow_to_end() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await release.wait()  # a wait that takes a moment to end once cancelled
+            raise
+
+    task = asyncio.create_task(_first_of(asyncio.sleep(0), slow_to_end()))
+    await asyncio.sleep(0.05)  # the first wait is over: the helper now waits for the other to end
+    task.cancel()
+    release.set()
+    await asyncio.wait([task], timeout=2)
+    assert task.cancelled(), "the cancellation reached the bus instead of being swallowed"
+
+
+def test_sigterm_ends_the_process_within_the_deadline_even_if_the_stop_hangs(tmp_path: Path) -> None:
+    """The last net under "SIGTERM always exits within 5 s": a stop stuck anywhere (here a blocked loop)."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, time\n"
+        "from gateway import logs\n"
+        "from gateway.cli import _run_until_signal\n"
+        "logs.configure('info', 'json')\n"
+        "async def daemon(stop):\n"
+        "    print('ready', flush=True)\n"
+        "    await stop.wait()\n"
+        "    time.sleep(60)  # a stop that never ends: the loop itself is stuck\n"
+        "_run_until_signal(daemon)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        took = time.monotonic() - sent
+        err = proc.stderr.read() if proc.stderr else ""
+    assert took < 5.0, f"exit took {took:.1f} s"
+    assert code == 1
+    assert "shutdown_forced" in err

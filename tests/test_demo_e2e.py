@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from gateway.sim import children
 from gateway.sim.demo import DemoState, check_conservation, receiver_summary
 from tests.stellar.demo_checks import assert_stellar_report, check_status_api
 
@@ -24,8 +25,8 @@ DEMO = [sys.executable, "-m", "gateway", "demo", "--speed", "900", "--web-port",
 
 
 def _run(data_dir: Path, duration: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DEMO, "--duration", str(duration), "--data-dir", str(data_dir)],
-                          capture_output=True, text=True, timeout=duration + 60, check=False)
+    return children.run([*DEMO, "--duration", str(duration), "--data-dir", str(data_dir)],
+                        capture_output=True, text=True, timeout=duration + 60, check=False)
 
 
 def _ledger(data_dir: Path) -> dict[str, tuple[int, int, list[int]]]:
@@ -75,8 +76,8 @@ def test_demo_run_restart_and_sigterm(tmp_path: Path) -> None:
 
     # SIGTERM in the middle: exit 0 within 5 s; the next start syncs anything pending.
     log = tmp_path / "sigterm-run.log"
-    with log.open("w") as out, subprocess.Popen([*DEMO, "--data-dir", str(data)], stdout=out,
-                                                 stderr=subprocess.STDOUT) as proc:
+    with log.open("w") as out, children.spawn([*DEMO, "--data-dir", str(data)], stdout=out,
+                                               stderr=subprocess.STDOUT) as proc:
         try:
             started = time.monotonic()
             check_status_api(log, data)

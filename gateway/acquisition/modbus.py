@@ -14,7 +14,8 @@ on a different period than its energy register.
 Order when several polls are due: earliest slot first; within a slot, healthy
 meters before failing ones (a silent meter eats a whole timeout, and putting
 it last keeps everyone else's period steady), then configuration order.
-One-off requests are interleaved one per poll, so neither side starves.
+One-off requests run in the line's idle gaps, and ahead of waiting polls only
+within the bus's ``one_off_share`` of the line (:mod:`gateway.acquisition.one_off`).
 
 Faults stay local: bounded retries per transaction, then the meter alone is
 backed off (capped exponential, still on its grid) and shown offline; it
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from gateway.acquisition.one_off import BusBusy, OneOffQueue
 from gateway.acquisition.portlock import PortBusy, PortLock, endpoint_key
 from gateway.acquisition.read_plan import ReadPlan, plan_reads, split_block
 from gateway.acquisition.transport import (
@@ -46,7 +48,8 @@ from gateway.acquisition.transport import (
 )
 from gateway.clock import Clock
 from gateway.config import BusConfig, ModbusMeterConfig
-from gateway.errors import AcquisitionError, ConfigError, DeviceException, DeviceTimeout, GatewayError, ValueRejected
+from gateway.config.ceiling import modbus_ceiling
+from gateway.errors import AcquisitionError, ConfigError, DeviceException, DeviceTimeout, ValueRejected
 from gateway.intervals import Reading
 from gateway.intervals.engine import CONFIRM_READINGS
 from gateway.profiles import Profile, Quantity, decode
@@ -84,18 +87,11 @@ LOCK_RETRY_S = 5.0
 RATE_WINDOW_S = 60.0
 """Line rates and utilisation cover this much recent (monotonic) time."""
 
-MAX_PENDING_REQUESTS = 32
-"""One-off reads queued at once; more means a client is hammering the API."""
-
 WANTED = ("energy_import", "power_total", "voltage_l1")
 """Quantities polled by default: the energy register, plus two for the status page.
 With a separate instantaneous period, energy_* quantities go on the energy grid, the rest on the other."""
 
 Submit = Callable[[Reading], Awaitable[None]]
-
-
-class BusBusy(GatewayError):
-    """Too many one-off requests are already waiting for this line."""
 
 
 @dataclass
@@ -107,13 +103,14 @@ class _Meter:
     order: int
     last: Reading | None = None
     new_series: list[Reading] = field(default_factory=list)
-
-    @property
-    def max_power_w(self) -> float | None:
-        return self.cfg.max_power_w or self.profile.max_power_w
     """Consecutive readings off the series of ``last`` (rejected so far): a reset or a new meter if they persist."""
     device_failures: int = 0
     """Failures the device is to blame for (not line outages): drives its backoff."""
+
+    @property
+    def max_power_w(self) -> float:
+        """The most this meter can measure: config, else its profile, else the default ceiling."""
+        return modbus_ceiling(self.cfg, self.profile).watts
 
 
 @dataclass
@@ -131,16 +128,6 @@ class _Job:
     that just started failing costs the healthy meters due with it one timeout, not several."""
 
 
-@dataclass
-class _Request:
-    unit: int
-    function: int
-    start: int
-    count: int
-    turnaround_s: float
-    future: asyncio.Future[list[int]] = field(repr=False)
-
-
 class ModbusBus:
     """Scheduler and sole user of one line. Construct, then ``await run()``."""
 
@@ -154,9 +141,7 @@ class ModbusBus:
         self._use_lock = use_lock
         self._jobs: list[_Job] = []
         self._meters: list[_Meter] = []
-        self._requests: deque[_Request] = deque()
-        self._wake = asyncio.Event()
-        self._serve_request_next = True
+        self.one_off = OneOffQueue(bus, clock)
         self._window: deque[tuple[float, float, bool]] = deque()
         self._started_mono: float | None = None
         self._wall_offset: float | None = None
@@ -194,23 +179,23 @@ class ModbusBus:
 
     # ---- public API for one-off reads -------------------------------------------------
 
+    @property
+    def profiles(self) -> dict[str, Profile]:
+        """The profiles this line's meters use, by id (custom files included): one-off reads may name them."""
+        return {m.profile.id: m.profile for m in self._meters}
+
     async def request(self, unit: int, function: int, start: int, count: int, *,
                       turnaround_s: float = 0.0) -> list[int]:
         """One read transaction, queued behind the one in flight; the bus must be running.
 
         Raises the same errors as a poll would (DeviceTimeout, DeviceException,
-        FrameError, PortUnavailable) after the bus's retries.
+        FrameError, PortUnavailable) after the bus's retries; BusBusy at once when the queue is full.
         """
         if not 1 <= unit <= MAX_UNIT_ID:
             raise ConfigError(f"unit id {unit} is outside 1..{MAX_UNIT_ID}")
         if function not in (3, 4) or not 0 <= start <= 0xFFFF or not 1 <= count <= MAX_REGISTERS_PER_READ:
             raise ConfigError(f"cannot read {count} registers at {start} with function {function}")
-        if len(self._requests) >= MAX_PENDING_REQUESTS:
-            raise BusBusy(f"{len(self._requests)} requests already queued on bus {self.cfg.name!r}")
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._requests.append(_Request(unit, function, start, count, turnaround_s, future))
-        self._wake.set()
-        return await future
+        return await self.one_off.submit(unit, function, start, count, turnaround_s)
 
     async def read_values(self, unit: int, profile: Profile,
                           names: Iterable[str] | None = None) -> tuple[dict[str, float], dict[str, str]]:
@@ -218,7 +203,13 @@ class ModbusBus:
 
         Returns (values, problems): a quantity that failed decoding or whose
         block failed is listed in problems with the reason, not silently missing.
+        Raises BusBusy at once when the line already has enough one-off reads in progress.
         """
+        async with self.one_off.read():
+            return await self._read_values(unit, profile, names)
+
+    async def _read_values(self, unit: int, profile: Profile,
+                           names: Iterable[str] | None) -> tuple[dict[str, float], dict[str, str]]:
         wanted = [profile.quantities[n] for n in (names or profile.quantities)]
         # A configured meter's turnaround applies to one-off reads too, or they time out where polls do not.
         turnaround = next((m.cfg.turnaround_s for m in self._meters if m.cfg.unit_id == unit), 0.0)
@@ -278,10 +269,7 @@ class ModbusBus:
         finally:
             self._transport.close()
             self.line.connected = False
-            for req in self._requests:
-                if not req.future.done():
-                    req.future.cancel()
-            self._requests.clear()
+            self.one_off.cancel_all()
             if lock is not None:
                 lock.release()
 
@@ -316,22 +304,22 @@ class ModbusBus:
                                               j.meter.order, not j.energy))
 
     async def _next_work(self) -> _Job | None:
-        """The next poll to run, or None to serve a queued request."""
+        """The next poll to run, or None to serve the queued one-off request at the head."""
         while True:
             self._follow_wall_steps()
             job = self._pick()
-            due = job is not None and job.next_due <= self._clock.now()
-            if self._requests and (not due or self._serve_request_next):
-                self._serve_request_next = False
+            one_off_wait = self.one_off.wait_s(None if job is None else job.next_due)
+            if one_off_wait is not None and one_off_wait <= 0:
                 return None
-            if due:
-                self._serve_request_next = True
+            if job is not None and job.next_due <= self._clock.now():
                 return job
-            self._wake.clear()
-            if job is None:
-                await self._wake.wait()
-            else:
-                await _first_of(self._wake.wait(), self._sleep_until(job.next_due))
+            self.one_off.arrived.clear()
+            waits: list[Awaitable[object]] = [self.one_off.arrived.wait()]
+            if job is not None:
+                waits.append(self._sleep_until(job.next_due))
+            if one_off_wait is not None:
+                waits.append(self._clock.sleep(one_off_wait))
+            await _first_of(*waits)
 
     def _follow_wall_steps(self) -> None:
         """Move the poll grid with a wall-clock step (NTP correcting a box that booted with a wrong time).
@@ -366,12 +354,13 @@ class ModbusBus:
         return None
 
     async def _serve_request(self) -> None:
-        req = self._requests.popleft()
+        req = self.one_off.pop()
         if req.future.done():  # the caller gave up
             return
         # The caller may give up (time out) while its read is on the wire: then its future is already
         # cancelled and must not be set, or the InvalidStateError would take the whole line down.
         future = req.future
+        t0 = self._clock.monotonic()
         try:
             registers = await self._transact(req.unit, req.function, req.start, req.count, req.turnaround_s)
         except PortUnavailable as exc:
@@ -387,6 +376,8 @@ class ModbusBus:
             # A bug must not leave the caller waiting forever; the bus task's supervisor restarts us.
             _fail(future, exc)
             raise
+        finally:
+            self.one_off.charge(self._clock.monotonic() - t0)
         if not future.done():
             future.set_result(registers)
 
@@ -585,9 +576,13 @@ async def _first_of(*waits: Awaitable[object]) -> None:
     finally:
         for t in tasks:
             t.cancel()
-        # asyncio.wait, not "await t" under suppress(CancelledError): a cancellation of the *caller*
-        # arriving while the losers end must reach the caller, or a stopping bus would poll on forever.
+        # asyncio.wait never raises the tasks' CancelledError, only ours: awaiting each task under
+        # suppress(CancelledError) also swallowed a cancellation of this task arriving meanwhile,
+        # and the bus ran on after the daemon had cancelled it (a stop that never ended).
         await asyncio.wait(tasks)
+        for t in tasks:
+            if not t.cancelled() and (error := t.exception()) is not None:
+                raise error
 
 
 def _fail(future: asyncio.Future[list[int]], exc: BaseException) -> None:

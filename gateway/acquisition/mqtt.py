@@ -8,16 +8,29 @@ the first failure is logged as a warning, the rest of a streak at debug.
 
 Each meter has a topic or a topic pattern (MQTT wildcards); a message goes to
 the first meter, in configuration order, whose pattern matches. A payload that
-cannot become a reading — malformed, oversized, wrongly typed, older than the
-last accepted one, or on a topic no meter claims — is counted, logged and kept
-raw in a bounded quarantine; nothing a publisher sends can stop this task.
-QoS 1 is at-least-once: a redelivered copy of the last accepted message is
-recognised and dropped as a duplicate rather than quarantined.
+cannot become a reading — malformed, oversized, wrongly typed, or on a topic no
+meter claims — is counted, logged and kept raw in a bounded quarantine; nothing
+a publisher sends can stop this task. The log gets the first rejection of a
+streak and then a summary (:class:`gateway.rejections.RejectionLog`): a
+publisher flooding junk cannot flood the journal.
+QoS 1 is at-least-once: a redelivered copy of one of a meter's recent messages
+(a broker resends what it had in flight when it restarted) is recognised and
+dropped as a duplicate rather than quarantined; an older one (after the
+gateway restarted) is recognised by the ledger as already stored.
+
+A meter's own timestamp is not judged here but by the writer, against the
+gateway's *trusted* clock (a Pi that booted in 1970 would otherwise call every
+correct meter clock "in the future"): too far ahead of or behind the moment it
+was received, or older than the meter's last reading, it is refused there and
+the meter is shown with its clock wrong. Every reading carries the meter's
+power ceiling (config ``max_power_w``, or the default ceiling, which is logged
+at start): a value rising faster than the meter can measure is held as suspect.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
 import aiomqtt
@@ -26,8 +39,10 @@ import structlog
 from gateway.acquisition.payloads import parse_energy
 from gateway.clock import Clock
 from gateway.config import MqttConfig, MqttMeterConfig
+from gateway.config.ceiling import mqtt_ceiling
 from gateway.errors import PayloadError
 from gateway.intervals import Reading
+from gateway.rejections import RejectionLog
 from gateway.status import GatewayStatus, MeterStatus, QuarantinedPayload
 
 log = structlog.get_logger("gateway.mqtt")
@@ -39,19 +54,16 @@ KEEPALIVE_S = 30
 """Broker pings: a dead TCP connection is noticed within 1.5 × this."""
 QUARANTINE_BYTES = 1024
 """Raw bytes kept per quarantined payload: enough to see what is wrong, bounded memory."""
+RECENT_MESSAGES = 100
+"""Messages per meter remembered to recognise redeliveries: more than a broker keeps in flight
+(mosquitto: 20 by default)."""
 
 Submit = Callable[[Reading], Awaitable[None]]
-
-FUTURE_TOLERANCE_S = 300.0
-"""How far ahead of the gateway's clock a meter's own timestamp may be (meter clocks drift;
-minutes are normal, days are a broken clock or a seconds/milliseconds mix-up)."""
 
 
 class MqttSource:
     def __init__(self, cfg: MqttConfig, clock: Clock, submit: Submit, status: GatewayStatus,
-                 client_id: str, last_t: Mapping[str, float] | None = None) -> None:
-        """``last_t``: each meter's last stored reading time (from the ledger), so messages the
-        broker redelivers after a restart are recognised as old instead of stored twice."""
+                 client_id: str) -> None:
         self.cfg = cfg
         self._clock = clock
         self._submit = submit
@@ -59,9 +71,16 @@ class MqttSource:
         self._client_id = cfg.client_id or client_id
         self._meters = list(cfg.meters)
         self._patterns = [(aiomqtt.Wildcard(m.topic), m) for m in cfg.meters]
-        self._last: dict[str, tuple[float, int | None]] = {m: (t, None) for m, t in (last_t or {}).items()}
+        self._recent: dict[str, deque[tuple[float, int]]] = {m.id: deque(maxlen=RECENT_MESSAGES) for m in cfg.meters}
+        """Each meter's recent (time, Wh) passed on, to drop QoS 1 redeliveries. Not an order: a
+        bogus stamp far ahead must not make the honest ones that follow look old."""
+        self._rejections = RejectionLog(log, "payload_rejected", clock)
+        self._ceilings: Mapping[str, float] = {m.id: mqtt_ceiling(m).watts for m in cfg.meters}
         for m in cfg.meters:
             status.meters.setdefault(m.id, MeterStatus(m.id, "mqtt", m.topic))
+            ceiling = mqtt_ceiling(m)
+            if ceiling.is_default:
+                log.warning("meter_ceiling_default", meter=m.id, max_power_w=ceiling.watts, hint=ceiling.hint)
 
     async def run(self) -> None:
         if not self.cfg.meters:
@@ -119,36 +138,26 @@ class MqttSource:
         except PayloadError as exc:
             self._quarantine(topic, exc.reason, raw, meter.id, str(exc))
             return
-        now = self._clock.now()
-        t = stamp if stamp is not None else now
-        if stamp is not None and stamp > now + FUTURE_TOLERANCE_S:
-            # A meter clock far ahead would make the engine fill (and bill) intervals that have not
-            # happened, then block every honest payload as out of order.
-            self._quarantine(topic, "future_timestamp", raw, meter.id,
-                             f"timestamp {stamp:.0f} is {stamp - now:.0f} s ahead of the gateway's clock")
+        t = stamp if stamp is not None else self._clock.now()
+        recent = self._recent[meter.id]
+        if stamp is not None and (t, wh) in recent:
+            self._status.payloads_rejected["duplicate"] += 1
+            log.debug("payload_duplicate", topic=topic, meter=meter.id)
             return
-        last = self._last.get(meter.id)
-        # Only a meter's own timestamps can be out of order. A reading stamped by our clock is
-        # placed by the writer, which holds it while time is untrusted (a Pi booting in 1970
-        # would otherwise quarantine every message as older than the last stored one).
-        if stamp is not None and last is not None and t <= last[0]:
-            if (t, wh) == last:
-                self._status.payloads_rejected["duplicate"] += 1
-                log.debug("payload_duplicate", topic=topic, meter=meter.id)
-                return
-            self._quarantine(topic, "out_of_order", raw, meter.id, f"timestamp {t} is not after {last[0]}")
-            return
-        self._last[meter.id] = (t, wh)
+        recent.append((t, wh))
+        self._rejections.accepted(meter.id)
         status = self._status.meters[meter.id]
-        status.read_ok(t)
+        # When the gateway heard from it, not what its clock says: a meter clock in the year 5138 must
+        # not become the page's "last reading" (the writer judges the stamp, see the module docstring).
+        status.read_ok(self._clock.now())
         status.last_register_wh = wh
         await self._submit(Reading(meter.id, round(t * 1000), wh, "mqtt", meter_clock=stamp is not None,
-                                   max_power_w=meter.max_power_w))
+                                   max_power_w=self._ceilings[meter.id]))
 
     def _quarantine(self, topic: str, reason: str, raw: bytes, meter: str | None = None, detail: str = "") -> None:
         self._status.payloads_rejected[reason] += 1
         if meter:
             self._status.meters[meter].rejected[reason] += 1
         self._status.quarantine.append(QuarantinedPayload(self._clock.now(), topic, reason, raw[:QUARANTINE_BYTES]))
-        log.warning("payload_rejected", topic=topic, meter=meter, reason=reason, detail=detail,
-                    payload=raw[:200].decode("utf-8", "replace"))
+        self._rejections.rejected(meter, reason, topic=topic, detail=detail,
+                                  payload=raw[:200].decode("utf-8", "replace"))

@@ -46,6 +46,7 @@ __all__ = [
     "MqttMeterConfig",
     "StellarConfig",
     "WebConfig",
+    "ceiling_report",
     "load_config",
     "parse_config",
 ]
@@ -277,6 +278,9 @@ def _relative_to(cfg: GatewayConfig, base: Path) -> GatewayConfig:
     if cfg.mqtt is not None and cfg.mqtt.password_file is not None:
         cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(
             update={"password_file": absolute(cfg.mqtt.password_file)})})
+    if cfg.web.profiles_dir is not None:
+        cfg = cfg.model_copy(update={"web": cfg.web.model_copy(
+            update={"profiles_dir": absolute(cfg.web.profiles_dir)})})
     return cfg
 
 
@@ -312,6 +316,31 @@ def host_problems(path: str | Path, cfg: GatewayConfig) -> list[ConfigProblem]:
                                    "create it owned by the user the daemon runs as (the installer does this), "
                                    "or point data_dir at a writable place"))
     return found
+
+
+def ceiling_report(cfg: GatewayConfig, base_dir: Path | None = None) -> list[str]:
+    """One line per meter: the most its readings may credit (W) and where that number comes from.
+
+    A meter on the default ceiling gets a warning with what to set instead: the default is a guess
+    (see :mod:`gateway.config.ceiling`). For ``check-config``; profiles must already resolve.
+    """
+    from gateway.config.ceiling import Ceiling, modbus_ceiling, mqtt_ceiling
+    from gateway.profiles import resolve_profile
+
+    found: list[tuple[str, Ceiling]] = []
+    for bus in cfg.buses:
+        for meter in bus.meters:
+            found.append((meter.id, modbus_ceiling(meter, resolve_profile(meter.profile, base_dir))))
+    for mqtt_meter in cfg.mqtt.meters if cfg.mqtt else ():
+        found.append((mqtt_meter.id, mqtt_ceiling(mqtt_meter)))
+    lines = []
+    for meter_id, ceiling in found:
+        if ceiling.is_default:
+            lines.append(f"warning: meter {meter_id}: power ceiling {ceiling.describe()}, a guess: a faster rise is "
+                         f"held as a misread; {ceiling.hint}")
+        else:
+            lines.append(f"meter {meter_id}: power ceiling {ceiling.describe()}")
+    return lines
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -64,8 +64,9 @@ class ModbusMeterConfig(_Model):
     )
     max_power_w: float | None = Field(
         default=None, gt=0,
-        description="the most this meter can measure (e.g. for CT-connected meters: CT rating x voltage); "
-        "overrides the profile's; a faster rise is held as a misread until confirmed",
+        description="the most this meter can measure (e.g. for CT-connected meters: CT rating x voltage x "
+        "phases); overrides the profile's; a faster rise is held as a misread. Default: the profile's, else "
+        "100 kW (check-config shows which)",
     )
     turnaround_s: float = Field(
         default=0.0, ge=0, le=1.0,
@@ -111,6 +112,11 @@ class BusConfig(_Model):
         default=0.0, ge=0, le=2.0,
         description="extra silence when the next request goes to a different unit id (some meters need it)",
     )
+    one_off_share: float = Field(
+        default=0.2, gt=0, le=1.0,
+        description="the most of this line's time that one-off reads (local API, commissioning) may take while "
+        "polls are waiting, so the regular polls keep their period; an idle line serves them at full speed",
+    )
 
     @model_validator(mode="after")
     def _endpoint(self) -> BusConfig:
@@ -138,7 +144,8 @@ class MqttMeterConfig(_Model):
     )
     max_power_w: float | None = Field(
         default=None, gt=0,
-        description="the most this meter can measure: a faster rise is held as a misread until confirmed",
+        description="the most this meter can measure: a faster rise is held as a misread. Default 100 kW "
+        "(check-config warns): set it, e.g. 3700 for a 16 A plug",
     )
     tariff: TariffName | None = Field(default=None, description="name of a [tariffs] table; default billing.tariff")
     budget: Budget | None = None
@@ -192,6 +199,11 @@ class WebConfig(_Model):
     listen: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     enabled: bool = True
+    profiles_dir: Path | None = Field(
+        default=None,
+        description="directory of your own firmware profiles (.toml) that one-off reads from the API may name "
+        "(relative to the config file); without it they may use built-in profiles and those of configured meters",
+    )
 
 
 class IntervalsConfig(_Model):
@@ -222,7 +234,8 @@ class TimeConfig(_Model):
     trust: Literal["ntp", "rtc", "always"] = Field(
         default="ntp",
         description="ntp: close intervals only once the kernel reports the clock synchronised; "
-        "rtc: the box has a battery clock, trust it from boot; always: tests and demos",
+        "rtc: the box has a battery clock, trusted from boot while it reads a plausible time (not before "
+        "2026 nor the ledger's newest reading, at most 400 days past it), else NTP decides; always: tests and demos",
     )
     max_step_s: float = Field(
         default=2.0, gt=0, le=3600,

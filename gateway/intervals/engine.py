@@ -82,6 +82,19 @@ A return **reverts** the epoch: no energy is credited for the jump, a
 The engine works on a *virtual* register (raw value plus the epoch offset)
 that never decreases, so no interval is ever negative.
 
+**Long gaps.** Moving from one reading to the next costs O(1) however many
+intervals it closes: they come back as :class:`Run` descriptions, produced one
+by one on demand, so the ledger writes a month's outage in bounded slices with
+flat memory. A gap longer than :data:`MAX_FILL_GAP_MS` (a year) is not filled
+at all: it can only be a clock that was never set or a meter that was
+elsewhere, and filling it would mean hundreds of thousands of intervals from
+one reading. The meter's timeline restarts at the reading instead, with the
+register's movement across the gap recorded in a ``gap_not_filled`` event.
+
+Every rise is judged against the meter's ceiling (``max_power_w``, see
+:mod:`gateway.intervals.plausibility`); a reading without one is judged by
+nothing, so the ledger never feeds one.
+
 Readings are placed by their wall time in integer milliseconds; all
 arithmetic is exact integer arithmetic.
 """
@@ -93,75 +106,73 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from itertools import pairwise
 
-INTERVAL_S = 900
-INTERVAL_MS = INTERVAL_S * 1000
-DEFAULT_ESTIMATE_GAP_MS = 3_600_000
+from gateway.intervals.model import (
+    ACTUAL,
+    DEFAULT_ESTIMATE_GAP_MS,
+    EPOCH_CHANGE,
+    ESTIMATED_GAP,
+    INTERVAL_MS,
+    INTERVAL_S,
+    SUBSTITUTED_GAP,
+    Grade,
+    Interval,
+    Quality,
+    Run,
+    boundaries_between,
+    interpolate,
+    make_interval,
+    segment_grade,
+)
+from gateway.intervals.plausibility import consistent, plausible_rise
+
+__all__ = [
+    "ACTUAL",
+    "CONFIRM_READINGS",
+    "DEFAULT_ESTIMATE_GAP_MS",
+    "EPOCH_CHANGE",
+    "ESTIMATED_GAP",
+    "INTERVAL_MS",
+    "INTERVAL_S",
+    "MAX_FILL_GAP_MS",
+    "SUBSTITUTED_GAP",
+    "BoundaryValue",
+    "Disposition",
+    "EngineError",
+    "Event",
+    "FormerSeries",
+    "Grade",
+    "Interval",
+    "MeterState",
+    "Quality",
+    "Reading",
+    "Run",
+    "Step",
+    "boundaries_between",
+    "feed",
+    "feed_many",
+    "formers_from_json",
+    "formers_to_json",
+    "interpolate",
+    "make_interval",
+    "reinterpolate",
+    "segment_grade",
+]
+
 CONFIRM_READINGS = 3
 """Consecutive readings on a lower series that prove a reset or replacement."""
 ROLLOVER_MAX_FRACTION = 10
 """A fall is a rollover only if the wrapped increase is under 1/10 of the register's range."""
 MAX_FORMER_SERIES = 4
 """How many series left at an epoch change are remembered, to recognise a return to one of them."""
+MAX_FILL_GAP_MS = 366 * 86_400_000
+"""The longest gap between two readings that is filled with intervals: a year, so no reading can ever
+close more than 35 136 of them. A longer silence is not an outage any bill could still use but a
+clock that was never set (a meter's first reading stamped 1970) or a meter that was elsewhere: the
+timeline restarts at the reading (see :func:`_restart`)."""
 
 
 class EngineError(RuntimeError):
     """An internal invariant of the interval engine broke: a bug, never a property of the data."""
-
-METHOD_ESTIMATE_LINEAR = 54
-METHOD_SUBSTITUTE_LINEAR = 17
-REASON_COMMS_FAULT = 76
-REASON_READ_BELOW_PREVIOUS = 18
-
-
-class Quality(StrEnum):
-    """Interval quality in NEM12 terms."""
-
-    ACTUAL = "A"
-    ESTIMATED = "E"
-    SUBSTITUTED = "S"
-
-
-_BADNESS = {Quality.ACTUAL: 0, Quality.ESTIMATED: 1, Quality.SUBSTITUTED: 2}
-
-
-@dataclass(frozen=True, slots=True)
-class Grade:
-    """How a boundary value (and so an interval) was obtained."""
-
-    quality: Quality = Quality.ACTUAL
-    method: int | None = None
-    reason: int | None = None
-
-    def worse(self, other: Grade) -> Grade:
-        return other if _BADNESS[other.quality] > _BADNESS[self.quality] else self
-
-    def encode(self) -> str:
-        """Compact text for storage: ``A``, ``E54/76``, ``S17/18``."""
-        if self.quality is Quality.ACTUAL:
-            return "A"
-        return f"{self.quality.value}{self.method or ''}/{self.reason or ''}"
-
-    @classmethod
-    def decode(cls, text: str | None) -> Grade:
-        if not text or text == "A":
-            return ACTUAL
-        method, _, reason = text[1:].partition("/")
-        return cls(Quality(text[0]), int(method) if method else None, int(reason) if reason else None)
-
-
-ACTUAL = Grade()
-ESTIMATED_GAP = Grade(Quality.ESTIMATED, METHOD_ESTIMATE_LINEAR, REASON_COMMS_FAULT)
-SUBSTITUTED_GAP = Grade(Quality.SUBSTITUTED, METHOD_SUBSTITUTE_LINEAR, REASON_COMMS_FAULT)
-EPOCH_CHANGE = Grade(Quality.SUBSTITUTED, METHOD_SUBSTITUTE_LINEAR, REASON_READ_BELOW_PREVIOUS)
-
-
-def segment_grade(spacing_ms: int, estimate_gap_ms: int) -> Grade:
-    """The grade of a boundary interpolated between two readings ``spacing_ms`` apart."""
-    if spacing_ms <= INTERVAL_MS:
-        return ACTUAL
-    if spacing_ms <= estimate_gap_ms:
-        return ESTIMATED_GAP
-    return SUBSTITUTED_GAP
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,32 +192,6 @@ class Reading:
     """Where the register wraps to zero (from the profile's data type), if it is a counter that wraps."""
     max_power_w: float | None = None
     """The most the meter can measure: a rise faster than this is a misread until confirmed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Interval:
-    """Energy of one meter in one 15-minute interval aligned to UTC."""
-
-    meter: str
-    start: int
-    """Unix seconds, a multiple of 900."""
-    end: int
-    wh: int
-    quality: Quality
-    register_start_wh: int
-    """Virtual register at ``start`` (raw value plus the epoch offset)."""
-    register_end_wh: int
-    method: int | None = None
-    reason: int | None = None
-    start_grade: Grade = ACTUAL
-    end_grade: Grade = ACTUAL
-
-
-def make_interval(meter: str, start: int, start_wh: int, start_grade: Grade, end_wh: int,
-                  end_grade: Grade) -> Interval:
-    grade = start_grade.worse(end_grade)
-    return Interval(meter, start, start + INTERVAL_S, end_wh - start_wh, grade.quality, start_wh, end_wh,
-                    grade.method, grade.reason, start_grade, end_grade)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,35 +269,35 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """Result of feeding one reading: the new state, intervals it closed, what happened."""
+    """Result of feeding one reading: the new state, intervals it closed, what happened.
+
+    The intervals are kept as :class:`Run` descriptions: after a long gap a reading closes
+    thousands of them, and the ledger writes them in bounded slices instead of holding them all.
+    """
 
     state: MeterState
-    intervals: tuple[Interval, ...]
+    runs: tuple[Run, ...]
     disposition: Disposition
     events: tuple[Event, ...] = ()
     virtual_wh: int | None = None
     """The reading's value on the virtual register, when it was used."""
 
+    @property
+    def interval_count(self) -> int:
+        return sum(len(run) for run in self.runs)
 
-def _round_div(numerator: int, denominator: int) -> int:
-    """numerator/denominator rounded half-up, exact for integers (denominator > 0)."""
-    return (2 * numerator + denominator) // (2 * denominator)
-
-
-def interpolate(t0: int, e0: int, t1: int, e1: int, t: int) -> int:
-    return e0 + _round_div((e1 - e0) * (t - t0), t1 - t0)
-
-
-def boundaries_between(t0_ms: int, t1_ms: int) -> range:
-    """Boundaries (ms) b with t0 < b <= t1."""
-    return range((t0_ms // INTERVAL_MS + 1) * INTERVAL_MS, t1_ms + 1, INTERVAL_MS)
+    @property
+    def intervals(self) -> tuple[Interval, ...]:
+        """Every interval closed, in time order (all at once: for small steps and tests)."""
+        return tuple(interval for run in self.runs for interval in run.intervals())
 
 
 def _advance(state: MeterState, meter: str, t1: int, v1: int, raw1: int, estimate_gap_ms: int,
              forced: Grade | None = None, *, pending: tuple[tuple[int, int], ...] = (),
-             formers: tuple[FormerSeries, ...] | None = None) -> tuple[MeterState, list[Interval]]:
-    """Move forward from the last reading to (t1, v1), closing the intervals it completes.
+             formers: tuple[FormerSeries, ...] | None = None) -> tuple[MeterState, Run | None]:
+    """Move forward from the last reading to (t1, v1); return the run of intervals it completes.
 
+    O(1) however long the gap: the run describes its intervals, it does not list them.
     ``pending`` becomes the new state's held suspects (all after ``t1``); ``formers`` its former
     series (default: the state's), less those the new epoch has outgrown.
     """
@@ -325,20 +310,11 @@ def _advance(state: MeterState, meter: str, t1: int, v1: int, raw1: int, estimat
     if v1 < v0:
         raise EngineError(f"interval engine for meter {meter} asked to move the virtual register down from "
                           f"{v0} to {v1} Wh at t={t1} ms: refusing rather than emitting negative energy (a bug)")
-    grade = forced or segment_grade(t1 - t0, estimate_gap_ms)
-    anchor_s, anchor_wh, anchor_grade = state.anchor_s, state.anchor_wh, state.anchor_grade
-    closed: list[Interval] = []
-    for b_ms in boundaries_between(t0, t1):
-        on_reading = b_ms == t1
-        value = v1 if on_reading else interpolate(t0, v0, t1, v1, b_ms)
-        b_grade = ACTUAL if on_reading else grade
-        b_s = b_ms // 1000
-        if anchor_s is not None and anchor_wh is not None:
-            # A forced grade (an epoch change) marks the interval ending on the reading that
-            # proves it, even though the reading itself is an actual value.
-            end_grade = b_grade.worse(forced) if forced and on_reading else b_grade
-            closed.append(make_interval(meter, anchor_s, anchor_wh, anchor_grade, value, end_grade))
-        anchor_s, anchor_wh, anchor_grade = b_s, value, b_grade
+    anchor = None
+    if state.anchor_s is not None and state.anchor_wh is not None:
+        anchor = (state.anchor_s, state.anchor_wh, state.anchor_grade)
+    run = Run(meter, anchor, t0, v0, t1, v1, forced or segment_grade(t1 - t0, estimate_gap_ms), forced)
+    anchor_s, anchor_wh, anchor_grade = run.last_boundary() or (state.anchor_s, state.anchor_wh, state.anchor_grade)
     if formers is None:
         formers = state.formers
     if formers:
@@ -346,18 +322,11 @@ def _advance(state: MeterState, meter: str, t1: int, v1: int, raw1: int, estimat
     # Built directly, not with dataclasses.replace: this runs for every reading of every meter.
     new = MeterState(state.meter, t1, v1, anchor_s, anchor_wh, anchor_grade, state.offset_wh, raw1, pending,
                      formers)
-    return new, closed
+    return new, run if len(run) else None
 
 
-def _plausible_rise(t0: int, raw0: int, t1: int, raw1: int, max_power_w: float | None) -> bool:
-    if raw1 < raw0:
-        return False
-    return max_power_w is None or raw1 - raw0 <= max_power_w * (t1 - t0) / 3_600_000 + 1
-
-
-def _consistent(series: tuple[tuple[int, int], ...], max_power_w: float | None) -> bool:
-    """Do these readings form a believable series of their own?"""
-    return all(_plausible_rise(t0, r0, t1, r1, max_power_w) for (t0, r0), (t1, r1) in pairwise(series))
+def _runs(*runs: Run | None) -> tuple[Run, ...]:
+    return tuple(run for run in runs if run is not None)
 
 
 def _held(state: MeterState) -> tuple[tuple[int, int], ...]:
@@ -384,12 +353,12 @@ def _return_to(state: MeterState, t: int, raw: int, continued: int, max_power_w:
     assert state.last_t_ms is not None
     assert state.last_raw_wh is not None
     assert state.last_wh is not None
-    on_current = _plausible_rise(state.last_t_ms, state.last_raw_wh, t, continued, max_power_w)
+    on_current = plausible_rise(state.last_t_ms, state.last_raw_wh, t, continued, max_power_w)
     if not on_current and not confirmed:
         return None
     best: FormerSeries | None = None
     for former in state.formers:
-        if not _plausible_rise(former.t_ms, former.raw_wh, t, raw, max_power_w):
+        if not plausible_rise(former.t_ms, former.raw_wh, t, raw, max_power_w):
             continue  # below the former series, or further above it than it could have got
         if on_current and continued - state.last_raw_wh <= state.last_wh - former.virtual_wh:
             continue  # the current series explains it at least as well
@@ -413,6 +382,8 @@ def feed(state: MeterState, reading: Reading, *, estimate_gap_ms: int = DEFAULT_
         if t == last_t and raw == last_raw:
             return Step(state, (), Disposition.DUPLICATE)
         return Step(state, (), Disposition.LATE)
+    if t - last_t > MAX_FILL_GAP_MS:
+        return _restart(state, reading)
     held = _held(state)
     if held != state.pending:
         state = replace(state, pending=held)
@@ -423,7 +394,7 @@ def feed(state: MeterState, reading: Reading, *, estimate_gap_ms: int = DEFAULT_
     wrapped = bool(modulus) and raw < last_raw and \
         0 <= raw + (modulus or 0) - last_raw <= (modulus or 0) // ROLLOVER_MAX_FRACTION
     continued = raw + (modulus or 0) if wrapped else raw
-    plausible = _plausible_rise(last_t, last_raw, t, continued, reading.max_power_w)
+    plausible = plausible_rise(last_t, last_raw, t, continued, reading.max_power_w)
     early = bool(held) and t <= held[-1][0]
     if early:
         # Out of order with the held suspects. Only a reading before every one of them may
@@ -446,7 +417,7 @@ def feed(state: MeterState, reading: Reading, *, estimate_gap_ms: int = DEFAULT_
         # Below the series, or rising faster than the meter can measure: one bad read must
         # not start a new epoch (nor be billed); wait for the next readings to tell.
         pending = (*held, (t, raw))[-CONFIRM_READINGS:]
-        if len(pending) < CONFIRM_READINGS or not _consistent(pending, reading.max_power_w):
+        if len(pending) < CONFIRM_READINGS or not consistent(pending, reading.max_power_w):
             return Step(replace(state, pending=pending), (), Disposition.SUSPECT)
         if state.formers:
             first_t, first_raw = pending[0]
@@ -463,8 +434,29 @@ def feed(state: MeterState, reading: Reading, *, estimate_gap_ms: int = DEFAULT_
     virtual = raw + offset
     if offset != state.offset_wh:
         state = replace(state, offset_wh=offset)
-    new, closed = _advance(state, reading.meter, t, virtual, raw, estimate_gap_ms, pending=keep)
-    return Step(new, tuple(closed), Disposition.ACCEPTED, tuple(events), virtual)
+    new, run = _advance(state, reading.meter, t, virtual, raw, estimate_gap_ms, pending=keep)
+    return Step(new, _runs(run), Disposition.ACCEPTED, tuple(events), virtual)
+
+
+def _restart(state: MeterState, reading: Reading) -> Step:
+    """The meter was silent longer than any gap is filled: its timeline starts again at this reading.
+
+    Like a first reading (nothing before it is closed), except that the virtual register goes on
+    from where it stood, so it never goes down. The register's movement across the silence is
+    recorded in the event, not credited: no interval of it could be placed.
+    """
+    assert state.last_t_ms is not None
+    assert state.last_wh is not None
+    t, raw = reading.t_ms, reading.register_wh
+    on_boundary = t % INTERVAL_MS == 0
+    event = Event("gap_not_filled",
+                  f"no reading for {(t - state.last_t_ms) / 86_400_000:.0f} days, longer than the "
+                  f"{MAX_FILL_GAP_MS // 86_400_000} days a gap is filled (a clock that was never set, or a meter "
+                  f"that was elsewhere): the register went from {state.last_raw_wh} to {raw} Wh meanwhile, "
+                  "not credited; the meter's intervals start again here")
+    new = MeterState(state.meter, t, state.last_wh, t // 1000 if on_boundary else None,
+                     state.last_wh if on_boundary else None, ACTUAL, state.last_wh - raw, raw)
+    return Step(new, (), Disposition.ACCEPTED, (event,), state.last_wh)
 
 
 def _new_epoch(state: MeterState, reading: Reading, pending: tuple[tuple[int, int], ...],
@@ -481,19 +473,18 @@ def _new_epoch(state: MeterState, reading: Reading, pending: tuple[tuple[int, in
                           state.anchor_grade)
     formers = (*state.formers, former)[-MAX_FORMER_SERIES:]
     current = replace(state, offset_wh=offset)
-    closed: list[Interval] = []
-    current, out = _advance(current, reading.meter, first_t, first_raw + offset, first_raw, estimate_gap_ms,
+    current, run = _advance(current, reading.meter, first_t, first_raw + offset, first_raw, estimate_gap_ms,
                             forced=EPOCH_CHANGE, formers=formers)
-    closed.extend(out)
-    if not out and current.anchor_s is not None:
+    runs = [run]
+    if run is None and current.anchor_s is not None:
         # The change fell inside the still-open interval: flag it through its start boundary.
         current = replace(current, anchor_grade=current.anchor_grade.worse(EPOCH_CHANGE))
     virtual = first_raw + offset
     for t, raw in pending[1:]:
         virtual = raw + offset
-        current, out = _advance(current, reading.meter, t, virtual, raw, estimate_gap_ms)
-        closed.extend(out)
-    return Step(current, tuple(closed), Disposition.ACCEPTED, (event,), virtual)
+        current, run = _advance(current, reading.meter, t, virtual, raw, estimate_gap_ms)
+        runs.append(run)
+    return Step(current, _runs(*runs), Disposition.ACCEPTED, (event,), virtual)
 
 
 def _revert(state: MeterState, reading: Reading, former: FormerSeries, series: tuple[tuple[int, int], ...],
@@ -519,7 +510,7 @@ def _revert(state: MeterState, reading: Reading, former: FormerSeries, series: t
         current = replace(state, last_t_ms=former.t_ms, last_wh=former.virtual_wh, last_raw_wh=former.raw_wh,
                           offset_wh=former.offset_wh, pending=(), formers=older,
                           anchor_grade=former.anchor_grade if state.anchor_grade == flagged else state.anchor_grade)
-        closed: list[Interval] = []
+        runs: list[Run | None] = []
         events = [Event("register_epoch_reverted", detail + "; its readings are rejected")]
         virtual: int | None = None
         for t, raw in series:
@@ -528,27 +519,28 @@ def _revert(state: MeterState, reading: Reading, former: FormerSeries, series: t
                 raise EngineError(f"interval engine for meter {reading.meter}: reading {raw} Wh at t={t} ms was "
                                   f"{step.disposition} on the series it returned to (this is a bug)")
             current, virtual = step.state, step.virtual_wh
-            closed.extend(step.intervals)
+            runs.extend(step.runs)
             events.extend(step.events)
-        return Step(current, tuple(closed), Disposition.ACCEPTED, tuple(events), virtual)
+        return Step(current, _runs(*runs), Disposition.ACCEPTED, tuple(events), virtual)
     # Intervals were closed on the glitch's series: they stand. Go on from the former series'
     # value, substituting the span since the glitch's last reading; never down.
     virtual = max(state.last_wh, first_raw + former.offset_wh)
     offset = virtual - first_raw
     current = replace(state, offset_wh=offset)
-    current, closed = _advance(current, reading.meter, first_t, virtual, first_raw, estimate_gap_ms,
-                               forced=EPOCH_CHANGE, formers=older)
-    if not closed and current.anchor_s is not None:
+    current, run = _advance(current, reading.meter, first_t, virtual, first_raw, estimate_gap_ms,
+                            forced=EPOCH_CHANGE, formers=older)
+    runs = [run]
+    if run is None and current.anchor_s is not None:
         current = replace(current, anchor_grade=current.anchor_grade.worse(EPOCH_CHANGE))
     for t, raw in series[1:]:
         virtual = raw + offset
-        current, out = _advance(current, reading.meter, t, virtual, raw, estimate_gap_ms)
-        closed.extend(out)
+        current, run = _advance(current, reading.meter, t, virtual, raw, estimate_gap_ms)
+        runs.append(run)
     excess = offset - former.offset_wh
     detail += "; intervals closed during it stand and the span since its last reading is substituted"
     if excess:
         detail += f"; it had counted {excess} Wh more than the former series, which stay credited"
-    return Step(current, tuple(closed), Disposition.ACCEPTED, (Event("register_epoch_reverted", detail),), virtual)
+    return Step(current, _runs(*runs), Disposition.ACCEPTED, (Event("register_epoch_reverted", detail),), virtual)
 
 
 @dataclass(frozen=True, slots=True)

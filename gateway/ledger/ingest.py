@@ -7,10 +7,24 @@ revised in place — while their credit has not left the box: the credit is
 re-signed and the meter's chain re-linked from there — or, once it has,
 answered with a correction credit that references the credit it corrects.
 Nothing that left the box is ever changed.
+
+Two limits keep one reading from hurting the box or the bill:
+
+* every reading is judged against a power ceiling; one that comes without
+  (a source that forgot) gets :data:`DEFAULT_MAX_POWER_W`, so no reading can
+  credit more than that over its elapsed time;
+* the intervals a long gap closes are written in slices of
+  :data:`MAX_INTERVALS_PER_STEP`, the loop running other tasks in between, so a
+  month's outage filled at once neither stalls the event loop nor grows memory.
+
+A reading stamped by the meter's own clock that is older than the meter's last
+one is refused (``out_of_order``), never placed: a meter clock that went back
+is not a late reading (the gateway's own late readings are placed as above).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import replace
@@ -25,14 +39,23 @@ from gateway.intervals.engine import (
     INTERVAL_S,
     BoundaryValue,
     Grade,
+    Run,
     interpolate,
     reinterpolate,
     segment_grade,
 )
+from gateway.intervals.plausibility import DEFAULT_MAX_POWER_W
 from gateway.intervals.revision import Change, plan_changes
 
 if TYPE_CHECKING:
     from gateway.ledger.store import CommitResult, Ledger
+
+KEPT_INTERVALS = 1000
+"""How many new intervals a batch's result lists (see :attr:`CommitResult.intervals`); the rest are counted."""
+
+MAX_INTERVALS_PER_STEP = 100
+"""Intervals signed and written per slice (a day of one meter; about 30 ms on a loaded x86 core, so
+some 100 ms on a Pi): between slices the event loop serves the sources, the web and the uplinks."""
 
 
 async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -62,14 +85,17 @@ class IngestBatch:
 
     async def run(self, db: aiosqlite.Connection, readings: Sequence[Reading]) -> None:
         late: list[Reading] = []
+        backwards: list[Reading] = []
         reading_rows: list[tuple[Any, ...]] = []
         event_rows: list[tuple[Any, ...]] = []
-        new_intervals: list[Interval] = []
+        runs: list[Run] = []
         for reading in readings:
+            if reading.max_power_w is None:
+                reading = replace(reading, max_power_w=DEFAULT_MAX_POWER_W)
             state = self.states.get(reading.meter) or MeterState(reading.meter)
             step = feed(state, reading, estimate_gap_ms=self.ledger.estimate_gap_ms)
             if step.disposition is Disposition.LATE:
-                late.append(reading)
+                (backwards if reading.meter_clock else late).append(reading)
                 continue
             self.result.dispositions.append((reading, step.disposition.value))
             reading_rows.append((reading.meter, reading.t_ms, reading.register_wh, reading.source,
@@ -80,12 +106,14 @@ class IngestBatch:
             if step.disposition in (Disposition.ACCEPTED, Disposition.SUSPECT):
                 self.states[reading.meter] = step.state
                 self._touched.add(reading.meter)
-            new_intervals.extend(step.intervals)
+            runs.extend(step.runs)
         await db.executemany(
             "INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh) VALUES (?,?,?,?,?,?)",
             reading_rows)
         await db.executemany("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)", event_rows)
-        await self._insert_new(db, new_intervals)
+        await self._insert_runs(db, runs)
+        for reading in backwards:
+            await self._meter_clock_back(db, reading)
         for reading in sorted(late, key=lambda r: r.t_ms):
             await self._late(db, reading)
         await self._rechain_all(db)
@@ -95,6 +123,18 @@ class IngestBatch:
             self.max_id = int(max_id)
 
     # ---- new intervals --------------------------------------------------------
+
+    async def _insert_runs(self, db: aiosqlite.Connection, runs: Sequence[Run]) -> None:
+        """Write the runs' intervals in slices; a long outage yields to the loop between them."""
+        pending: list[Interval] = []
+        for run in runs:
+            for interval in run.intervals():
+                pending.append(interval)
+                if len(pending) == MAX_INTERVALS_PER_STEP:
+                    await self._insert_new(db, pending)
+                    pending = []
+                    await asyncio.sleep(0)
+        await self._insert_new(db, pending)
 
     async def _insert_new(self, db: aiosqlite.Connection, intervals: Sequence[Interval]) -> None:
         interval_rows = []
@@ -106,7 +146,9 @@ class IngestBatch:
             interval_rows.append(_interval_row(interval, tip.seq))
             credit_rows.append((interval.meter, tip.seq, interval.start, interval.wh, signed.hash,
                                 signed.wire_json(), self.now_ms))
-            self.result.intervals.append(interval)
+            self.result.intervals_closed += 1
+            if len(self.result.intervals) < KEPT_INTERVALS:
+                self.result.intervals.append(interval)
         await db.executemany(
             'INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, register_end_wh, '
             "credit_seq, method, reason, start_grade, end_grade) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", interval_rows)
@@ -121,6 +163,16 @@ class IngestBatch:
         await db.execute(
             "INSERT INTO readings (meter, t_ms, register_wh, source, disposition) VALUES (?,?,?,?,?)",
             (reading.meter, reading.t_ms, reading.register_wh, reading.source, why))
+
+    async def _meter_clock_back(self, db: aiosqlite.Connection, reading: Reading) -> None:
+        """A meter-stamped reading at or before the meter's last: a redelivery, or its clock went back.
+
+        Neither is stored (a meter whose clock went back would otherwise fill the table with
+        refusals): a broker's redelivery of a stored reading is a duplicate, anything else is refused.
+        """
+        same = await _rows(db, "SELECT 1 FROM readings WHERE meter=? AND t_ms=? AND register_wh=? "
+                               "AND virtual_wh IS NOT NULL", (reading.meter, reading.t_ms, reading.register_wh))
+        self.result.dispositions.append((reading, Disposition.DUPLICATE.value if same else "out_of_order"))
 
     async def _late(self, db: aiosqlite.Connection, reading: Reading) -> None:
         meter, t, raw = reading.meter, reading.t_ms, reading.register_wh

@@ -11,17 +11,21 @@ Durability rules (see ARCHITECTURE.md, principles 1 and 5):
   transaction: either all of it is on disk or none of it is.
 * The schema is versioned by ``PRAGMA user_version``; migrations are the
   numbered ``.sql`` files next to this module, each applied in one transaction.
+* Every start checks the file (:mod:`gateway.ledger.integrity`) and refuses to start new
+  credit chains for a key whose ledger is gone (:mod:`gateway.ledger.lineage`).
+* Failures of the storage are raised as the gateway's own errors (:mod:`gateway.ledger.faults`):
+  a full disk, an I/O error and a damaged file each call for something different.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -34,52 +38,41 @@ from gateway.credits import Tip, credit_for_interval
 from gateway.errors import LedgerError, LedgerIntegrityError
 from gateway.intervals import Interval, MeterState, Reading
 from gateway.intervals.engine import Event, Grade
+from gateway.ledger import integrity, lineage
+from gateway.ledger.connection import SCHEMA_VERSION, open_connections, settled
+from gateway.ledger.connection import rows as _rows
+from gateway.ledger.faults import DAMAGED_ADVICE, translate
 from gateway.ledger.ingest import IngestBatch
+from gateway.ledger.lineage import DB_FILE
 
 log = structlog.get_logger("gateway.ledger")
 
-DB_FILE = "ledger.db"
+__all__ = ["DB_FILE", "SCHEMA_VERSION", "ChainSeed", "CommitResult", "Ledger", "PendingBatch", "StoredInterval",
+           "UplinkSummary"]
+
 AUTO_VACUUM_INCREMENTAL = 2
 """``PRAGMA auto_vacuum`` value of incremental mode."""
-CLEAN_MARKER = "ledger.clean"
-"""Present only between a clean close and the next open: no integrity scan needed then."""
+PRUNE_CHUNK = 5000
+"""Readings deleted per transaction: a few hundred pages of WAL each, so pruning fits in the WAL's
+own space on a full disk, and never holds the writer for long."""
+VACUUM_CHUNK_PAGES = 256
+"""Free pages returned to the file system per step (1 MB at 4 KiB pages)."""
 
 
-def _migrations() -> list[tuple[int, str]]:
-    folder = resources.files("gateway.ledger") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(found)
+@dataclass(frozen=True, slots=True)
+class ChainSeed:
+    """Where a meter's chain and engine go on from in a new ledger (see :mod:`gateway.ledger.recovery`)."""
 
-
-SCHEMA_VERSION = max(v for v, _ in _migrations())
-
-
-async def _connect(database: str | Path, *, uri: bool = False) -> aiosqlite.Connection:
-    """Open a connection whose worker thread cannot keep the process alive.
-
-    aiosqlite runs each connection in a non-daemon thread: if the daemon dies on
-    an error before it closes the ledger, the interpreter would wait forever for
-    that thread at exit instead of exiting so systemd can restart it.
-    Committed data is safe either way (every commit is already on disk).
-    """
-    pending = aiosqlite.connect(database, isolation_level=None, uri=uri)
-    thread = getattr(pending, "_thread", None)
-    if thread is not None:
-        thread.daemon = True
-    return await pending
-
-
-async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    return [tuple(row) for row in await db.execute_fetchall(sql, params)]
+    tip: Tip
+    state: MeterState
 
 
 @dataclass
 class CommitResult:
     intervals: list[Interval] = field(default_factory=list)
-    """Intervals closed for the first time."""
+    """Intervals closed for the first time: the first :data:`gateway.ledger.ingest.KEPT_INTERVALS` of them
+    (a long outage closes tens of thousands; memory stays flat). ``intervals_closed`` counts them all."""
+    intervals_closed: int = 0
     dispositions: list[tuple[Reading, str]] = field(default_factory=list)
     """What became of each reading: a Disposition value, or why a late reading was refused."""
     revised: int = 0
@@ -90,7 +83,7 @@ class CommitResult:
 
     @property
     def credits_created(self) -> int:
-        return len(self.intervals) + self.corrections
+        return self.intervals_closed + self.corrections
 
 
 @dataclass(frozen=True)
@@ -148,23 +141,31 @@ class Ledger:
         self._tips: dict[str, Tip] = {}
         self._max_credit_id = 0
         self._vacuum_tried = False
+        self.fully_checked = False
+        """The whole file passed a full check in this process (at start, or in the background since)."""
         # Every use of the write connection holds this lock, so one task's
         # transaction can never swallow another task's statements.
         self._lock = asyncio.Lock()
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction on the single write connection."""
+        """One write transaction on the single write connection.
+
+        Cancellation-safe: BEGIN, COMMIT and ROLLBACK are each awaited to their end, and the
+        rollback is decided on the worker thread (a no-op without a transaction), after every
+        statement queued before it. Also when COMMIT itself failed (disk full, I/O error): no
+        transaction is ever left open, or every later BEGIN would fail too.
+        """
         async with self._lock:
-            await self._w.execute("BEGIN IMMEDIATE")
             try:
+                await settled(self._w.execute("BEGIN IMMEDIATE"))
                 yield self._w
-                await self._w.execute("COMMIT")
+                await settled(self._w.execute("COMMIT"))
             except BaseException:
-                # Also when COMMIT itself failed (disk full, I/O error): never leave a
-                # transaction open, or every later BEGIN would fail too.
-                if self._w.in_transaction:
-                    await self._w.execute("ROLLBACK")
+                try:
+                    await settled(self._w.rollback())
+                except sqlite3.Error as exc:
+                    log.error("ledger_rollback_failed", path=str(self.path), error=str(exc))
                 raise
 
     def write_transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
@@ -180,65 +181,55 @@ class Ledger:
 
     @classmethod
     async def open(cls, data_dir: Path, *, gateway_id: str, keypair: Keypair,
-                   estimate_gap_s: float = 3600.0) -> Ledger:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path = data_dir / DB_FILE
-        try:
-            write = await _connect(path)
-        except Exception as exc:
-            raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
-        try:
-            if (await _rows(write, "PRAGMA page_count"))[0][0] == 0:
-                # A new file: auto-vacuum can only be chosen before the first page is written, and
-                # switching to WAL writes it. Without it, pruning never returns space to the card.
-                await write.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            await write.execute("PRAGMA journal_mode=WAL")
-            await write.execute("PRAGMA synchronous=FULL")
-            await write.execute("PRAGMA busy_timeout=5000")
-            clean = path.with_name(CLEAN_MARKER)
-            was_clean = clean.exists()
-            clean.unlink(missing_ok=True)
-            verdict = ["ok"]
-            if not was_clean:
-                # Only after an unclean stop (power cut, kill, crash): the check reads the whole file,
-                # which takes seconds per hundred MB on an SD card. A damaged file found later by any
-                # query fails loudly, the daemon restarts uncleanly, and this check runs then.
-                try:
-                    verdict = [r[0] for r in await _rows(write, "PRAGMA quick_check")]
-                except sqlite3.DatabaseError as exc:
-                    verdict = [str(exc)]
-            if verdict != ["ok"]:
-                raise LedgerIntegrityError(
-                    f"ledger {path} failed its integrity check ({'; '.join(map(str, verdict[:3]))}); "
-                    "stop the gateway, move the file aside and restore from backup"
-                )
-            await cls._migrate(write, path)
-        except BaseException:
-            await write.close()
-            raise
-        read = await _connect(f"file:{path}?mode=ro", uri=True)
-        await read.execute("PRAGMA busy_timeout=5000")
+                   estimate_gap_s: float = 3600.0, full_check_at_start_bytes: int | None = None,
+                   require_own_key: bool = False) -> Ledger:
+        """Open (or create) the ledger in ``data_dir``, checked; refuses rather than run on a bad file.
+
+        Raises :class:`~gateway.errors.LedgerIntegrityError` for a damaged file,
+        :class:`~gateway.errors.LedgerMissing` when this gateway's chains were started from a
+        ledger that is gone, :class:`~gateway.errors.LedgerDiskFull` /
+        :class:`~gateway.errors.LedgerStorageError` when the storage fails. A file bigger than
+        ``full_check_at_start_bytes`` (default :data:`~gateway.ledger.integrity.FULL_CHECK_AT_START_BYTES`)
+        gets the bounded check here; run :meth:`background_check` once the daemon is up.
+        ``require_own_key`` (the daemon): refuse a ledger whose credits another key signed.
+        """
+        if full_check_at_start_bytes is None:
+            full_check_at_start_bytes = integrity.FULL_CHECK_AT_START_BYTES
+        opened = await open_connections(data_dir, gateway_id=gateway_id, keypair=keypair,
+                                        full_check_at_start_bytes=full_check_at_start_bytes,
+                                        require_own_key=require_own_key)
+        path, write, read, existed = opened.path, opened.write, opened.read, opened.existed
         ledger = cls(path, write, read, gateway_id, keypair, estimate_gap_s)
-        await ledger._load_states()
+        ledger.fully_checked = opened.fully_checked
+        try:
+            await ledger._load_states()
+            if not existed:
+                lineage.record(data_dir, lineage.Lineage(gateway_id, keypair.public_key))
+        except BaseException as exc:
+            await ledger.close()
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise translate(exc, path, "open the ledger") from None
+            raise
         return ledger
 
-    @staticmethod
-    async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
-        (current,) = (await _rows(conn, "PRAGMA user_version"))[0]
-        if current > SCHEMA_VERSION:
-            raise LedgerError(
-                f"ledger {path} has schema version {current}, newer than this gateway knows "
-                f"({SCHEMA_VERSION}); install the newer gateway version again"
-            )
-        for version, sql in _migrations():
-            if version <= current:
-                continue
-            try:
-                await conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={version};\nCOMMIT;")
-            except Exception as exc:
-                await conn.execute("ROLLBACK") if conn.in_transaction else None
-                raise LedgerError(f"migration {version} of {path} failed: {exc}") from exc
-            log.info("ledger_migrated", path=str(path), version=version)
+    async def background_check(self) -> None:
+        """The full check a big file did not get at start; raises LedgerIntegrityError on damage.
+
+        Runs beside the daemon (its own connection and thread, lowest priority); the daemon then
+        stops and marks the file, so the next start refuses at once. Cancelling it interrupts the check.
+        """
+        if self.fully_checked:
+            return
+        log.info("ledger_check_started", path=str(self.path), size_mb=round(self.file_bytes() / 1_048_576))
+        verdict = await integrity.FullCheck(self.path).run()
+        if verdict is None:
+            return
+        if verdict != ["ok"]:
+            finding = integrity.verdict_text(verdict)
+            raise LedgerIntegrityError(f"ledger {self.path} failed its integrity check ({finding}); "
+                                       + DAMAGED_ADVICE, finding=finding)
+        self.fully_checked = True
+        log.info("ledger_check_done", path=str(self.path))
 
     async def _load_states(self) -> None:
         rows = await _rows(self._w,
@@ -252,16 +243,23 @@ class Ledger:
         (max_id,) = (await _rows(self._w, "SELECT COALESCE(MAX(id), 0) FROM credits"))[0]
         self._max_credit_id = max_id
 
-    async def close(self, *, clean: bool = True) -> None:
-        """Checkpoint and close. ``clean=False`` after a failure: the next open scans the file."""
+    async def close(self) -> None:
+        """Checkpoint and close; never fails on the storage.
+
+        A checkpoint that cannot run (disk full) leaves the committed transactions in the WAL,
+        where the next open finds them: nothing is lost by closing without it.
+        """
         try:
             async with self._lock:
-                await self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            await self._r.close()
-            await self._w.close()
-        if clean:
-            self.path.with_name(CLEAN_MARKER).touch()
+                await settled(self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        except sqlite3.Error as exc:
+            log.warning("ledger_checkpoint_failed", path=str(self.path),
+                        error=str(translate(exc, self.path, "checkpoint the WAL at close")))
+        for conn in (self._r, self._w):
+            try:
+                await settled(conn.close())
+            except sqlite3.Error as exc:
+                log.warning("ledger_close_failed", path=str(self.path), error=str(exc))
 
     # ---- ingest (the single writer) ------------------------------------------
 
@@ -286,8 +284,8 @@ class Ledger:
             try:
                 async with self._transaction() as db:
                     await batch.run(db, readings)
-            except Exception as exc:
-                raise LedgerError(f"could not commit {len(readings)} readings to {self.path}: {exc}") from exc
+            except Exception as exc:  # a value SQLite cannot bind raises OverflowError, not sqlite3.Error
+                raise translate(exc, self.path, f"commit {len(readings)} readings") from exc
             # Only now, after COMMIT returned, may memory follow the disk.
             self._states = batch.states
             self._tips = batch.tips
@@ -310,9 +308,39 @@ class Ledger:
                                    created_ms=now_ms, corrects=corrects, wh=wh, public_key=self._public_key)
 
     async def record_event(self, kind: str, *, t_ms: int, meter: str | None = None, detail: str = "") -> None:
-        async with self._transaction() as db:
-            await db.execute("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)",
-                             (t_ms, meter, kind, detail))
+        try:
+            async with self._transaction() as db:
+                await db.execute("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)",
+                                 (t_ms, meter, kind, detail))
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, f"record event {kind}") from None
+
+    async def start_chains(self, seeds: Mapping[str, ChainSeed], *, now_ms: int) -> None:
+        """Give a new ledger each meter's chain tip and engine state, in one transaction.
+
+        For recovery only (:mod:`gateway.ledger.recovery`): the next credit of each meter links
+        on to ``seed.tip``, and its energy is counted from ``seed.state``'s anchor.
+        """
+        if self._tips or self._max_credit_id:
+            raise LedgerError(f"{self.path} already holds chains; they can only be started in a new ledger")
+        rows, events = [], []
+        for meter, seed in seeds.items():
+            s, tip = seed.state, seed.tip
+            rows.append((meter, s.last_t_ms, s.last_wh, s.anchor_s, s.anchor_wh, s.anchor_grade.quality.value,
+                         tip.seq, tip.hash, s.anchor_grade.encode(), s.offset_wh, s.last_raw_wh))
+            events.append((now_ms, meter, "chain_recovered",
+                           f"continues after seq {tip.seq} ({tip.hash}) from {s.anchor_wh} Wh at {s.anchor_s}"))
+        try:
+            async with self._transaction() as db:
+                await db.executemany(
+                    "INSERT INTO meters (meter, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, "
+                    "last_hash, anchor_grade, register_offset_wh, last_raw_wh) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                await db.executemany("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)", events)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, "start the recovered chains") from None
+        for meter, seed in seeds.items():
+            self._states[meter] = seed.state
+            self._tips[meter] = seed.tip
 
     # ---- outbox side (uplinks) ---------------------------------------------
 
@@ -377,7 +405,11 @@ class Ledger:
                 first, last, n = ids[0]
                 if not n:
                     return None
-                key = f"{self._gateway_id}:{uplink}:{first}-{last}"
+                # The ids alone repeat in a ledger started anew under the same key (recover-chains): the
+                # receiver would take its first batch for a reused Idempotency-Key with another body.
+                hashes = await _rows(db, "SELECT hash FROM credits WHERE id IN (?, ?) ORDER BY id", (first, last))
+                tag = hashlib.sha256("".join(str(h) for (h,) in hashes).encode()).hexdigest()[:16]
+                key = f"{self._gateway_id}:{uplink}:{first}-{last}:{tag}"
                 attempts, state = 0, "inflight"
                 await db.execute(
                     "INSERT INTO uplink_batches (uplink, batch_key, first_id, last_id, n_credits, state, "
@@ -438,44 +470,70 @@ class Ledger:
         the readings that remain, and a late reading can never be placed between two stored
         readings with pruned ones between them. One older than all that remain is refused by
         the ingest (``before_retention``) instead of being interpolated across the pruned span.
+
+        Deleted :data:`PRUNE_CHUNK` at a time, oldest first, each chunk its own transaction: on a
+        full disk every chunk fits in the WAL's space, and the writer is never held for long.
         """
-        async with self._transaction() as db:
-            if keep_latest:
-                # One backward probe of the time index per meter, not a scan of all readings.
-                cursor = await db.execute(
-                    "DELETE FROM readings WHERE t_ms < ? AND rowid NOT IN (SELECT keep FROM "
-                    "(SELECT (SELECT r.rowid FROM readings r WHERE r.meter = m.meter AND r.virtual_wh IS NOT NULL "
-                    "ORDER BY r.t_ms DESC LIMIT 1) AS keep FROM meters m) WHERE keep IS NOT NULL)",
-                    (older_than_ms,))
-            else:
-                cursor = await db.execute("DELETE FROM readings WHERE t_ms < ?", (older_than_ms,))
-            return int(cursor.rowcount)
+        if keep_latest:
+            # One backward probe of the time index per meter, not a scan of all readings.
+            victims = ("SELECT rowid FROM readings WHERE t_ms < ? AND rowid NOT IN (SELECT keep FROM "
+                       "(SELECT (SELECT r.rowid FROM readings r WHERE r.meter = m.meter AND r.virtual_wh IS NOT NULL "
+                       "ORDER BY r.t_ms DESC LIMIT 1) AS keep FROM meters m) WHERE keep IS NOT NULL) "
+                       f"ORDER BY t_ms LIMIT {PRUNE_CHUNK}")
+        else:
+            victims = f"SELECT rowid FROM readings WHERE t_ms < ? ORDER BY t_ms LIMIT {PRUNE_CHUNK}"
+        total = 0
+        while True:
+            try:
+                async with self._transaction() as db:
+                    cursor = await db.execute(f"DELETE FROM readings WHERE rowid IN ({victims})", (older_than_ms,))
+                    n = int(cursor.rowcount)
+            except sqlite3.Error as exc:
+                raise translate(exc, self.path, f"prune raw readings (after {total} pruned)") from None
+            total += n
+            if n < PRUNE_CHUNK:
+                return total
 
     async def prune_history(self, *, older_than_ms: int) -> int:
         """Old events and settled batch records: bookkeeping that would otherwise grow forever."""
-        async with self._transaction() as db:
-            events = await db.execute("DELETE FROM events WHERE t_ms < ?", (older_than_ms,))
-            batches = await db.execute(
-                "DELETE FROM uplink_batches WHERE state='delivered' AND settled_ms < ? AND last_id < "
-                "(SELECT MAX(last_id) FROM uplink_batches b2 WHERE b2.uplink = uplink_batches.uplink)",
-                (older_than_ms,))
-            return int(events.rowcount) + int(batches.rowcount)
+        try:
+            async with self._transaction() as db:
+                events = await db.execute("DELETE FROM events WHERE t_ms < ?", (older_than_ms,))
+                batches = await db.execute(
+                    "DELETE FROM uplink_batches WHERE state='delivered' AND settled_ms < ? AND last_id < "
+                    "(SELECT MAX(last_id) FROM uplink_batches b2 WHERE b2.uplink = uplink_batches.uplink)",
+                    (older_than_ms,))
+                return int(events.rowcount) + int(batches.rowcount)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, "prune old events") from None
 
     async def release_free_pages(self) -> int:
         """Give pages freed by pruning back to the file system; returns how many were released.
 
         Needs incremental auto-vacuum (every ledger created by this version has it; an older one
         gets it from :meth:`enable_auto_vacuum`); without it the free pages are only reused.
+        In steps of :data:`VACUUM_CHUNK_PAGES`, each checkpointed: the file shrinks as it goes,
+        and each step's WAL fits in the space the last one returned (a full disk included).
         """
-        async with self._lock:
-            (before,) = (await _rows(self._w, "PRAGMA freelist_count"))[0]
-            # executescript steps the pragma to the end: a single step (execute) frees one page.
-            await self._w.executescript("PRAGMA incremental_vacuum;")
-            (after,) = (await _rows(self._w, "PRAGMA freelist_count"))[0]
-            if before != after:
-                # The file only shrinks when the WAL is copied back; also empties the grown WAL.
-                await self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return int(before) - int(after)
+        released = 0
+        try:
+            while True:
+                async with self._lock:
+                    (before,) = (await _rows(self._w, "PRAGMA freelist_count"))[0]
+                    if before:
+                        # executescript steps the pragma to the end: one step (execute) frees one page.
+                        await settled(self._w.executescript(f"PRAGMA incremental_vacuum({VACUUM_CHUNK_PAGES});"))
+                    (after,) = (await _rows(self._w, "PRAGMA freelist_count"))[0]
+                    # The file only shrinks when the WAL is copied back, and the WAL starts over in its
+                    # own space only after that (cut back to JOURNAL_SIZE_LIMIT, not to zero). Passive:
+                    # a reader's snapshot (the background check) must not hold the writer.
+                    await settled(self._w.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+                released += int(before) - int(after)
+                if not after or after >= before:
+                    break
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, f"return free pages to the file system (after {released})") from None
+        return released
 
     async def auto_vacuum_enabled(self) -> bool:
         """Can :meth:`release_free_pages` return space (incremental auto-vacuum)?"""

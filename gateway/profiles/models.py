@@ -42,6 +42,8 @@ STANDARD_UNITS: Mapping[str, str] = {
 ALLOWED_UNITS = frozenset({"Wh", "W", "V", "A", "Hz", "var", "varh", "VA", "VAh", ""})
 
 MAX_PDU_REGISTERS = 125
+MAX_POWER_ROUNDING = 1.05
+"""A written-out max_power_w may round the rating up by this factor, never down (it would hold honest reads)."""
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 PROFILE_ID_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
@@ -196,7 +198,29 @@ class Profile(_Frozen):
     serial: SerialDefaults = SerialDefaults()
     identity: Annotated[tuple[IdentityRegister, ...], Field(strict=False)] = ()
     max_power_w: float | None = Field(default=None, gt=0)
+    """The most the meter can measure, W: a register rising faster is a misread until confirmed.
+    Written out when rounded up from the rating below (which it must then agree with)."""
+    phases: Literal[1, 2, 3] | None = None
+    max_current_a: float | None = Field(default=None, gt=0)
+    """Maximum current per phase (Imax on the nameplate: the 100 in "5(100) A")."""
+    max_voltage_v: float | None = Field(default=None, gt=0)
+    """Highest line-to-neutral voltage it measures (e.g. 230 V + 20 % = 276 V)."""
+    ct_connected: bool = False
+    """Measures through current transformers: what it can measure depends on the CT fitted, so the
+    profile can give no ceiling; the installer configures ``max_power_w`` per meter."""
     quantities: Mapping[str, Quantity] = Field(min_length=1)
+
+    @property
+    def rated_power_w(self) -> float | None:
+        """phases × maximum current × maximum voltage, when the profile gives the rating."""
+        if self.phases is None or self.max_current_a is None or self.max_voltage_v is None:
+            return None
+        return self.phases * self.max_current_a * self.max_voltage_v
+
+    @property
+    def ceiling_w(self) -> float | None:
+        """The profile's ceiling on measurable power: ``max_power_w``, else the rating; ``None`` if neither."""
+        return self.max_power_w if self.max_power_w is not None else self.rated_power_w
 
     @model_validator(mode="before")
     @classmethod
@@ -239,6 +263,22 @@ class Profile(_Frozen):
                     " (check for 1-based register numbers)"
                 )
         return v
+
+    @model_validator(mode="after")
+    def _check_rating(self) -> Profile:
+        rating = (self.phases, self.max_current_a, self.max_voltage_v)
+        if any(x is not None for x in rating) and any(x is None for x in rating):
+            raise ValueError("a rating needs all of phases, max_current_a and max_voltage_v (ceiling = their product)")
+        if self.ct_connected and (self.max_power_w is not None or self.phases is not None):
+            raise ValueError("a CT-connected profile cannot give max_power_w or a rating: what the meter measures "
+                             "depends on the CT fitted (the installer sets max_power_w per meter)")
+        rated = self.rated_power_w
+        if rated is not None and self.max_power_w is not None and \
+                not rated <= self.max_power_w <= rated * MAX_POWER_ROUNDING:
+            raise ValueError(f"max_power_w {self.max_power_w:.0f} W contradicts the rating "
+                             f"({self.phases} x {self.max_current_a:g} A x {self.max_voltage_v:g} V = {rated:.0f} W): "
+                             "it may round the rating up by at most 5 %, never below it")
+        return self
 
     @model_validator(mode="after")
     def _check_even(self) -> Profile:

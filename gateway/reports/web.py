@@ -8,7 +8,8 @@ request never blocks the writer.
 the site zone, as on the CLI), an ISO 8601 instant with offset (``2025-12-01T05:00:00Z``), or a
 local wall time without offset. The range is half-open ``[from, to)`` by interval start. Defaults:
 ``from`` = today's local midnight, ``to`` = ``from`` + 1 day. At most ``MAX_RANGE_DAYS`` per
-request keeps a response (and the memory behind it) bounded.
+request keeps a response (and the memory behind it) bounded. Bounds outside ``EARLIEST``..``LATEST``
+are refused (400) before any date arithmetic can overflow.
 """
 
 from __future__ import annotations
@@ -31,13 +32,18 @@ from gateway.reports.service import (
     meter_projection,
     nem12_export,
 )
-from gateway.web.auth import authorised, denied
+from gateway.web.auth import denied
 
 if TYPE_CHECKING:  # gateway.web.app mounts these routes, so importing it here at run time would be circular
     from gateway.web.app import WebContext
 
 MAX_RANGE_DAYS = 366
 FORMATS = ("json", "nem12", "greenbutton")
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+"""Bounds a ``from``/``to`` may take: far from datetime's limits (years 1 and 9999), which a zone
+offset or the default one-day range would otherwise cross (an OverflowError, a 500)."""
+MAX_BOUND_LEN = 64
 
 
 def _error(message: str, status: int) -> Response:
@@ -48,12 +54,30 @@ def _config_error(exc: ReportConfigError) -> Response:
     return _error(str(exc), 404 if isinstance(exc, UnknownMeter) else 409)
 
 
+class BadBound(ValueError):
+    """A ``from``/``to`` value that is not a usable date or time; the message says what is expected."""
+
+
 def parse_bound(text: str, tz: str) -> datetime:
-    """A ``from``/``to`` value as a UTC instant (forms in the module docstring)."""
+    """A ``from``/``to`` value as a UTC instant (forms in the module docstring); BadBound otherwise."""
     zone = zone_for(tz)
-    if len(text) == 10:
-        return local_midnight_utc(date.fromisoformat(text), zone)
-    instant = datetime.fromisoformat(text)
+    day: date | None = None
+    try:
+        if len(text) > MAX_BOUND_LEN:
+            raise ValueError(text)
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            wall = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        else:
+            instant = datetime.fromisoformat(text)
+            wall = instant.replace(tzinfo=UTC)
+    except ValueError:
+        raise BadBound("from and to must be dates (YYYY-MM-DD, local) or ISO 8601 times") from None
+    # Checked on the wall reading, before any zone arithmetic, which near year 1 or 9999 would overflow.
+    if not EARLIEST <= wall <= LATEST:
+        raise BadBound(f"from and to must lie between {EARLIEST.date()} and {LATEST.date()}")
+    if day is not None:
+        return local_midnight_utc(day, zone)
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=zone)
     return instant.astimezone(UTC)
@@ -70,8 +94,8 @@ def report_routes(ctx: WebContext, config: GatewayConfig) -> list[Route]:
         return datetime.fromtimestamp(ctx.clock.now(), UTC)
 
     async def projection(request: Request) -> Response:
-        if not authorised(request, ctx.token):
-            return denied()
+        if not ctx.auth.authorised(request):
+            return denied(request)
         try:
             result = await meter_projection(ctx.ledger, config, request.path_params["meter"], now())
         except ReportConfigError as exc:
@@ -81,8 +105,8 @@ def report_routes(ctx: WebContext, config: GatewayConfig) -> list[Route]:
         return JSONResponse(result.to_dict())
 
     async def intervals(request: Request) -> Response:
-        if not authorised(request, ctx.token):
-            return denied()
+        if not ctx.auth.authorised(request):
+            return denied(request)
         meter = request.path_params["meter"]
         params = request.query_params
         fmt = params.get("format", "json")
@@ -102,8 +126,8 @@ def report_routes(ctx: WebContext, config: GatewayConfig) -> list[Route]:
                 end = parse_bound((date.fromisoformat(first) + timedelta(days=1)).isoformat(), config.site_timezone)
             else:
                 end = start + timedelta(days=1)
-        except ValueError:
-            return _error("from and to must be dates (YYYY-MM-DD, local) or ISO 8601 times", 400)
+        except BadBound as exc:
+            return _error(str(exc), 400)
         if not start < end <= start + timedelta(days=MAX_RANGE_DAYS):
             return _error(f"need from < to, at most {MAX_RANGE_DAYS} days apart", 400)
         try:

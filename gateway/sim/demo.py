@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from gateway.config import load_config
 from gateway.daemon import Running, run_daemon
 from gateway.intervals import INTERVAL_S
 from gateway.profiles import builtin_profile
+from gateway.sim import children
 from gateway.sim.load import LoadModel
 from gateway.sim.modbus_sim import MeterSimulator, SimulatedMeter
 from gateway.web.server import free_port, make_server
@@ -60,6 +62,8 @@ MODBUS_LAYOUT = (
 )
 MQTT_METER = "pv-house"
 MQTT_TOPIC = "demo/pv-house/SENSOR"
+LATE_POLLS = (2, 3, 5)
+"""How many polls late a held-back MQTT message arrives (``--late-mqtt``), in turn."""
 
 
 def poll_period(speed: float) -> int:
@@ -88,9 +92,34 @@ class DemoState:
         return state
 
     def save(self, data_dir: Path) -> None:
-        tmp = data_dir / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps({"epoch": self.epoch, "last_meter_t": self.last_meter_t}))
-        os.replace(tmp, data_dir / STATE_FILE)
+        # Durably: this file stands for the meters' own memory (their registers are a function of
+        # the epoch), which a power cut of the gateway's box must not take away.
+        _write_durably(data_dir / STATE_FILE, json.dumps({"epoch": self.epoch, "last_meter_t": self.last_meter_t}))
+
+
+def _write_durably(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """Faults the demo produces on purpose, so crash tests (and the curious) see the hard paths run."""
+
+    late_mqtt_every: int = 0
+    """Publish every n-th MQTT message some polls late (see LATE_POLLS), after newer ones; 0: never."""
+    min_free_mb: int | None = None
+    """The gateway's ``[ledger] min_free_mb``; set above the free disk, it runs the low-disk path
+    (pruning raw readings, returning pages) at every maintenance pass."""
 
 
 def models(epoch: float) -> dict[str, LoadModel]:
@@ -127,7 +156,7 @@ def _nmi(meter: str) -> str:
 
 
 def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_port: int,
-                 receiver_url: str, token_file: Path, mqtt_port: int | None, *,
+                 receiver_url: str, token_file: Path, mqtt_port: int | None, rehearse: Rehearsal, *,
                  stellar_lines: Sequence[str] = ()) -> str:
     lines = [
         "# Written by `meter-gateway demo`: a real gateway config pointing at simulated meters.",
@@ -162,6 +191,9 @@ def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_
         f"max_batch_age_s = {period}",
         "",
     ]
+    if rehearse.min_free_mb is not None:
+        lines += ["[ledger]", "# --min-free-mb: rehearse the low-disk path.",
+                  f"min_free_mb = {rehearse.min_free_mb}", ""]
     for (name, meters), (_, port) in zip(MODBUS_LAYOUT, buses, strict=True):
         lines += ["[[buses]]", f'name = "{name}"', 'kind = "tcp"', 'host = "127.0.0.1"', f"port = {port}",
                   "timeout_s = 0.5", "retries = 0", ""]
@@ -201,9 +233,12 @@ async def _mosquitto(port: int, data_dir: Path) -> subprocess.Popen[bytes] | Non
     if not binary:
         return None
     conf = data_dir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the broker runs beside the demo
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # user: started as root, mosquitto would switch to its own user, and the kernel forgets a
+    # child's parent-death signal when it changes credentials (see gateway.sim.children).
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    f"user {getpass.getuser()}\n")
+    # Dies with the demo, even when the demo is SIGKILLed.
+    proc = children.spawn([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
         with contextlib.suppress(OSError):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -211,20 +246,35 @@ async def _mosquitto(port: int, data_dir: Path) -> subprocess.Popen[bytes] | Non
             return proc
         await asyncio.sleep(0.05)
     proc.kill()
+    proc.wait()
     return None
 
 
-async def _publish(port: int, clock: SimulatedClock, model: LoadModel, period: int) -> None:
-    """An MQTT meter: Tasmota-style JSON with its own timestamp, every poll period."""
+async def _publish(port: int, clock: SimulatedClock, model: LoadModel, period: int, late_every: int = 0) -> None:
+    """An MQTT meter: Tasmota-style JSON with its own timestamp, every poll period.
+
+    With ``late_every``, every n-th message is held back and published after newer ones, like a
+    bridge flushing its buffer after an outage: late and out of order. Whether the gateway places
+    or refuses it, no energy may be lost or counted twice.
+    """
     t = math.floor(clock.now() / period) * period + period
+    made = 0
+    held: list[tuple[float, str]] = []
     while True:
         try:
             async with aiomqtt.Client("127.0.0.1", port, identifier="demo-pv-house") as client:
                 while True:
                     await clock.sleep_until(t)
-                    doc = {"Time": t, "ENERGY": {"Total": round(model.register_wh(t) / 1000, 3),
-                                                 "Power": round(model.power_w(t))}}
-                    await client.publish(MQTT_TOPIC, json.dumps(doc), qos=1)
+                    doc = json.dumps({"Time": t, "ENERGY": {"Total": round(model.register_wh(t) / 1000, 3),
+                                                            "Power": round(model.power_w(t))}})
+                    made += 1
+                    if late_every and made % late_every == 0:
+                        held.append((t + period * LATE_POLLS[made // late_every % len(LATE_POLLS)], doc))
+                    else:
+                        await client.publish(MQTT_TOPIC, doc, qos=1)
+                    for due in [h for h in held if h[0] <= t]:
+                        await client.publish(MQTT_TOPIC, due[1], qos=1)
+                        held.remove(due)
                     t += period
         except aiomqtt.MqttError:
             await asyncio.sleep(0.5)
@@ -240,34 +290,57 @@ def receiver_summary(receiver_db: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def check_conservation(receiver_db: Path, epoch: float) -> dict[str, dict[str, Any]]:
-    """Per meter: credits, their sum, and the simulated register delta over the same span."""
+    """Per meter: the energy credited between two instants and the true register delta between them.
+
+    The two instants are the first and the last interval boundary whose register value is the
+    meter's true register there, i.e. a boundary the gateway read rather than interpolated
+    between the readings around it (it does that when a poll is missed: a box too busy, the
+    last readings lost in a power cut). Energy around an interpolated boundary is only shared
+    differently between its two intervals, so between read boundaries the sum must match to the
+    Wh; ``trimmed`` says how many intervals lay outside at each end. Corrections (``kind``
+    "correction": a signed change to an earlier credit, with that interval's new register
+    values) count in the sum of the interval they correct.
+    """
     report: dict[str, dict[str, Any]] = {}
     truth = models(epoch)
     for meter, credits in receiver_summary(receiver_db).items():
         model = truth[meter]
-        first, last = credits[0], credits[-1]
-        total = sum(c["wh"] for c in credits)
-        delta = model.register_wh(last["end"]) - model.register_wh(first["start"])
+        latest: dict[int, dict[str, Any]] = {}  # interval start -> its newest credit (register values)
+        energy: dict[int, int] = {}
+        for c in credits:
+            latest[c["start"]] = c
+            energy[c["start"]] = energy.get(c["start"], 0) + c["wh"]
+        starts = sorted(latest)
+        ends = [latest[t]["end"] for t in starts]
+        read = [t for t in starts if latest[t]["register_start_wh"] == model.register_wh(t)]
+        read += [e for t, e in zip(starts, ends, strict=True) if latest[t]["register_end_wh"] == model.register_wh(e)]
+        first, last = (min(read), max(read)) if read else (starts[0], starts[0])
+        total = sum(energy[t] for t in starts if first <= t < last)
+        delta = model.register_wh(last) - model.register_wh(first)
         seqs = [c["seq"] for c in credits]
         report[meter] = {
             "credits": len(credits), "first_seq": seqs[0], "last_seq": seqs[-1],
             "contiguous": seqs == list(range(seqs[0], seqs[0] + len(seqs))),
-            "from": first["start"], "to": last["end"], "credited_wh": total, "register_delta_wh": delta,
-            "exact": total == delta,
+            "gapless": all(e == s for e, s in zip(ends, starts[1:], strict=False)),
+            "corrections": sum(1 for c in credits if c.get("kind", "interval") == "correction"),
+            "from": first, "to": last, "credited_wh": total, "register_delta_wh": delta,
+            "trimmed": (sum(1 for t in starts if t < first), sum(1 for t in starts if t >= last)),
+            "exact": bool(read) and last > first and total == delta,
         }
     return report
 
 
 async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop: asyncio.Event,
                    web_port: int = 8080, announce: bool = True, receiver_url: str | None = None,
-                   receiver_token_file: Path | None = None, stellar: bool = True,
-                   horizon_url: str | None = None) -> DemoResult:
+                   receiver_token_file: Path | None = None, rehearse: Rehearsal | None = None,
+                   stellar: bool = True, horizon_url: str | None = None) -> DemoResult:
     """Run the demo until ``stop`` (or ``duration`` wall seconds).
 
     With ``receiver_url`` the credits go to a billing API already running
     elsewhere (the crash tests keep one alive across gateway kills) instead of
-    the demo's own reference receiver.
+    the demo's own reference receiver. ``rehearse`` makes it produce faults on purpose.
     """
+    rehearse = rehearse or Rehearsal()
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     state = DemoState.load_or_create(data_dir, time.time())
@@ -313,7 +386,7 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
         chain = await stellar_stack.enter_async_context(demo_ledger(data_dir, keypair, horizon_url))
     config_path = data_dir / "gateway.toml"
     config_path.write_text(_config_text(data_dir, bus_ports, period, web_port, receiver_url, token_file,
-                                        mqtt_port if broker else None,
+                                        mqtt_port if broker else None, rehearse,
                                         stellar_lines=chain.config_lines() if chain else ()))
     cfg = load_config(config_path)
 
@@ -323,6 +396,7 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
         print(f"\nDemo running: {len(truth) - (0 if broker else 1)} simulated meters, "
               f"{speed:g} meter seconds per second, polls every {period} s of meter time.")
         print(f"  status page : http://127.0.0.1:{running.web_port}/?token={running.web_token}")
+        print("                (opening it swaps the token for a session cookie and drops it from the address)")
         print(f"  JSON API    : curl -H 'Authorization: Bearer {running.web_token}' "
               f"http://127.0.0.1:{running.web_port}/api/v1/meters")
         print(f"  projection  : curl -H 'Authorization: Bearer {running.web_token}' "
@@ -347,7 +421,8 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
             while not receiver.started:  # noqa: ASYNC110 - uvicorn has no started event
                 await asyncio.sleep(0.01)
         if broker:
-            tasks.append(asyncio.create_task(_publish(mqtt_port, clock, truth[MQTT_METER], period)))
+            tasks.append(asyncio.create_task(_publish(mqtt_port, clock, truth[MQTT_METER], period,
+                                                      rehearse.late_mqtt_every)))
         if duration is not None:
             loop = asyncio.get_running_loop()
             loop.call_later(duration, stop.set)

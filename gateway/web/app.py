@@ -7,38 +7,47 @@ never block the writer.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.acquisition.modbus import ModbusBus
-from gateway.clock import Clock
+from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
-from gateway.errors import AcquisitionError, ConfigError, ProfileError
 from gateway.intervals import INTERVAL_S
 from gateway.ledger.store import Ledger, UplinkSummary
-from gateway.profiles import resolve_profile
 from gateway.reports.web import report_routes
 from gateway.status import GatewayStatus, MeterHealth, UplinkProgress
-from gateway.web.auth import COOKIE, denied
-from gateway.web.auth import authorised as check_token
+from gateway.web.auth import WebAuth, denied
+from gateway.web.headers import (
+    SecurityHeaders,
+    content_security_policy,
+    security_headers,
+    server_error_handler,
+    style_hash,
+)
+from gateway.web.oneoff import one_off_routes
+from gateway.web.params import SQLITE_INT_MAX, BadParam, int_param
 
 PULL_LIMIT_MAX = 1000
 
-
-ONE_OFF_READ_TIMEOUT_S = 30.0
-"""A one-off read waits behind the polls in flight on a slow line; past this, give up."""
+SIGN_IN_PAGE = ("<!doctype html><meta charset=\"utf-8\"><title>Meter gateway</title><h1>Meter gateway</h1>"
+                "<p>Open this page as <code>/?token=…</code>: the token is in <code>web.token</code> in the "
+                "gateway's data directory. It is swapped for a session cookie at once and removed from the "
+                "address. If you just did that, <a href=\"/\">reload the page</a>.</p>")
 
 
 @dataclass
@@ -50,6 +59,14 @@ class WebContext:
     uplinks: tuple[str, ...]
     buses: Mapping[str, ModbusBus] = field(default_factory=dict)
     config: GatewayConfig | None = None
+    profiles_dir: Path | None = None
+    """Where one-off reads may find profile files (``[web] profiles_dir``, resolved); None: built-ins only."""
+    session_clock: Clock = field(default_factory=SystemClock)
+    """Real wall time for browser sessions, whatever ``clock`` the meters run on."""
+    auth: WebAuth = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.auth = WebAuth(self.token, self.session_clock)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -159,6 +176,10 @@ def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], statu
         if age is not None and age > 3600:
             found.append(f"Uplink {u['uplink']}: {u['backlog']} credits waiting, the oldest for {age // 60} min. "
                          f"Last error: {u['last_error']}")
+    for meter_status in status.meters.values():
+        if meter_status.clock_wrong:
+            found.append(f"Meter {meter_status.meter}: meter clock wrong — {meter_status.clock_wrong}. Its readings "
+                         "are refused until its clock is right: enable NTP on the meter (or its bridge).")
     if status.time_trusted is False:
         found.append(f"Time is not trusted ({status.time_trust_reason}): {status.readings_held} readings are held "
                      "and no interval is closed until it is. Check NTP / network.")
@@ -212,24 +233,25 @@ class _StatusCollector(Collector):
 
 
 def create_app(ctx: WebContext) -> Starlette:
-    templates = Environment(loader=PackageLoader("gateway.web", "templates"), autoescape=select_autoescape())
+    loader = PackageLoader("gateway.web", "templates")
+    templates = Environment(loader=loader, autoescape=select_autoescape())
     registry = CollectorRegistry(auto_describe=True)
     registry.register(_StatusCollector(ctx.status))
 
     def authorised(request: Request) -> bool:
-        return check_token(request, ctx.token)
+        return ctx.auth.authorised(request)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"ok": True, "gateway": ctx.status.gateway_id})
 
     async def meters(request: Request) -> Response:
         if not authorised(request):
-            return denied()
+            return denied(request)
         return JSONResponse({"meters": await meters_view(ctx)})
 
     async def meter(request: Request) -> Response:
         if not authorised(request):
-            return denied()
+            return denied(request)
         wanted = request.path_params["meter"]
         for m in await meters_view(ctx):
             if m["meter"] == wanted:
@@ -238,25 +260,24 @@ def create_app(ctx: WebContext) -> Starlette:
 
     async def lines(request: Request) -> Response:
         if not authorised(request):
-            return denied()
+            return denied(request)
         return JSONResponse({"lines": [asdict(line) for line in ctx.status.lines.values()]})
 
     async def sync(request: Request) -> Response:
         if not authorised(request):
-            return denied()
-        return JSONResponse({"uplinks": await sync_view(ctx), "credits_total": await ctx.ledger.credit_count()})
+            return denied(request)
+        return JSONResponse({"uplinks": await sync_view(ctx), "credits_total": await ctx.ledger.credit_count(),
+                             "alarms": dict(ctx.status.alarms)})
 
     async def credits(request: Request) -> Response:
         """Pull mode: the outbox in order, from a cursor the caller keeps."""
         if not authorised(request):
-            return denied()
+            return denied(request)
         try:
-            after = int(request.query_params.get("after", "0"))
-            limit = int(request.query_params.get("limit", "100"))
-        except ValueError:
-            return JSONResponse({"error": "after and limit must be integers"}, status_code=400)
-        if after < 0 or not 1 <= limit <= PULL_LIMIT_MAX:
-            return JSONResponse({"error": f"need after >= 0 and 1 <= limit <= {PULL_LIMIT_MAX}"}, status_code=400)
+            after = int_param(request.query_params, "after", lo=0, hi=SQLITE_INT_MAX, default=0)
+            limit = int_param(request.query_params, "limit", lo=1, hi=PULL_LIMIT_MAX, default=100)
+        except BadParam as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
         rows = await ctx.ledger.pull(after, limit)
         page = rows[:limit]
         more = "true" if page and page[-1][0] < ctx.ledger.max_credit_id else "false"
@@ -266,40 +287,24 @@ def create_app(ctx: WebContext) -> Starlette:
         return Response(f'{{"credits":[{body}],"next_cursor":{next_cursor},"more":{more}}}',
                         media_type="application/json")
 
-    async def bus_read(request: Request) -> Response:
-        """One-off read of every quantity of a device, through the bus's scheduler (never beside it)."""
-        if not authorised(request):
-            return denied()
-        bus = ctx.buses.get(request.path_params["bus"])
-        if bus is None:
-            return JSONResponse({"error": f"no bus {request.path_params['bus']!r}; buses: {sorted(ctx.buses)}"},
-                                status_code=404)
-        try:
-            unit = int(request.query_params["unit"])
-            profile = resolve_profile(request.query_params["profile"])
-        except (KeyError, ValueError):
-            return JSONResponse({"error": "need ?unit=N&profile=ID"}, status_code=400)
-        except ProfileError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        try:
-            async with asyncio.timeout(ONE_OFF_READ_TIMEOUT_S):
-                values, problems = await bus.read_values(unit, profile)
-        except ConfigError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        except (AcquisitionError, TimeoutError) as exc:
-            return JSONResponse({"error": f"read failed: {exc or 'timed out'}"}, status_code=502)
-        return JSONResponse({"bus": bus.cfg.name, "unit": unit, "profile": profile.id, "values": values,
-                             "problems": problems})
-
     async def metrics(request: Request) -> Response:
         if not authorised(request):
-            return denied()
+            return denied(request)
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     async def page(request: Request) -> Response:
+        candidate = request.query_params.get("token")
+        if candidate is not None:
+            # The one place a token may come in a URL (a technician's browser, until sign-in exists):
+            # swapped at once for a session cookie, and the address cleaned of it.
+            if not ctx.auth.token_matches(candidate):
+                return HTMLResponse(SIGN_IN_PAGE, status_code=401)
+            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            response: Response = RedirectResponse("/" + (f"?{urlencode(rest)}" if rest else ""), status_code=303)
+            ctx.auth.set_session(response, request)
+            return response
         if not authorised(request):
-            return HTMLResponse("<h1>Meter gateway</h1><p>Open this page with <code>?token=…</code>: the token is in "
-                                "<code>web.token</code> in the gateway's data directory.</p>", status_code=401)
+            return HTMLResponse(SIGN_IN_PAGE, status_code=401)
         meter_rows = await meters_view(ctx)
         uplink_rows = await sync_view(ctx)
         now = ctx.clock.now()
@@ -309,12 +314,11 @@ def create_app(ctx: WebContext) -> Starlette:
             problems=_problems(meter_rows, uplink_rows, ctx.status),
             now=_iso(now), uptime=f"{up_s // 3600} h {up_s % 3600 // 60} min",
         )
-        response = HTMLResponse(html)
-        if request.query_params.get("token"):
-            response.set_cookie(COOKIE, ctx.token, httponly=True, samesite="strict")
-        return response
+        return HTMLResponse(html)
 
-    return Starlette(routes=[
+    headers = security_headers(content_security_policy(style_hash(loader.get_source(templates, "status.html")[0])))
+    return Starlette(middleware=[Middleware(SecurityHeaders, headers=headers)],
+                     exception_handlers={500: server_error_handler(headers)}, routes=[
         Route("/", page),
         Route("/healthz", healthz),
         Route("/metrics", metrics),
@@ -322,7 +326,7 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/api/v1/meters/{meter}", meter),
         Route("/api/v1/sync", sync),
         Route("/api/v1/credits", credits),
-        Route("/api/v1/buses/{bus}/read", bus_read),
+        *one_off_routes(ctx),
         Route("/api/v1/lines", lines),
         *(report_routes(ctx, ctx.config) if ctx.config else []),
     ])

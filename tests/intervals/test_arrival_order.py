@@ -24,6 +24,7 @@ from stellar_sdk import Keypair
 
 from cloud_sync.credit import ChainTip, verify
 from gateway.intervals import MeterState, Reading, feed_many
+from gateway.intervals.plausibility import DEFAULT_MAX_POWER_W
 from gateway.ledger.store import DB_FILE, Ledger
 
 T0 = 1_767_225_600_000
@@ -38,7 +39,8 @@ def scenario(draw: st.DrawFn) -> tuple[list[Reading], list[list[Reading]], list[
     t, wh = T0 + draw(st.integers(0, 900_000)), 50_000
     readings = [Reading("m", t, wh)]
     for gap, step in zip(gaps, steps, strict=True):
-        t, wh = t + gap, wh + step
+        # A real meter: no faster than the ledger's default ceiling (a faster rise is held as a misread).
+        t, wh = t + gap, wh + min(step, int(DEFAULT_MAX_POWER_W * gap // 3_600_000))
         readings.append(Reading("m", t, wh))
     arrivals = draw(st.permutations(readings))
     dupes = draw(st.lists(st.sampled_from(readings), max_size=3))

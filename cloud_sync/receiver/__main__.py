@@ -1,0 +1,3 @@
+from cloud_sync.receiver.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""The embedded store: one SQLite file, one receiver process (the demo's and the tests' default).
+
+:class:`ReceiverStore` is synchronous (the demo and tests call it directly); :class:`SqliteStore`
+gives the app its :class:`~cloud_sync.receiver.store.CreditStore` interface by running each call
+in a worker thread. Every write takes SQLite's write lock first (``BEGIN IMMEDIATE``), which is
+the one lock a single file has: the enrolment is read, the batch examined and stored, and its
+answer recorded inside it. Another process holding the file past the busy timeout makes a batch
+:class:`~cloud_sync.receiver.store.StoreUnavailable` (503), with nothing stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cloud_sync.credit import ChainTip, Credited
+from cloud_sync.receiver.enrolment import (
+    Enrolment,
+    EnrolmentError,
+    Principal,
+    refused_revoked,
+    refused_unknown,
+    token_digest,
+)
+from cloud_sync.receiver.migrations import migrations
+from cloud_sync.receiver.store import (
+    PullOutcome,
+    ReceiverConfigError,
+    StoreUnavailable,
+    pulled_cursor,
+    stored_answer,
+)
+from cloud_sync.receiver_intake import Batch, BatchRefused, examine_batch
+
+BUSY_TIMEOUT_S = 5.0
+"""How long a write waits for another process holding the file (an enrolment CLI commits in milliseconds)."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _SqliteView:
+    """One gateway's credits inside the current transaction (see ``CreditView``)."""
+
+    def __init__(self, db: sqlite3.Connection, gateway: str, now_ms: int) -> None:
+        self._db, self._gateway, self._now_ms = db, gateway, now_ms
+
+    def stored(self, meter: str, seq: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT wire FROM credits WHERE gateway=? AND meter=? AND seq=?",
+                               (self._gateway, meter, seq)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def tip(self, meter: str) -> ChainTip | None:
+        row = self._db.execute(
+            "SELECT seq, hash FROM credits WHERE gateway=? AND meter=? ORDER BY seq DESC LIMIT 1",
+            (self._gateway, meter)).fetchone()
+        return ChainTip(row[0], row[1]) if row else None
+
+    def credited(self, meter: str, start: int) -> Sequence[Credited]:
+        rows = self._db.execute("SELECT seq, kind, wh FROM credits WHERE gateway=? AND meter=? AND start=?",
+                                (self._gateway, meter, start)).fetchall()
+        return [Credited(seq, kind, wh) for seq, kind, wh in rows]
+
+    def add(self, body: dict[str, Any], digest: str, item: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO credits (gateway, meter, seq, kind, start, wh, hash, wire, received_ms) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (self._gateway, body["meter"], body["seq"], body["kind"], body["start"], body["wh"], digest,
+             json.dumps(item, separators=(",", ":")), self._now_ms))
+
+
+def _enrolment(row: tuple[Any, ...]) -> Enrolment:
+    gateway, key, token, enrolled, revoked = row
+    return Enrolment(gateway, key, enrolled, revoked, token is not None)
+
+
+class ReceiverStore:
+    """SQLite storage of verified credits and enrolments; one lock makes each call atomic.
+
+    ``enrolled`` (gateway → ``G…`` key) are enrolled at open unless they are already (the
+    command line's ``--enroll``, kept for the demo and tests).
+    """
+
+    def __init__(self, path: Path, enrolled: Mapping[str, str] | None = None) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        self._lock = threading.Lock()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+            for gateway, key in (enrolled or {}).items():
+                self.ensure_enrolled(gateway, key, _now_ms())
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        known = migrations("sqlite")
+        if version > len(known):
+            raise ReceiverConfigError(f"the receiver database is at schema version {version}, newer than this "
+                                      f"receiver knows ({len(known)}): upgrade this receiver")
+        for migration in known:
+            if migration.version > version:
+                # executescript commits first and runs the text as given: the BEGIN/COMMIT make it one transaction.
+                self._db.executescript(f"BEGIN IMMEDIATE;\n{migration.sql}\n"
+                                       f"PRAGMA user_version = {migration.version};\nCOMMIT;")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction holding the file's write lock; rolled back on any error."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # locked past the busy timeout, disk I/O error
+                raise StoreUnavailable(f"the receiver database is unavailable ({exc})") from exc
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _active_key(self, db: sqlite3.Connection, gateway: str) -> str:
+        row = db.execute("SELECT public_key, revoked_ms FROM gateways WHERE gateway=?", (gateway,)).fetchone()
+        if row is None:
+            raise BatchRefused(403, refused_unknown(gateway))
+        if row[1] is not None:
+            raise BatchRefused(403, refused_revoked(gateway))
+        return str(row[0])
+
+    def ingest(self, gateway: str, batch_key: str, raw: bytes, credits: list[Any]) -> dict[str, Any]:
+        """Examine and store one batch in one transaction; return its ``BatchResult``.
+
+        Raises ``IdempotencyConflict`` when ``batch_key`` was answered before for other
+        bytes (that answer stands, nothing is examined), ``BatchRefused`` (403) for a
+        gateway not enrolled or revoked, ``StoreUnavailable`` when the file is locked.
+        """
+        digest = hashlib.sha256(raw).hexdigest()
+        try:
+            with self._write() as db:
+                key = self._active_key(db, gateway)
+                prior = db.execute("SELECT request_sha256, response FROM batches WHERE gateway=? AND batch_key=?",
+                                   (gateway, batch_key)).fetchone()
+                replay = stored_answer(prior, digest, batch_key)
+                if replay is not None:
+                    return replay
+                now_ms = _now_ms()
+                response = examine_batch(Batch(gateway, batch_key, credits), key, _SqliteView(db, gateway, now_ms))
+                db.execute("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?)",
+                           (gateway, batch_key, digest, json.dumps(response), now_ms))
+                return response
+        except sqlite3.OperationalError as exc:  # disk full, I/O error mid-batch: rolled back, nothing stored
+            raise StoreUnavailable(f"the receiver database failed ({exc})") from exc
+
+    def ingest_pull(self, gateway: str, after: int, page: Sequence[tuple[int, Any]]) -> PullOutcome:
+        with self._write() as db:
+            key = self._active_key(db, gateway)
+            batch = Batch(gateway, f"pull:{gateway}:{after}", [item for _, item in page])
+            response = examine_batch(batch, key, _SqliteView(db, gateway, _now_ms()))
+            cursor, stopped = pulled_cursor(after, page, response["results"])
+            db.execute("INSERT INTO pull_cursors VALUES (?,?,?) ON CONFLICT (gateway) DO UPDATE "
+                       "SET cursor = MAX(cursor, excluded.cursor), updated_ms = excluded.updated_ms",
+                       (gateway, cursor, _now_ms()))
+            return PullOutcome(response, cursor, stopped)
+
+    def pull_cursor(self, gateway: str) -> int:
+        row = self._db.execute("SELECT cursor FROM pull_cursors WHERE gateway=?", (gateway,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def principal(self, token_sha256: str) -> Principal | None:
+        row = self._db.execute("SELECT gateway, revoked_ms FROM gateways WHERE token_sha256=?",
+                               (token_sha256,)).fetchone()
+        return Principal(row[0], revoked=row[1] is not None) if row else None
+
+    def enrol(self, gateway: str, public_key: str, token_sha256: str | None, now_ms: int) -> None:
+        with self._write() as db:
+            row = db.execute("SELECT revoked_ms, enrolled_ms FROM gateways WHERE gateway=?", (gateway,)).fetchone()
+            if row is not None and row[0] is None:
+                raise EnrolmentError(f"gateway {gateway!r} is already enrolled; `rotate-token` gives it a new "
+                                     "token, `revoke` and `enrol` again changes its key")
+            db.execute("INSERT INTO gateways VALUES (?,?,?,?,NULL) ON CONFLICT (gateway) DO UPDATE SET "
+                       "public_key=excluded.public_key, token_sha256=excluded.token_sha256, "
+                       "enrolled_ms=excluded.enrolled_ms, revoked_ms=NULL", (gateway, public_key, token_sha256, now_ms))
+
+    def ensure_enrolled(self, gateway: str, public_key: str, now_ms: int) -> Enrolment:
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO gateways VALUES (?,?,NULL,?,NULL)", (gateway, public_key, now_ms))
+            row = db.execute("SELECT * FROM gateways WHERE gateway=?", (gateway,)).fetchone()
+        found = _enrolment(row)
+        if found.public_key != public_key:
+            raise EnrolmentError(f"--enroll {gateway}: the store has this gateway with another key "
+                                 f"({found.public_key}); revoke and enrol it again to change its key")
+        return found
+
+    def set_token(self, gateway: str, token_sha256: str) -> None:
+        with self._write() as db:
+            if db.execute("UPDATE gateways SET token_sha256=? WHERE gateway=? AND revoked_ms IS NULL",
+                          (token_sha256, gateway)).rowcount != 1:
+                raise EnrolmentError(f"gateway {gateway!r} is not enrolled (or revoked): enrol it first")
+
+    def revoke(self, gateway: str, now_ms: int) -> None:
+        with self._write() as db:
+            if db.execute("UPDATE gateways SET revoked_ms=? WHERE gateway=? AND revoked_ms IS NULL",
+                          (now_ms, gateway)).rowcount != 1:
+                raise EnrolmentError(f"gateway {gateway!r} is not enrolled, or revoked already")
+
+    def gateways(self) -> list[Enrolment]:
+        return [_enrolment(r) for r in self._db.execute("SELECT * FROM gateways ORDER BY gateway").fetchall()]
+
+    def credits(self, gateway: str, meter: str) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT wire FROM credits WHERE gateway=? AND meter=? ORDER BY seq", (gateway, meter)).fetchall()
+        return [json.loads(w) for (w,) in rows]
+
+    def summary(self, gateway: str | None = None) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT gateway, meter, COUNT(*), MIN(seq), MAX(seq), SUM(wh) FROM credits "
+            "WHERE ? IS NULL OR gateway = ? GROUP BY gateway, meter ORDER BY gateway, meter", (gateway, gateway)
+        ).fetchall()
+        return [{"gateway": g, "meter": m, "credits": n, "first_seq": a, "last_seq": b, "wh": wh}
+                for g, m, n, a, b, wh in rows]
+
+
+class SqliteStore:
+    """:class:`ReceiverStore` as a ``CreditStore``: each call in a worker thread, off the event loop."""
+
+    def __init__(self, store: ReceiverStore) -> None:
+        self.sync = store
+
+    async def principal(self, token: str) -> Principal | None:
+        return await asyncio.to_thread(self.sync.principal, token_digest(token))
+
+    async def ingest(self, gateway: str, batch_key: str, raw: bytes, credits: list[Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(self.sync.ingest, gateway, batch_key, raw, credits)
+
+    async def credits(self, gateway: str, meter: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.sync.credits, gateway, meter)
+
+    async def summary(self, gateway: str | None = None) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.sync.summary, gateway)
+
+    async def enrol(self, gateway: str, public_key: str, token_sha256: str | None, now_ms: int) -> None:
+        await asyncio.to_thread(self.sync.enrol, gateway, public_key, token_sha256, now_ms)
+
+    async def ensure_enrolled(self, gateway: str, public_key: str, now_ms: int) -> Enrolment:
+        return await asyncio.to_thread(self.sync.ensure_enrolled, gateway, public_key, now_ms)
+
+    async def set_token(self, gateway: str, token_sha256: str) -> None:
+        await asyncio.to_thread(self.sync.set_token, gateway, token_sha256)
+
+    async def revoke(self, gateway: str, now_ms: int) -> None:
+        await asyncio.to_thread(self.sync.revoke, gateway, now_ms)
+
+    async def gateways(self) -> list[Enrolment]:
+        return await asyncio.to_thread(self.sync.gateways)
+
+    async def pull_cursor(self, gateway: str) -> int:
+        return await asyncio.to_thread(self.sync.pull_cursor, gateway)
+
+    async def ingest_pull(self, gateway: str, after: int, page: Sequence[tuple[int, Any]]) -> PullOutcome:
+        return await asyncio.to_thread(self.sync.ingest_pull, gateway, after, page)
+
+    async def close(self) -> None:
+        self.sync.close()
