@@ -29,6 +29,9 @@ from gateway.status import GatewayStatus
 from tests.conftest import free_port
 from tests.stellar.gateway_harness import GW, Tenant, account, records, run_until, tenant
 
+PROVISION_START_S = 30.0
+"""How long a ``stellar provision`` run may take to reach its first submit (imports on a loaded box)."""
+
 SDM630_SERIAL = 23_456_789
 
 
@@ -151,11 +154,16 @@ async def test_killing_provisioning_mid_way_and_rerunning_gives_exactly_one_acco
             for _ in range(6):
                 proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.DEVNULL,
                                                             stderr=asyncio.subprocess.DEVNULL, env=env)
+                loop = asyncio.get_running_loop()
                 seen = t.running.faults.seen["/transactions"]
-                # Kill once it has submitted something (or after a random while).
-                deadline = asyncio.get_running_loop().time() + rng.uniform(1.5, 4.0)
-                while t.running.faults.seen["/transactions"] <= seen + rng.randrange(0, 3) and \
-                        asyncio.get_running_loop().time() < deadline:
+                # Kill once it has submitted something, then after 0-2 more submits or a random while:
+                # timed from its first submit, not from its start (a loaded box takes seconds to import).
+                started = loop.time() + PROVISION_START_S
+                while t.running.faults.seen["/transactions"] == seen and loop.time() < started \
+                        and proc.returncode is None:
+                    await asyncio.sleep(0.01)
+                deadline, more = loop.time() + rng.uniform(0.0, 1.5), rng.randrange(0, 3)
+                while t.running.faults.seen["/transactions"] <= seen + more and loop.time() < deadline:
                     await asyncio.sleep(0.01)
                 proc.send_signal(signal.SIGKILL)
                 await proc.wait()
