@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import hashlib
 import json
 import math
 import os
@@ -212,9 +213,11 @@ def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_
 
 
 def _serial(meter: str) -> int:
-    from gateway.sim.demo_stellar import demo_serial
+    """A stable made-up 8-digit serial number per demo meter (what its serial register answers).
 
-    return demo_serial(meter)
+    Here, not in demo_stellar: a demo without Stellar must not import stellar-sdk for it.
+    """
+    return 10_000_000 + int.from_bytes(hashlib.sha256(meter.encode()).digest()[:4], "big") % 90_000_000
 
 
 @dataclass

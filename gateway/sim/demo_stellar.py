@@ -10,7 +10,6 @@ on-chain balance and checks it against the energy credited, to the stroop.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,11 +26,6 @@ from gateway.sim.utility import KEYS_FILE, RATE, Utility, onboard
 LEDGER_DIR = "horizon"
 ONBOARDED = "onboarded"
 READ_TIMEOUT_S = 10.0
-
-
-def demo_serial(meter: str) -> int:
-    """A stable made-up 8-digit serial number per demo meter (what its serial register answers)."""
-    return 10_000_000 + int.from_bytes(hashlib.sha256(meter.encode()).digest()[:4], "big") % 90_000_000
 
 
 @dataclass(frozen=True)
