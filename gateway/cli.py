@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from cloud_sync.horizon.cli import register as register_stellar
+from cloud_sync.stellar.cli import register as register_stellar_commands
 from gateway import logs
 from gateway.commissioning import register as register_commissioning
 from gateway.errors import ConfigError, GatewayError
@@ -146,9 +147,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         lambda stop: run_demo(Path(args.data_dir), speed=args.speed, duration=args.duration, stop=stop,
                               web_port=args.web_port, receiver_url=args.receiver,
                               receiver_token_file=Path(args.receiver_token_file) if args.receiver_token_file
-                              else None, rehearse=Rehearsal(args.late_mqtt, args.min_free_mb)),
+                              else None, stellar=not args.no_stellar, horizon_url=args.horizon,
+                              rehearse=Rehearsal(args.late_mqtt, args.min_free_mb)),
         deadline_s=DEMO_STOP_DEADLINE_S, bound_own_stop=False)
     bad = [m for m, r in result.meters.items() if not (r["exact"] and r["contiguous"])]
+    bad += [m for m, r in result.stellar.items() if not r["exact"]]
     return EXIT_FAILURE if bad else EXIT_OK
 
 
@@ -239,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.add_argument("--receiver", metavar="URL", help="sync to this billing API instead of the built-in receiver")
     p.add_argument("--receiver-token-file", metavar="FILE", help="bearer token for --receiver")
+    p.add_argument("--horizon", metavar="URL", help="use this (local) Stellar ledger instead of one in the demo")
+    p.add_argument("--no-stellar", action="store_true", help="leave Stellar out (no ledger, no meter accounts)")
     p.add_argument("--late-mqtt", type=int, default=0, metavar="N",
                    help="rehearse late readings: every N-th MQTT message arrives some polls late, out of order")
     p.add_argument("--min-free-mb", type=int, metavar="MB",
@@ -254,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_sim(sub)
     register_status(sub)
     register_reports(sub)
-    register_stellar(sub)
+    register_stellar_commands(register_stellar(sub))
     register_users(sub)
 
     p = sub.add_parser("identity", help="print this gateway's public key (creating the key on first use)")

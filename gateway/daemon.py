@@ -48,6 +48,8 @@ log = structlog.get_logger("gateway.daemon")
 
 FINAL_SYNC_S = 2.0
 """Host seconds the uplinks get at shutdown; keeps SIGTERM-to-exit well under 5 s."""
+STELLAR = "stellar"
+"""The Stellar uplink's name (cloud_sync.stellar.uplink.NAME, not imported unless configured)."""
 RESTART_DELAY_S = 5.0
 """A task that crashed on a bug is restarted after this long, not in a hot loop."""
 CANCEL_AGAIN_S = 0.2
@@ -204,10 +206,18 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             uplink = BillingApiUplink(cfg.uplinks.billing_api, ledger, clock, gateway_id=cfg.gateway_id,
                                       token=api_token, wakeup=lambda: writer.credits_committed,
                                       progress=status.uplinks.setdefault(BILLING_API, UplinkProgress()))
+        stellar = None
+        if cfg.stellar:
+            # Imported only when configured: stellar-sdk's transaction machinery costs ~40 MiB.
+            from cloud_sync.stellar.uplink import for_daemon
+
+            stellar = for_daemon(cfg, ledger, clock, keypair, status, profiles, {b.cfg.name: b for b in buses},
+                                 wakeup=lambda: writer.credits_committed)
+        uplink_names = (*((BILLING_API,) if uplink else ()), *((STELLAR,) if stellar else ()))
         web_token = load_or_create_token(cfg.data_dir)
         server = sock = None
         if cfg.web.enabled:
-            ctx = WebContext(status, ledger, clock, web_token, (BILLING_API,) if uplink else (),
+            ctx = WebContext(status, ledger, clock, web_token, uplink_names,
                              buses={b.cfg.name: b for b in buses}, config=cfg, profiles_dir=cfg.web.profiles_dir,
                              keypair=keypair)
             sock = _bind(cfg.web.listen, cfg.web.port)
@@ -223,6 +233,8 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
                 workers.append(tg.create_task(_supervise(BILLING_API, uplink.run), name=BILLING_API))
             if telemetry:
                 workers.append(tg.create_task(_supervise("telemetry", telemetry.run), name="telemetry"))
+            if stellar:
+                workers.append(tg.create_task(_supervise(STELLAR, stellar.run), name=STELLAR))
             workers.append(tg.create_task(_watchdog(), name="watchdog"))
             workers.append(tg.create_task(
                 _supervise("maintenance", lambda: maintain(ledger, clock, cfg.data_dir, cfg.ledger, status,
@@ -251,8 +263,8 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             # cancellation would leave running past the close. The stop's deadline bounds it.
             writer_task.cancel()
             await asyncio.gather(writer_task, return_exceptions=True)
-            if uplink and final_sync_s > 0:
-                await uplink.drain(final_sync_s)
+            if final_sync_s > 0:  # both uplinks at once: neither's last batch waits for the other's
+                await asyncio.gather(*(u.drain(final_sync_s) for u in (uplink, stellar) if u is not None))
             if server and web_task:
                 server.should_exit = True
         log.info("gateway_stopped", readings=status.readings_committed, credits=status.credits_created)

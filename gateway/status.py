@@ -189,6 +189,41 @@ class TelemetryStatus:
 
 
 @dataclass
+class StellarAccountStatus:
+    """A meter's custodial Stellar account as the Stellar uplink last saw it."""
+
+    meter: str
+    state: str = "unknown"
+    """waiting (no serial / no account yet), creating, active, failed."""
+    serial: str | None = None
+    account: str | None = None
+    balance: str | None = None
+    """On-chain balance of the utility's asset, as Horizon spells it (7 decimals)."""
+    balance_t: float | None = None
+    detail: str | None = None
+
+
+@dataclass
+class StellarStatus:
+    """The Stellar uplink's live view, for the page and ``/api/v1/sync`` (the ledger holds the record)."""
+
+    horizon_url: str
+    gateway_account: str
+    asset: str
+    rate: str
+    accounts: dict[str, StellarAccountStatus] = field(default_factory=dict)
+    pending_tx: str | None = None
+    latest_ledger: int | None = None
+    xlm_balance: str | None = None
+    asset_balance: str | None = None
+    """What is left of the gateway's allowance."""
+    waiting_for: str | None = None
+    """The meter whose account the next credit waits for, if any."""
+    payments: int = 0
+    """Payments made since start."""
+
+
+@dataclass
 class GatewayStatus:
     gateway_id: str
     public_key: str
@@ -213,3 +248,5 @@ class GatewayStatus:
     """Per Modbus line / endpoint, by bus name."""
     telemetry: TelemetryStatus | None = None
     """Set while MQTT telemetry is configured."""
+    stellar: StellarStatus | None = None
+    """Set when [stellar] is configured."""

@@ -22,6 +22,7 @@ import httpx
 
 from gateway.sim import children
 from gateway.sim.demo import DemoState, check_conservation, receiver_summary
+from tests.stellar.demo_checks import assert_stellar_report, check_status_api
 
 DEMO = [sys.executable, "-m", "gateway", "demo", "--speed", "900", "--web-port", "0"]
 
@@ -81,6 +82,7 @@ def test_demo_run_restart_and_sigterm(tmp_path: Path) -> None:
     assert "status page : http://127.0.0.1:" in first.stdout
     seqs_1 = _assert_complete_and_exact(data)
     assert all(len(s) >= 30 for s in seqs_1.values()), "40 s at 900x is about 40 quarter-hours"
+    assert_stellar_report(first.stdout, data)  # every meter's on-chain balance = credited Wh x rate, exact
 
     # Restart on the same data dir: every sequence continues, no gap, no duplicate.
     second = _run(data, 8)
@@ -94,8 +96,10 @@ def test_demo_run_restart_and_sigterm(tmp_path: Path) -> None:
     with log.open("w") as out, children.spawn([*DEMO, "--data-dir", str(data)], stdout=out,
                                                stderr=subprocess.STDOUT) as proc:
         try:
+            started = time.monotonic()
             _sign_in_as_printed(log)
-            time.sleep(4)
+            check_status_api(log, data)
+            time.sleep(max(0.0, 9 - (time.monotonic() - started)))
             sent = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=15)
@@ -109,3 +113,4 @@ def test_demo_run_restart_and_sigterm(tmp_path: Path) -> None:
     assert third.returncode == 0, third.stderr[-3000:]
     seqs_3 = _assert_complete_and_exact(data)
     assert all(len(seqs_3[m]) > len(seqs_2[m]) for m in seqs_3)
+    assert_stellar_report(third.stdout, data)

@@ -160,13 +160,15 @@ async def test_prune_and_release_free_pages_shrink_the_file(tmp_path: Path) -> N
     size_after = (tmp_path / DB_FILE).stat().st_size
     auto_vacuum = _pragma(tmp_path, "auto_vacuum")
     left = _pragma(tmp_path, "freelist_count")
+    page_size = _pragma(tmp_path, "page_size")
     credits = await ledger.credit_count()
     await ledger.close()
     assert auto_vacuum == 2, "a new ledger is created with incremental auto-vacuum"
     assert free_pages > 50
     assert released == free_pages
     assert left == 0, "every free page is released, not one per call"
-    assert size_after < size_before / 2
+    # Every released page leaves the file (not "half of it": what is free depends on the schema's own pages).
+    assert size_after <= size_before - released * page_size
     assert credits == 5 * 133, "billing data is untouched"
 
 

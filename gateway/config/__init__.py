@@ -29,6 +29,7 @@ from gateway.config.model import (
     MqttMeterConfig,
     WebConfig,
 )
+from gateway.config.stellar import StellarConfig, stellar_problems
 from gateway.config.toml_lines import Path as KeyPath
 from gateway.config.toml_lines import key_lines, line_for
 from gateway.errors import ConfigError, ProfileError
@@ -44,6 +45,7 @@ __all__ = [
     "ModbusMeterConfig",
     "MqttConfig",
     "MqttMeterConfig",
+    "StellarConfig",
     "WebConfig",
     "ceiling_report",
     "load_config",
@@ -187,6 +189,7 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
             found.append(((*where, "id"), f"meter id {meter_id!r} is used more than once",
                           "every meter needs its own id"))
     found.extend(_billing_problems(raw, [where for where, _ in where_ids]))
+    found.extend(stellar_problems(raw, base_dir))
     return found
 
 
@@ -276,7 +279,8 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         for err in exc.errors():
             loc = tuple(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
-            problems.append(ConfigProblem(_dotted(loc), line_for(lines, loc), msg, _hint(loc, err["type"])))
+            hint = str((err.get("ctx") or {}).get("hint") or _hint(loc, err["type"]))
+            problems.append(ConfigProblem(_dotted(loc), line_for(lines, loc), msg, hint))
     for loc, msg, hint in _semantic_problems(raw, base):
         problems.append(ConfigProblem(_dotted(loc), line_for(lines, loc), msg, hint))
     if problems or cfg is None:

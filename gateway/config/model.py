@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, mode
 
 from gateway.billing.projection import ProjectionMethod
 from gateway.billing.tariff import Tariff
+from gateway.config.stellar import StellarConfig
 
 MeterId = Annotated[
     str,
@@ -85,6 +86,11 @@ class ModbusMeterConfig(_Model):
     )
     tariff: TariffName | None = Field(default=None, description="name of a [tariffs] table; default billing.tariff")
     budget: Budget | None = None
+    serial: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[!-~]+$",
+        description="the meter's serial number (nameplate) for its Stellar account; read from the meter when its "
+        "profile has a serial register",
+    )
 
     @field_validator("quantities")
     @classmethod
@@ -171,6 +177,11 @@ class MqttMeterConfig(_Model):
     )
     tariff: TariffName | None = Field(default=None, description="name of a [tariffs] table; default billing.tariff")
     budget: Budget | None = None
+    serial: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[!-~]+$",
+        description="the meter's serial number (nameplate) for its Stellar account; read from the meter when its "
+        "profile has a serial register",
+    )
 
     @model_validator(mode="after")
     def _path_for_json(self) -> MqttMeterConfig:
@@ -422,6 +433,8 @@ class GatewayConfig(_Model):
         default_factory=dict, description="named tariffs that meters refer to by name (gateway.billing.Tariff)",
     )
     billing: BillingConfig = BillingConfig()
+    stellar: StellarConfig | None = Field(
+        default=None, description="tokenize consumption on Stellar (custodial meter accounts); no section = off")
 
     @model_validator(mode="before")
     @classmethod

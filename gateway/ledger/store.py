@@ -27,6 +27,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import structlog
@@ -166,6 +167,15 @@ class Ledger:
                 except sqlite3.Error as exc:
                     log.error("ledger_rollback_failed", path=str(self.path), error=str(exc))
                 raise
+
+    def write_transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+        """The single writer's transaction, for a part with its own tables in this file (the Stellar
+        uplink): its writes queue behind the ingest's like every other, never beside them."""
+        return self._transaction()
+
+    async def read_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A query on the read-only connection (never blocks the writer)."""
+        return await _rows(self._r, sql, params)
 
     # ---- lifecycle -------------------------------------------------------
 

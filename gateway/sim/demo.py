@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import hashlib
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,7 +163,8 @@ def _nmi(meter: str) -> str:
 
 
 def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_port: int,
-                 receiver_url: str, token_file: Path, mqtt_port: int | None, rehearse: Rehearsal) -> str:
+                 receiver_url: str, token_file: Path, mqtt_port: int | None, rehearse: Rehearsal, *,
+                 stellar_lines: Sequence[str] = ()) -> str:
     lines = [
         "# Written by `meter-gateway demo`: a real gateway config pointing at simulated meters.",
         f'gateway_id = "{GATEWAY_ID}"',
@@ -208,8 +211,19 @@ def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_
         lines += ["[mqtt]", 'host = "127.0.0.1"', f"port = {mqtt_port}", "",
                   "[[mqtt.meters]]", f'id = "{MQTT_METER}"', f'topic = "{MQTT_TOPIC}"', 'format = "json"',
                   'value_path = "ENERGY.Total"', 'time_path = "Time"', 'unit = "kWh"', f'nmi = "{_nmi(MQTT_METER)}"',
-                  ""]
+                  *([f'serial = "{_serial(MQTT_METER)}"'] if stellar_lines else []), ""]
+    if stellar_lines:  # Stellar: the demo plays the utility that onboarded this gateway (gateway/sim/demo_stellar.py)
+        lines += ["# Consumption tokenized on a local Stellar ledger: each meter's account is credited.",
+                  *stellar_lines]
     return "\n".join(lines)
+
+
+def _serial(meter: str) -> int:
+    """A stable made-up 8-digit serial number per demo meter (what its serial register answers).
+
+    Here, not in demo_stellar: a demo without Stellar must not import stellar-sdk for it.
+    """
+    return 10_000_000 + int.from_bytes(hashlib.sha256(meter.encode()).digest()[:4], "big") % 90_000_000
 
 
 @dataclass
@@ -219,6 +233,8 @@ class DemoResult:
     end_meter_t: float
     period: int
     meters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stellar: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per meter: credited Wh, on-chain balance, exact (empty with --no-stellar)."""
 
 
 async def _mosquitto(port: int, data_dir: Path) -> subprocess.Popen[bytes] | None:
@@ -325,7 +341,8 @@ def check_conservation(receiver_db: Path, epoch: float) -> dict[str, dict[str, A
 
 async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop: asyncio.Event,
                    web_port: int = 8080, announce: bool = True, receiver_url: str | None = None,
-                   receiver_token_file: Path | None = None, rehearse: Rehearsal | None = None) -> DemoResult:
+                   receiver_token_file: Path | None = None, rehearse: Rehearsal | None = None,
+                   stellar: bool = True, horizon_url: str | None = None) -> DemoResult:
     """Run the demo until ``stop`` (or ``duration`` wall seconds).
 
     With ``receiver_url`` the credits go to a billing API already running
@@ -362,7 +379,7 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
     bus_ports: list[tuple[str, int]] = []
     for name, meters in MODBUS_LAYOUT:
         port = free_port()
-        sim_meters = [SimulatedMeter(meter, unit, builtin_profile(profile), truth[meter])
+        sim_meters = [SimulatedMeter(meter, unit, builtin_profile(profile), truth[meter], serial=_serial(meter))
                       for meter, unit, profile in meters]
         sims.append(MeterSimulator(sim_meters, clock, port=port))
         bus_ports.append((name, port))
@@ -370,9 +387,16 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
     broker = await _mosquitto(mqtt_port, data_dir)
     if not web_port or not _port_free(web_port):
         web_port = free_port()
+    stellar_stack = contextlib.AsyncExitStack()
+    chain = None
+    if stellar:
+        from gateway.sim.demo_stellar import demo_ledger
+
+        chain = await stellar_stack.enter_async_context(demo_ledger(data_dir, keypair, horizon_url))
     config_path = data_dir / "gateway.toml"
     config_path.write_text(_config_text(data_dir, bus_ports, period, web_port, receiver_url, token_file,
-                                        mqtt_port if broker else None, rehearse))
+                                        mqtt_port if broker else None, rehearse,
+                                        stellar_lines=chain.config_lines() if chain else ()))
     cfg = load_config(config_path)
     demo_password = secrets.token_urlsafe(12)
     UserStore(data_dir).set_password(DEMO_USER, demo_password, create=True, replace=True)
@@ -393,9 +417,13 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
         print("  afterwards  : the bill command for this run's days is printed when the demo stops")
         if not broker:
             print("  MQTT meter  : skipped (install mosquitto to include it)")
+        if chain:
+            print(f"  Stellar     : {chain.url} (local ledger, '{chain.passphrase}'); accounts: meter-gateway "
+                  f"stellar accounts --data-dir {data_dir}")
         print("  stop        : Ctrl-C\n", flush=True)
 
     tasks: list[asyncio.Task[Any]] = []
+    stellar_result: dict[str, dict[str, Any]] = {}
     try:
         for sim in sims:
             await sim.start()
@@ -410,6 +438,12 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
             loop = asyncio.get_running_loop()
             loop.call_later(duration, stop.set)
         await run_daemon(cfg, clock, stop, on_started=started)
+        if chain:
+            from gateway.sim.demo_stellar import outbox_wh, stellar_report
+
+            credited = ({m: sum(c["wh"] for c in cs) for m, cs in receiver_summary(data_dir / "receiver.db").items()}
+                        if store is not None else outbox_wh(data_dir))
+            stellar_result = await stellar_report(data_dir, chain, credited)
     finally:
         end = clock.now()
         state.last_meter_t = max(end, state.last_meter_t)
@@ -427,18 +461,28 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
             broker.wait(timeout=5)
         if store is not None:
             store.close()
+        await stellar_stack.aclose()
     if announce:
         print("Bill what the demo measured: "
               + bill_hint(cli_command(), config_path, state.epoch, end, DEMO_TIMEZONE, "flat-1"), flush=True)
     if store is None:
-        return DemoResult(data_dir, start, end, period)
-    result = DemoResult(data_dir, start, end, period, check_conservation(data_dir / "receiver.db", state.epoch))
+        if announce and chain and stellar_result:
+            from gateway.sim.demo_stellar import print_report
+
+            print_report(stellar_result, chain, "the outbox")
+        return DemoResult(data_dir, start, end, period, stellar=stellar_result)
+    result = DemoResult(data_dir, start, end, period, check_conservation(data_dir / "receiver.db", state.epoch),
+                        stellar=stellar_result)
     if announce:
         print(f"Demo stopped after {(end - start) / 3600:.1f} h of meter time. The reference receiver holds:")
         for meter, r in sorted(result.meters.items()):
             verdict = "exact" if r["exact"] and r["contiguous"] else "MISMATCH"
             print(f"  {meter:10s} credits {r['first_seq']}..{r['last_seq']}: {r['credited_wh']} Wh credited, "
                   f"register moved {r['register_delta_wh']} Wh -> {verdict}")
+    if announce and chain and stellar_result:
+        from gateway.sim.demo_stellar import print_report
+
+        print_report(stellar_result, chain, "the reference receiver")
     return result
 
 

@@ -38,6 +38,8 @@ class SimulatedMeter:
     reads: int = field(default=0)
     answer_delay_s: float = 0.0
     """Fault injection: host seconds to wait before answering (a device answering late)."""
+    serial: int | None = None
+    """What the profile's ``serial_number`` identity register answers (None: zeros, no serial)."""
 
     def values(self, t: float) -> dict[str, float]:
         power = self.model.power_w(t)
@@ -94,7 +96,8 @@ async def _answer(meter: SimulatedMeter, clock: Clock, function_code: int, start
         if ident.function != wanted_fc or ident.address + ident.register_count <= address \
                 or ident.address >= address + count:
             continue
-        for i, word in enumerate(identity_words(ident, meter.unit_id)):
+        for i, word in enumerate(identity_words(ident, meter.unit_id,
+                                                  None if meter.serial is None else {"serial_number": meter.serial})):
             if address <= ident.address + i < address + count:
                 current_registers[ident.address + i - start_address] = word
     return None

@@ -120,8 +120,30 @@ async def meters_view(ctx: WebContext) -> list[dict[str, Any]]:
             "reads_failed": meter.reads_failed,
             "rejected": dict(meter.rejected),
             "last_error": meter.last_error,
+            **({"stellar": _stellar_account(ctx.status, meter.meter)} if ctx.status.stellar else {}),
         })
     return out
+
+
+def _stellar_account(status: GatewayStatus, meter: str) -> dict[str, Any]:
+    """The meter's custodial Stellar account and its on-chain balance, as the Stellar uplink last read it."""
+    assert status.stellar is not None
+    a = status.stellar.accounts.get(meter)
+    if a is None:
+        return {"state": "unknown", "account": None, "serial": None, "balance": None}
+    return {"state": a.state, "account": a.account, "serial": a.serial, "balance": a.balance,
+            "asset": status.stellar.asset, "balance_read_at": _iso(a.balance_t), "detail": a.detail}
+
+
+def _stellar_view(status: GatewayStatus) -> dict[str, Any]:
+    st = status.stellar
+    assert st is not None
+    return {"horizon_url": st.horizon_url, "gateway_account": st.gateway_account, "asset": st.asset,
+            "rate_per_wh": st.rate, "pending_tx": st.pending_tx, "latest_ledger": st.latest_ledger,
+            "gateway_xlm": st.xlm_balance, "allowance_left": st.asset_balance, "waiting_for_account": st.waiting_for,
+            "payments_since_start": st.payments,
+            "accounts": {state: sum(1 for a in st.accounts.values() if a.state == state)
+                         for state in sorted({a.state for a in st.accounts.values()})}}
 
 
 def _uplink_view(u: UplinkSummary, now: float, progress: UplinkProgress | None) -> dict[str, Any]:
@@ -151,8 +173,12 @@ def line_view(line: LineStatus) -> dict[str, Any]:
 
 async def sync_view(ctx: WebContext) -> list[dict[str, Any]]:
     now = ctx.clock.now()
-    return [_uplink_view(await ctx.ledger.uplink_summary(name), now, ctx.status.uplinks.get(name))
-            for name in ctx.uplinks]
+    views = [_uplink_view(await ctx.ledger.uplink_summary(name), now, ctx.status.uplinks.get(name))
+             for name in ctx.uplinks]
+    for view in views:
+        if view["uplink"] == "stellar" and ctx.status.stellar is not None:
+            view["stellar"] = _stellar_view(ctx.status)
+    return views
 
 
 def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], status: GatewayStatus) -> list[str]:
@@ -168,7 +194,11 @@ def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], statu
             reasons = "; ".join(f"{n}× {advice.rejection(r)}" for r, n in m["rejected"].items())
             found.append(f"Meter {m['meter']} had values not used: {reasons}.")
     for u in uplinks:
-        if u["dead_credits"]:
+        if u["dead_credits"] and u["uplink"] == "stellar":
+            found.append(f"Uplink stellar: a batch of {u['dead_credits']} credits is dead-lettered "
+                         f"({u['last_error']}). It stays first in line and is retried at the slowest pace, "
+                         "so no balance skips a credit.")
+        elif u["dead_credits"]:
             found.append(f"Uplink {u['uplink']}: the billing API refused a batch of {u['dead_credits']} credits "
                          f"({u['last_error']}). Nothing after it is sent until it is accepted (each meter's "
                          "credits must arrive in order); it is offered again at the slowest retry pace. "
