@@ -23,6 +23,7 @@ import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final, ParamSpec, Protocol, TypeVar
 
@@ -36,7 +37,17 @@ PENDING, APPLIED, FAILED, VOID = "pending", "applied", "failed", "void"
 CREDIT, ACCOUNT = "credit", "account"
 SCAN_LIMIT: Final = 1000
 """Credits looked at per new batch (zero-energy credits have no payment, so a batch may span more than 100)."""
-MIN_SCHEMA: Final = 5
+
+
+def _stellar_schema() -> int:
+    """The ledger schema version that brings this module's tables: its migration's number, read from the
+    migration files (numbers are assigned when branches land; never written down twice)."""
+    folder = resources.files("gateway.ledger") / "migrations"
+    (number,) = (int(e.name.split("_", 1)[0]) for e in folder.iterdir() if e.name.endswith("_stellar.sql"))
+    return number
+
+
+MIN_SCHEMA: Final = _stellar_schema()
 
 
 class AlreadyPending(LedgerError):
