@@ -16,8 +16,7 @@ import os
 import stat
 from pathlib import Path
 
-from stellar_sdk import Keypair
-
+from cloud_sync.keys import Keypair
 from gateway.errors import ConfigError, GatewayError
 from gateway.ledger import lineage
 from gateway.ledger.faults import translate
