@@ -20,15 +20,13 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-from stellar_sdk import Keypair
 
-from cloud_sync.billing_api import NAME as BILLING_API
-from cloud_sync.billing_api import BillingApiUplink
+from cloud_sync.keys import Keypair
 from gateway import identity
 from gateway.acquisition.modbus import ModbusBus
-from gateway.acquisition.mqtt import MqttSource
 from gateway.clock import Clock
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError, GatewayError, LedgerDiskFull, LedgerIntegrityError
@@ -40,12 +38,18 @@ from gateway.profiles import Profile, resolve_profile
 from gateway.reports.budget import watch_budgets
 from gateway.status import GatewayStatus, UplinkProgress
 from gateway.timetrust import TimeTrust, source_for
-from gateway.web.app import WebContext, create_app
-from gateway.web.auth import load_or_create_token
-from gateway.web.server import make_server
+
+# Imported only where the configuration uses them (a box's memory is mostly imports): the MQTT
+# source (aiomqtt), the billing API uplink (httpx) and the web server (starlette, uvicorn).
+if TYPE_CHECKING:
+    from cloud_sync.billing_api import BillingApiUplink
+    from gateway.acquisition.mqtt import MqttSource
+    from gateway.web.server import EmbeddedServer
 
 log = structlog.get_logger("gateway.daemon")
 
+BILLING_API = "billing_api"
+"""The billing API uplink's name (cloud_sync.billing_api.NAME, not imported unless configured)."""
 FINAL_SYNC_S = 2.0
 """Host seconds the uplinks get at shutdown; keeps SIGTERM-to-exit well under 5 s."""
 RESTART_DELAY_S = 5.0
@@ -63,6 +67,7 @@ class Running:
     writer: ReadingWriter
     web_port: int | None
     web_token: str
+    """The web token ("" with [web] off: nothing serves the API then, so none is created)."""
 
 
 def _sd_notify(message: str) -> None:
@@ -189,17 +194,27 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
         writer = ReadingWriter(ledger, clock, status, trust=trust, flush_s=cfg.ledger.commit_every_s,
                                horizon_s=cfg.ledger.readings_retention_days * 86_400)
         buses = [ModbusBus(bus, profiles, clock, writer.submit, status) for bus in cfg.buses]
-        mqtt = None
+        mqtt: MqttSource | None = None
         if cfg.mqtt:
+            from gateway.acquisition.mqtt import MqttSource
+
             mqtt = MqttSource(cfg.mqtt, clock, writer.submit, status, client_id=f"meter-gateway-{cfg.gateway_id}")
-        uplink = None
+        uplink: BillingApiUplink | None = None
         if cfg.uplinks.billing_api:
+            from cloud_sync.billing_api import BillingApiUplink
+
             uplink = BillingApiUplink(cfg.uplinks.billing_api, ledger, clock, gateway_id=cfg.gateway_id,
                                       token=api_token, wakeup=lambda: writer.credits_committed,
                                       progress=status.uplinks.setdefault(BILLING_API, UplinkProgress()))
-        web_token = load_or_create_token(cfg.data_dir)
-        server = sock = None
+        web_token = ""
+        server: EmbeddedServer | None = None
+        sock: socket.socket | None = None
         if cfg.web.enabled:
+            from gateway.web.app import WebContext, create_app
+            from gateway.web.auth import load_or_create_token
+            from gateway.web.server import make_server
+
+            web_token = load_or_create_token(cfg.data_dir)
             ctx = WebContext(status, ledger, clock, web_token, (BILLING_API,) if uplink else (),
                              buses={b.cfg.name: b for b in buses}, config=cfg, profiles_dir=cfg.web.profiles_dir)
             sock = _bind(cfg.web.listen, cfg.web.port)

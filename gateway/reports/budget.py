@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Protocol
 
-import aiomqtt
 import structlog
 
 from gateway.billing import BudgetAlert
@@ -68,6 +67,8 @@ class MqttAlertPublisher:
         return f"{self.cfg.host}:{self.cfg.port}"
 
     async def publish(self, topic: str, payload: bytes) -> None:
+        import aiomqtt  # only where alerts are published: the daemon does not load it otherwise
+
         password = self.cfg.password_file.read_text().strip() if self.cfg.password_file else None
         async with asyncio.timeout(PUBLISH_TIMEOUT_S), aiomqtt.Client(
                 self.cfg.host, self.cfg.port, identifier=self.client_id, username=self.cfg.username,
@@ -140,6 +141,8 @@ class BudgetWatcher:
         topic_pattern = self.cfg.billing.alert_topic
         if self.publisher is None or not topic_pattern:
             return
+        import aiomqtt
+
         for meter, alert in list(self.pending.items()):
             topic = topic_pattern.replace("{meter}", meter)
             try:

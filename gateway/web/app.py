@@ -7,17 +7,15 @@ never block the writer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
-from jinja2 import Environment, PackageLoader, select_autoescape
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -41,6 +39,12 @@ from gateway.web.headers import (
 )
 from gateway.web.oneoff import one_off_routes
 from gateway.web.params import SQLITE_INT_MAX, BadParam, int_param
+
+if TYPE_CHECKING:  # jinja2 and prometheus_client load at the first page view and scrape, not at start
+    from jinja2 import Environment
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import Collector
 
 PULL_LIMIT_MAX = 1000
 
@@ -162,13 +166,15 @@ def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], statu
     return found
 
 
-class _StatusCollector(Collector):
+class _StatusCollector:
     """Prometheus metrics computed from the live status at scrape time."""
 
     def __init__(self, status: GatewayStatus) -> None:
         self._status = status
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         s = self._status
         up = GaugeMetricFamily("gateway_meter_up", "1 if the meter's last read succeeded", labels=["meter"])
         fails = GaugeMetricFamily("gateway_meter_consecutive_failures", "failed reads in a row", labels=["meter"])
@@ -202,11 +208,23 @@ class _StatusCollector(Collector):
         yield payloads
 
 
-def create_app(ctx: WebContext) -> Starlette:
-    loader = PackageLoader("gateway.web", "templates")
-    templates = Environment(loader=loader, autoescape=select_autoescape())
+@functools.cache
+def _templates() -> Environment:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(loader=PackageLoader("gateway.web", "templates"), autoescape=select_autoescape())
+
+
+def _registry(status: GatewayStatus) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry
+
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(_StatusCollector(ctx.status))
+    registry.register(cast("Collector", _StatusCollector(status)))
+    return registry
+
+
+def create_app(ctx: WebContext) -> Starlette:
+    registries: list[CollectorRegistry] = []
 
     def authorised(request: Request) -> bool:
         return ctx.auth.authorised(request)
@@ -260,7 +278,11 @@ def create_app(ctx: WebContext) -> Starlette:
     async def metrics(request: Request) -> Response:
         if not authorised(request):
             return denied(request)
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+        from prometheus_client import generate_latest
+
+        if not registries:
+            registries.append(_registry(ctx.status))
+        return Response(generate_latest(registries[0]), media_type="text/plain; version=0.0.4")
 
     async def page(request: Request) -> Response:
         candidate = request.query_params.get("token")
@@ -279,14 +301,15 @@ def create_app(ctx: WebContext) -> Starlette:
         uplink_rows = await sync_view(ctx)
         now = ctx.clock.now()
         up_s = int(now - ctx.status.started_t)
-        html = templates.get_template("status.html").render(
+        html = _templates().get_template("status.html").render(
             s=ctx.status, meters=meter_rows, uplinks=uplink_rows, lines=list(ctx.status.lines.values()),
             problems=_problems(meter_rows, uplink_rows, ctx.status),
             now=_iso(now), uptime=f"{up_s // 3600} h {up_s % 3600 // 60} min",
         )
         return HTMLResponse(html)
 
-    headers = security_headers(content_security_policy(style_hash(loader.get_source(templates, "status.html")[0])))
+    template = resources.files("gateway.web").joinpath("templates/status.html").read_text(encoding="utf-8")
+    headers = security_headers(content_security_policy(style_hash(template)))
     return Starlette(middleware=[Middleware(SecurityHeaders, headers=headers)],
                      exception_handlers={500: server_error_handler(headers)}, routes=[
         Route("/", page),
