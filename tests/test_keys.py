@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 
 import pytest
 import stellar_sdk
@@ -32,8 +33,8 @@ def test_keys_and_signatures_are_stellar_sdks(seed: bytes, message: bytes) -> No
 
 def test_a_random_key_round_trips_through_its_secret() -> None:
     key = Keypair.random()
-    assert key.public_key.startswith("G") and len(key.public_key) == 56
-    assert key.secret.startswith("S") and len(key.secret) == 56
+    assert re.fullmatch(r"G[A-Z2-7]{55}", key.public_key)
+    assert re.fullmatch(r"S[A-Z2-7]{55}", key.secret)
     assert Keypair.from_secret(key.secret) == key
     assert Keypair.random() != key
 
@@ -60,7 +61,7 @@ def test_malformed_keys_are_refused_like_stellar_sdk_refuses_them(which: str) ->
     sdks = stellar_sdk.Keypair.from_public_key if which == "public" else stellar_sdk.Keypair.from_secret
     error = InvalidPublicKey if which == "public" else InvalidSecret
     for text in [*_corruptions(valid), other]:
-        with pytest.raises(ValueError):  # what callers of stellar-sdk's Keypair catch
+        with pytest.raises(ValueError, match=r"."):  # what callers of stellar-sdk's Keypair catch
             sdks(text)
         with pytest.raises(error) as caught:
             ours(text)
@@ -103,7 +104,7 @@ def test_the_sdk_view_signs_stellar_envelopes_with_the_same_key() -> None:
     key = Keypair.random()
     sdk = key.to_sdk()
     assert isinstance(sdk, stellar_sdk.Keypair)
-    assert sdk.public_key == key.public_key and sdk.secret == key.secret
+    assert (sdk.public_key, sdk.secret) == (key.public_key, key.secret)
     # stellar-sdk's TransactionEnvelope.sign takes this key as it is (it asks it for sign_decorated).
     envelopes = []
     for signer in (key, sdk):
