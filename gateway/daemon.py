@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +34,7 @@ from gateway.ledger import integrity, reserve
 from gateway.ledger.maintenance import maintain
 from gateway.ledger.store import Ledger
 from gateway.ledger.writer import ReadingWriter
+from gateway.liveness import Progress, Wedge, first_wedge
 from gateway.profiles import Profile, resolve_profile
 from gateway.reports.budget import watch_budgets
 from gateway.status import GatewayStatus, UplinkProgress
@@ -70,6 +71,11 @@ class Running:
     """The web token ("" with [web] off: nothing serves the API then, so none is created)."""
 
 
+WATCHDOG_ALARM = "watchdog"
+WATCHDOG_CHECK_S = 5.0
+"""Without a systemd watchdog, how often progress is still checked (for the log and the page)."""
+
+
 def _sd_notify(message: str) -> None:
     """Tell systemd (Type=notify) about readiness and liveness; no-op elsewhere."""
     address = os.environ.get("NOTIFY_SOCKET")
@@ -81,13 +87,41 @@ def _sd_notify(message: str) -> None:
         sock.sendto(message.encode(), address)
 
 
-async def _watchdog() -> None:
-    usec = int(os.environ.get("WATCHDOG_USEC", "0"))
-    if not usec:
-        return
+def _watchdog_interval_s() -> float | None:
+    """Half systemd's watchdog timeout (as sd_watchdog_enabled reads it), or None without one."""
+    pid = os.environ.get("WATCHDOG_PID")
+    if pid and pid != str(os.getpid()):
+        return None  # meant for another process (we were started by a wrapper)
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0"))
+    except ValueError:
+        return None
+    return usec / 2_000_000 if usec > 0 else None
+
+
+async def _watchdog(workers: Sequence[Progress], status: GatewayStatus) -> None:
+    """Feed systemd's watchdog while every worker makes progress; stop, and say why once, when one is wedged.
+
+    A wedged writer (a commit that never returns) or bus (a transaction that never ends) then gets
+    the daemon restarted by systemd (``WatchdogSec``); should the step end before that, feeding resumes.
+    """
+    interval = _watchdog_interval_s()
+    wedged: Wedge | None = None
     while True:
-        _sd_notify("WATCHDOG=1")
-        await asyncio.sleep(usec / 2_000_000)
+        wedge = first_wedge(workers)
+        if wedge is None:
+            if wedged is not None:
+                log.warning("watchdog_fed_again", worker=wedged.worker, stuck_s=round(wedged.stuck_s))
+                status.alarms.pop(WATCHDOG_ALARM, None)
+            if interval is not None:
+                _sd_notify("WATCHDOG=1")
+        elif wedged is None:
+            log.error("watchdog_starved", worker=wedge.worker, stuck_s=round(wedge.stuck_s),
+                      limit_s=wedge.limit_s, systemd_watchdog=interval is not None)
+            status.alarms[WATCHDOG_ALARM] = wedge.describe() if interval is not None else (
+                f"{wedge.worker} has been stuck in one step for {wedge.stuck_s:.0f} s: restart the daemon")
+        wedged = wedge if wedge is not None else None
+        await asyncio.sleep(interval if interval is not None else WATCHDOG_CHECK_S)
 
 
 async def _supervise(name: str, factory: Callable[[], Awaitable[None]]) -> None:
@@ -228,7 +262,8 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
                 workers.append(tg.create_task(_supervise("mqtt", mqtt.run), name="mqtt"))
             if uplink:
                 workers.append(tg.create_task(_supervise(BILLING_API, uplink.run), name=BILLING_API))
-            workers.append(tg.create_task(_watchdog(), name="watchdog"))
+            progress = [writer.progress, *(b.progress for b in buses)]
+            workers.append(tg.create_task(_watchdog(progress, status), name="watchdog"))
             workers.append(tg.create_task(
                 _supervise("maintenance", lambda: maintain(ledger, clock, cfg.data_dir, cfg.ledger, status,
                                                            writer.outage.make_room)),

@@ -52,6 +52,7 @@ from gateway.config.ceiling import modbus_ceiling
 from gateway.errors import AcquisitionError, ConfigError, DeviceException, DeviceTimeout, ValueRejected
 from gateway.intervals import Reading
 from gateway.intervals.engine import CONFIRM_READINGS
+from gateway.liveness import BUS_STALL_S, Progress
 from gateway.profiles import Profile, Quantity, decode
 from gateway.status import OFFLINE_AFTER, GatewayStatus, LineStatus, MeterHealth, MeterStatus
 
@@ -142,6 +143,8 @@ class ModbusBus:
         self._jobs: list[_Job] = []
         self._meters: list[_Meter] = []
         self.one_off = OneOffQueue(bus, clock)
+        self.progress = Progress(f"bus:{bus.name}", BUS_STALL_S)
+        """Each transaction is a step: the daemon's watchdog stops when one never ends."""
         self._window: deque[tuple[float, float, bool]] = deque()
         self._started_mono: float | None = None
         self._wall_offset: float | None = None
@@ -389,7 +392,8 @@ class ModbusBus:
         for _attempt in range(attempts or self.cfg.retries + 1):
             t0 = self._clock.monotonic()
             try:
-                registers = await self._transport.transact(unit, function, start, count, turnaround_s=turnaround_s)
+                registers = await self.progress.step(
+                    self._transport.transact(unit, function, start, count, turnaround_s=turnaround_s))
             except DeviceException as exc:
                 self._record(t0, ok=False, error=str(exc))
                 raise  # the device answered: asking again gets the same answer
