@@ -115,7 +115,12 @@ class Adopter:
     started a millisecond before the kill, without scanning the tree in advance.
     """
 
+    def __init__(self) -> None:
+        self._before: set[int] = set()
+
     def __enter__(self) -> Adopter:
+        # Children the test process already had (e.g. a session's PostgreSQL server) are not ours to judge.
+        self._before = {p.pid for p in children_of(os.getpid())}
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         return self
 
@@ -133,7 +138,7 @@ class Adopter:
         dead are reaped; the living are killed, after being reported.
         """
         me = os.getpid()
-        adopted = [p for p in children_of(me) if p.pid not in ours]
+        adopted = [p for p in children_of(me) if p.pid not in ours and p.pid not in self._before]
         left = survivors(adopted, timeout)
         for p in left:
             with contextlib.suppress(ProcessLookupError):
