@@ -41,6 +41,8 @@ METERS = 16
 START_TIMEOUT_S = 60.0
 """Host seconds the daemon gets to read every meter once; a loaded 2-core box needs a few."""
 STOP_TIMEOUT_S = 10.0
+DAEMON_IMPORTS = "import gateway.cli, gateway.daemon, gateway.web.server"
+"""What ``meter-gateway run`` imports for an RTU line with the page on (nothing of MQTT, the uplinks, pymodbus)."""
 
 
 def status_kib(pid: int, key: str) -> int:

@@ -31,9 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # works without the editable install too
 
 from benchmarks._as_installed import hidden_modules
-from benchmarks._rtu_daemon import HERE, METERS, running_daemon
+from benchmarks._rtu_daemon import DAEMON_IMPORTS, HERE, METERS, running_daemon
 
-DAEMON_IMPORTS = "import gateway.cli, gateway.daemon, gateway.web.server"
 READY_TIMEOUT_S = 60.0
 """Host seconds the daemon gets to poll and report READY=1; a loaded 2-core box needs a few."""
 
