@@ -107,11 +107,9 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from stellar_sdk import Keypair
-from stellar_sdk.exceptions import BadSignatureError
-
 from cloud_sync.ed25519 import ed25519_verify
 from cloud_sync.fast_json import canonical_fast
+from cloud_sync.keys import BadSignatureError, Keypair
 
 VERSION = 1
 DOMAIN = b"meter-gateway/credit/v1\n"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stellar_sdk import Keypair
-
 from cloud_sync.credit import GENESIS_HASH, CreditBody, SignedCredit, sign
+from cloud_sync.keys import Keypair
 from gateway.intervals import Interval
 
 

@@ -17,18 +17,16 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-from stellar_sdk import Keypair
 
-from cloud_sync.billing_api import NAME as BILLING_API
-from cloud_sync.billing_api import BillingApiUplink
+from cloud_sync.keys import Keypair
 from gateway import identity
 from gateway.acquisition.modbus import ModbusBus
-from gateway.acquisition.mqtt import MqttSource
 from gateway.clock import Clock
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError, GatewayError, LedgerDiskFull, LedgerIntegrityError
@@ -36,16 +34,23 @@ from gateway.ledger import integrity, reserve
 from gateway.ledger.maintenance import maintain
 from gateway.ledger.store import Ledger
 from gateway.ledger.writer import ReadingWriter
+from gateway.liveness import Progress, Wedge, first_wedge
 from gateway.profiles import Profile, resolve_profile
 from gateway.reports.budget import watch_budgets
 from gateway.status import GatewayStatus, UplinkProgress
 from gateway.timetrust import TimeTrust, source_for
-from gateway.web.app import WebContext, create_app
-from gateway.web.auth import load_or_create_token
-from gateway.web.server import make_server
+
+# Imported only where the configuration uses them (a box's memory is mostly imports): the MQTT
+# source (aiomqtt), the billing API uplink (httpx) and the web server (starlette, uvicorn).
+if TYPE_CHECKING:
+    from cloud_sync.billing_api import BillingApiUplink
+    from gateway.acquisition.mqtt import MqttSource
+    from gateway.web.server import EmbeddedServer
 
 log = structlog.get_logger("gateway.daemon")
 
+BILLING_API = "billing_api"
+"""The billing API uplink's name (cloud_sync.billing_api.NAME, not imported unless configured)."""
 FINAL_SYNC_S = 2.0
 """Host seconds the uplinks get at shutdown; keeps SIGTERM-to-exit well under 5 s."""
 STELLAR = "stellar"
@@ -65,6 +70,12 @@ class Running:
     writer: ReadingWriter
     web_port: int | None
     web_token: str
+    """The web token ("" with [web] off: nothing serves the API then, so none is created)."""
+
+
+WATCHDOG_ALARM = "watchdog"
+WATCHDOG_CHECK_S = 5.0
+"""Without a systemd watchdog, how often progress is still checked (for the log and the page)."""
 
 
 def _sd_notify(message: str) -> None:
@@ -78,13 +89,41 @@ def _sd_notify(message: str) -> None:
         sock.sendto(message.encode(), address)
 
 
-async def _watchdog() -> None:
-    usec = int(os.environ.get("WATCHDOG_USEC", "0"))
-    if not usec:
-        return
+def _watchdog_interval_s() -> float | None:
+    """Half systemd's watchdog timeout (as sd_watchdog_enabled reads it), or None without one."""
+    pid = os.environ.get("WATCHDOG_PID")
+    if pid and pid != str(os.getpid()):
+        return None  # meant for another process (we were started by a wrapper)
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", "0"))
+    except ValueError:
+        return None
+    return usec / 2_000_000 if usec > 0 else None
+
+
+async def _watchdog(workers: Sequence[Progress], status: GatewayStatus) -> None:
+    """Feed systemd's watchdog while every worker makes progress; stop, and say why once, when one is wedged.
+
+    A wedged writer (a commit that never returns) or bus (a transaction that never ends) then gets
+    the daemon restarted by systemd (``WatchdogSec``); should the step end before that, feeding resumes.
+    """
+    interval = _watchdog_interval_s()
+    wedged: Wedge | None = None
     while True:
-        _sd_notify("WATCHDOG=1")
-        await asyncio.sleep(usec / 2_000_000)
+        wedge = first_wedge(workers)
+        if wedge is None:
+            if wedged is not None:
+                log.warning("watchdog_fed_again", worker=wedged.worker, stuck_s=round(wedged.stuck_s))
+                status.alarms.pop(WATCHDOG_ALARM, None)
+            if interval is not None:
+                _sd_notify("WATCHDOG=1")
+        elif wedged is None:
+            log.error("watchdog_starved", worker=wedge.worker, stuck_s=round(wedge.stuck_s),
+                      limit_s=wedge.limit_s, systemd_watchdog=interval is not None)
+            status.alarms[WATCHDOG_ALARM] = wedge.describe() if interval is not None else (
+                f"{wedge.worker} has been stuck in one step for {wedge.stuck_s:.0f} s: restart the daemon")
+        wedged = wedge if wedge is not None else None
+        await asyncio.sleep(interval if interval is not None else WATCHDOG_CHECK_S)
 
 
 async def _supervise(name: str, factory: Callable[[], Awaitable[None]]) -> None:
@@ -191,8 +230,10 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
         writer = ReadingWriter(ledger, clock, status, trust=trust, flush_s=cfg.ledger.commit_every_s,
                                horizon_s=cfg.ledger.readings_retention_days * 86_400)
         buses = [ModbusBus(bus, profiles, clock, writer.submit, status) for bus in cfg.buses]
-        mqtt = None
+        mqtt: MqttSource | None = None
         if cfg.mqtt:
+            from gateway.acquisition.mqtt import MqttSource
+
             mqtt = MqttSource(cfg.mqtt, clock, writer.submit, status, client_id=f"meter-gateway-{cfg.gateway_id}")
         telemetry = None
         if cfg.telemetry is not None and cfg.telemetry.enabled:
@@ -201,8 +242,10 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             # After the sources: it attaches to the live values of the meters they registered.
             telemetry = TelemetryPublisher.configured(cfg, profiles, status, ledger, clock,
                                                       wakeup=lambda: writer.credits_committed)
-        uplink = None
+        uplink: BillingApiUplink | None = None
         if cfg.uplinks.billing_api:
+            from cloud_sync.billing_api import BillingApiUplink
+
             uplink = BillingApiUplink(cfg.uplinks.billing_api, ledger, clock, gateway_id=cfg.gateway_id,
                                       token=api_token, wakeup=lambda: writer.credits_committed,
                                       progress=status.uplinks.setdefault(BILLING_API, UplinkProgress()))
@@ -211,12 +254,18 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             # Imported only when configured: stellar-sdk's transaction machinery costs ~40 MiB.
             from cloud_sync.stellar.uplink import for_daemon
 
-            stellar = for_daemon(cfg, ledger, clock, keypair, status, profiles, {b.cfg.name: b for b in buses},
+            stellar = for_daemon(cfg, ledger, clock, keypair.to_sdk(), status, profiles, {b.cfg.name: b for b in buses},
                                  wakeup=lambda: writer.credits_committed)
         uplink_names = (*((BILLING_API,) if uplink else ()), *((STELLAR,) if stellar else ()))
-        web_token = load_or_create_token(cfg.data_dir)
-        server = sock = None
+        web_token = ""
+        server: EmbeddedServer | None = None
+        sock: socket.socket | None = None
         if cfg.web.enabled:
+            from gateway.web.app import WebContext, create_app
+            from gateway.web.auth import load_or_create_token
+            from gateway.web.server import make_server
+
+            web_token = load_or_create_token(cfg.data_dir)
             ctx = WebContext(status, ledger, clock, web_token, uplink_names,
                              buses={b.cfg.name: b for b in buses}, config=cfg, profiles_dir=cfg.web.profiles_dir,
                              keypair=keypair)
@@ -235,7 +284,8 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
                 workers.append(tg.create_task(_supervise("telemetry", telemetry.run), name="telemetry"))
             if stellar:
                 workers.append(tg.create_task(_supervise(STELLAR, stellar.run), name=STELLAR))
-            workers.append(tg.create_task(_watchdog(), name="watchdog"))
+            progress = [writer.progress, *(b.progress for b in buses)]
+            workers.append(tg.create_task(_watchdog(progress, status), name="watchdog"))
             workers.append(tg.create_task(
                 _supervise("maintenance", lambda: maintain(ledger, clock, cfg.data_dir, cfg.ledger, status,
                                                            writer.outage.make_room)),

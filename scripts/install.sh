@@ -46,20 +46,44 @@ wheel=("$stage"/dist/meter_gateway-*.whl)
 "$opt/.venv/bin/python" -m pip install -q --upgrade "${wheel[0]}"  # its dependencies
 # This code even when the version number did not change (pip would keep the old build).
 "$opt/.venv/bin/python" -m pip install -q --no-deps --force-reinstall "${wheel[0]}"
+# Bytecode for everything, now: the service user cannot write under /opt (nor may it, with
+# ProtectSystem=strict), so a module without its .pyc would be compiled again at every start (time
+# and memory). pip compiles what it installs by default; this also covers a pip told not to.
+site="$("$opt/.venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+"$opt/.venv/bin/python" -m compileall -q -j 0 "$site" >/dev/null \
+  || { echo "install: could not precompile the bytecode in $site (above)" >&2; exit 1; }
 install -m 0644 "$src/README.md" "$opt/README.md"
 
 # Config is the installer's: never overwritten. State belongs to the service user alone.
 install -d -m 0750 -g "$user" "$etc"
 [ -f "$etc/gateway.toml" ] || install -m 0640 -g "$user" "$src/examples/gateway.toml" "$etc/gateway.toml"
 install -d -m 0700 -o "$user" -g "$user" "$state"
+# ... including what an earlier run left in it as root: a key made by 'sudo meter-gateway identity'
+# before this install, a ledger from a daemon started by hand as root. Links are not followed.
+chown -R --no-dereference "$user:$user" "$state"
+chmod -R go-rwx "$state"
 install -m 0644 "$src/systemd/meter-gateway.service" "$unit"
 
 as_service() { runuser -u "$user" -- "$@"; }
 as_service "$opt/.venv/bin/python" -c "" || { echo "the service user cannot run $py; set PYTHON=" >&2; exit 1; }
+# What the repair could not fix (a link to a file elsewhere, an immutable file, a read-only file
+# system) stops the install here, rather than a daemon that cannot open its key or ledger.
+# The key need only be readable (0400 is fine); the ledger, the web token and the dir itself are written.
+unusable="$(as_service find "$state" \( ! -readable -o \( ! -writable ! -name gateway.key \) \) -printf '  %p\n' 2>&1)" \
+  || unusable="${unusable:-  $state}"
+if [ -n "$unusable" ]; then
+  echo "install: $user still cannot read and write these in $state:" >&2
+  echo "$unusable" >&2
+  echo "(ls -la $state; lsattr for an immutable file; a link must point at a file $user owns) then run $0 again" >&2
+  exit 1
+fi
 config_ok=yes
 as_service "$opt/.venv/bin/meter-gateway" check-config "$etc/gateway.toml" || config_ok=no
 echo "public key of this gateway (for enrolment):"
-as_service "$opt/.venv/bin/meter-gateway" identity --config "$etc/gateway.toml" || true
+# The key in the state dir the unit gives the daemon (StateDirectory=), whatever the config says.
+as_service "$opt/.venv/bin/meter-gateway" identity --data-dir "$state" \
+  || { echo "install: $user cannot read or create its key in $state (above); fix that, then run $0 again" >&2
+       exit 1; }
 
 if [ ! -d /run/systemd/system ]; then
   echo "systemd is not running here: the unit is installed at $unit; start it on the box with"

@@ -18,9 +18,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from stellar_sdk import Keypair
-
 from cloud_sync.credit import KEY_PATTERN, is_id
+from cloud_sync.keys import Keypair
 
 TOKEN_BYTES = 32
 """256 bits of randomness per token (``secrets.token_urlsafe``: 43 URL-safe characters)."""

@@ -58,6 +58,7 @@ from gateway.config.ceiling import modbus_ceiling
 from gateway.errors import AcquisitionError, ConfigError, DeviceException, DeviceTimeout, ValueRejected
 from gateway.intervals import Reading
 from gateway.intervals.engine import CONFIRM_READINGS
+from gateway.liveness import BUS_STALL_S, Progress
 from gateway.profiles import Profile, Quantity, decode
 from gateway.status import OFFLINE_AFTER, GatewayStatus, LineStatus, MeterHealth, MeterStatus
 
@@ -145,6 +146,8 @@ class ModbusBus:
         self._stats = LineStats(clock.monotonic(), RATE_WINDOW_S)
         self._down_since: float | None = None
         """Monotonic time the line became unavailable (a missing serial device...); None while it works."""
+        self.progress = Progress(f"bus:{bus.name}", BUS_STALL_S)
+        """Each transaction is a step: the daemon's watchdog stops when one never ends."""
         self._wall_offset: float | None = None
         """Wall minus monotonic time when the grid was last checked: a change is a wall-clock step."""
         self.cycle_times: deque[tuple[float, float]] = deque(maxlen=256)
@@ -401,7 +404,8 @@ class ModbusBus:
         for _attempt in range(attempts or self.cfg.retries + 1):
             t0 = self._clock.monotonic()
             try:
-                registers = await self._transport.transact(unit, function, start, count, turnaround_s=turnaround_s)
+                registers = await self.progress.step(
+                    self._transport.transact(unit, function, start, count, turnaround_s=turnaround_s))
             except DeviceException as exc:
                 self._record(t0, ok=False, error=str(exc))
                 raise  # the device answered: asking again gets the same answer

@@ -26,19 +26,19 @@ import asyncio
 import contextlib
 import os
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import serial
 import structlog
-from pymodbus import FramerType
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
 
 from gateway.acquisition import rtu
 from gateway.acquisition.portlock import PortBusy, PortLock, endpoint_key
 from gateway.acquisition.read_plan import WireCost
 from gateway.config import BusConfig
 from gateway.errors import AcquisitionError, DeviceException, DeviceTimeout
+
+if TYPE_CHECKING:  # pymodbus is imported by a Modbus TCP bus only: RTU lines never load it
+    from pymodbus.client import AsyncModbusTcpClient
 
 log = structlog.get_logger("gateway.transport")
 
@@ -426,6 +426,10 @@ class ModbusTcpTransport:
 
     async def transact(self, unit: int, function: int, start: int, count: int, *,
                        turnaround_s: float = 0.0) -> list[int]:
+        from pymodbus import FramerType
+        from pymodbus.client import AsyncModbusTcpClient
+        from pymodbus.exceptions import ModbusException
+
         if self._client is None:
             # reconnect_delay=0 and retries=0: the scheduler decides when to retry and reconnect.
             self._client = AsyncModbusTcpClient(self.cfg.host or "", port=self.cfg.port or 502,

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 import structlog
-from stellar_sdk import Keypair
 
+from cloud_sync.keys import Keypair
 from gateway.errors import LedgerError, LedgerIntegrityError
 from gateway.ledger import integrity, lineage
 from gateway.ledger.faults import DAMAGED_ADVICE, translate

@@ -35,9 +35,9 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from stellar_sdk import Keypair
 
 from cloud_sync.credit import ChainTip, CreditRejected, canonical_bytes, credit_hash, parse_wire, verify
+from cloud_sync.keys import Keypair
 from gateway.credits import Tip
 from gateway.errors import ConfigError, LedgerError
 from gateway.intervals import MeterState

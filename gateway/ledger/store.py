@@ -31,9 +31,9 @@ from typing import Any
 
 import aiosqlite
 import structlog
-from stellar_sdk import Keypair
 
 from cloud_sync.credit import SignedCredit
+from cloud_sync.keys import Keypair
 from gateway.credits import Tip, credit_for_interval
 from gateway.errors import LedgerError, LedgerIntegrityError
 from gateway.intervals import Interval, MeterState, Reading

@@ -38,6 +38,7 @@ from gateway.errors import LedgerError, LedgerIntegrityError, LedgerStorageError
 from gateway.intervals import Disposition, Reading
 from gateway.ledger.outage import StorageOutage
 from gateway.ledger.store import CommitResult, Ledger
+from gateway.liveness import WRITER_STALL_S, Progress
 from gateway.rejections import RejectionLog
 from gateway.status import GatewayStatus
 from gateway.timetrust import AlwaysSynced, TimeTrust, meter_clock_problem
@@ -98,6 +99,8 @@ class ReadingWriter:
         self._last_storage_error: LedgerStorageError | None = None
         self.credits_committed = asyncio.Event()
         """Set after every commit that created credits; uplinks wait on it."""
+        self.progress = Progress("ledger-writer", WRITER_STALL_S)
+        """Each commit is a step: the daemon's watchdog stops when one never ends."""
 
     async def submit(self, reading: Reading) -> None:
         await self._queue.put(_Taken(reading, self._trust.offset(), self._clock.now()))
@@ -208,7 +211,7 @@ class ReadingWriter:
             return True
         now_ms = int(self._clock.now() * 1000)
         try:
-            result = await self._ledger.commit_readings(batch, now_ms=now_ms)
+            result = await self.progress.step(self._ledger.commit_readings(batch, now_ms=now_ms))
         except LedgerIntegrityError:
             self._status.commit_errors += 1
             raise  # a damaged file: writing on would spread the damage; the daemon stops with advice
@@ -274,7 +277,7 @@ class ReadingWriter:
     async def _commit_one_by_one(self, batch: list[Reading], now_ms: int) -> bool:
         for i, reading in enumerate(batch):
             try:
-                result = await self._ledger.commit_readings([reading], now_ms=now_ms)
+                result = await self.progress.step(self._ledger.commit_readings([reading], now_ms=now_ms))
             except LedgerStorageError as exc:
                 # Not this reading's fault after all: it and the rest are kept and retried.
                 self._last_storage_error = exc

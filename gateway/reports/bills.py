@@ -48,9 +48,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import aiosqlite
-from stellar_sdk import Keypair
-from stellar_sdk.exceptions import BadSignatureError, Ed25519PublicKeyInvalidError
 
+from cloud_sync.keys import Keypair, KeyPairError
 from gateway.billing import BillingError, BillingPeriod, Tariff, compute_bill, format_minor
 from gateway.config import GatewayConfig
 from gateway.errors import LedgerError
@@ -116,7 +115,7 @@ def signature_valid(text: str, signature: str, public_key: str) -> bool:
     try:
         Keypair.from_public_key(public_key).verify(SIGNING_DOMAIN + text.encode("ascii"),
                                                    base64.b64decode(signature, validate=True))
-    except (BadSignatureError, Ed25519PublicKeyInvalidError, ValueError):
+    except (KeyPairError, ValueError):
         return False
     return True
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Protocol
 
-import aiomqtt
 import structlog
 
 from gateway.billing import BudgetAlert
@@ -140,6 +139,8 @@ class BudgetWatcher:
         topic_pattern = self.cfg.billing.alert_topic
         if self.publisher is None or not topic_pattern:
             return
+        import aiomqtt
+
         for meter, alert in list(self.pending.items()):
             topic = topic_pattern.replace("{meter}", meter)
             try:

@@ -392,7 +392,7 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
     if stellar:
         from gateway.sim.demo_stellar import demo_ledger
 
-        chain = await stellar_stack.enter_async_context(demo_ledger(data_dir, keypair, horizon_url))
+        chain = await stellar_stack.enter_async_context(demo_ledger(data_dir, keypair.to_sdk(), horizon_url))
     config_path = data_dir / "gateway.toml"
     config_path.write_text(_config_text(data_dir, bus_ports, period, web_port, receiver_url, token_file,
                                         mqtt_port if broker else None, rehearse,

@@ -11,25 +11,22 @@ Pages are rendered on the server and work without script; ``static/charts.js``
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from jinja2 import Environment, PackageLoader, select_autoescape
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from stellar_sdk import Keypair
 
+from cloud_sync.keys import Keypair
 from gateway.acquisition.modbus import ModbusBus
 from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
@@ -52,6 +49,12 @@ from gateway.web.openapi import openapi_routes
 from gateway.web.params import SQLITE_INT_MAX, BadParam, int_param
 from gateway.web.sessions import Session, SessionStore, SignInThrottle
 from gateway.web.users import UserStore
+
+if TYPE_CHECKING:  # jinja2 and prometheus_client load at the first page view and scrape, not at start
+    from jinja2 import Environment
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import Collector
 
 PULL_LIMIT_MAX = 1000
 STATIC_DIR = Path(__file__).parent / "static"
@@ -229,13 +232,15 @@ def _problems(meters: list[dict[str, Any]], uplinks: list[dict[str, Any]], statu
     return found
 
 
-class _StatusCollector(Collector):
+class _StatusCollector:
     """Prometheus metrics computed from the live status at scrape time."""
 
     def __init__(self, status: GatewayStatus) -> None:
         self._status = status
 
     def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         s = self._status
         up = GaugeMetricFamily("gateway_meter_up", "1 if the meter's last read succeeded", labels=["meter"])
         fails = GaugeMetricFamily("gateway_meter_consecutive_failures", "failed reads in a row", labels=["meter"])
@@ -287,11 +292,23 @@ class _StatusCollector(Collector):
                                     value=t.intervals_behind)
 
 
-def create_app(ctx: WebContext) -> Starlette:
-    loader = PackageLoader("gateway.web", "templates")
-    templates = Environment(loader=loader, autoescape=select_autoescape())
+@functools.cache
+def _templates() -> Environment:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    return Environment(loader=PackageLoader("gateway.web", "templates"), autoescape=select_autoescape())
+
+
+def _registry(status: GatewayStatus) -> CollectorRegistry:
+    from prometheus_client import CollectorRegistry
+
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(_StatusCollector(ctx.status))
+    registry.register(cast("Collector", _StatusCollector(status)))
+    return registry
+
+
+def create_app(ctx: WebContext) -> Starlette:
+    registries: list[CollectorRegistry] = []
 
     def authorised(request: Request) -> bool:
         return ctx.auth.authorised(request)
@@ -349,10 +366,14 @@ def create_app(ctx: WebContext) -> Starlette:
     async def metrics(request: Request) -> Response:
         if not ctx.auth.metrics_allowed(request):
             return denied(request)
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+        from prometheus_client import generate_latest
+
+        if not registries:
+            registries.append(_registry(ctx.status))
+        return Response(generate_latest(registries[0]), media_type="text/plain; version=0.0.4")
 
     def render(template: str, /, **context: Any) -> str:
-        return templates.get_template(template).render(refresh_s=PAGE_REFRESH_S, **context)
+        return _templates().get_template(template).render(refresh_s=PAGE_REFRESH_S, **context)
 
     def site_time() -> SiteTime:
         return SiteTime(ctx.config.site_timezone if ctx.config else "UTC", ctx.clock.now())
