@@ -84,3 +84,37 @@ async def test_only_the_readings_next_to_a_boundary_and_the_newest_are_stored(tm
     k = [(t - T0 - 30_000) // 60_000 for t in stored]
     assert k == [0, 14, 15, 29, 30, 32], "the first, each side of the two boundaries, and the newest"
     assert [d for _, d in result.dispositions] == ["duplicate"]
+
+
+async def test_the_writer_holds_readings_inside_an_interval_and_commits_at_the_boundary(tmp_path: Path) -> None:
+    from gateway.clock import SimulatedClock
+    from gateway.ledger.writer import ReadingWriter
+    from gateway.status import GatewayStatus
+
+    clock = SimulatedClock(start=T0 / 1000, speed=1000.0)
+    ledger = await Ledger.open(tmp_path, gateway_id="gw", keypair=KEY)
+    status = GatewayStatus("gw", "G", clock.now())
+    writer = ReadingWriter(ledger, clock, status, flush_s=900)
+    task = asyncio.create_task(writer.run())
+    try:
+        await writer.submit(Reading("m", T0, 1000))  # a first reading: committed at once
+        for _ in range(400):
+            if status.readings_committed == 1:
+                break
+            await asyncio.sleep(0.005)
+        assert status.readings_committed == 1
+        for k in range(1, 14):
+            await writer.submit(Reading("m", T0 + k * 60_000, 1000 + k))
+        await asyncio.sleep(0.3)  # 300 s of clock time: held, nothing closes an interval
+        assert status.readings_committed == 1, "readings inside an interval wait"
+        await writer.submit(Reading("m", T0 + 900_000, 1015))  # the boundary's reading
+        for _ in range(400):
+            if status.readings_committed == 15:
+                break
+            await asyncio.sleep(0.005)
+        assert status.readings_committed == 15, "the boundary's reading is committed within seconds"
+        assert status.credits_created == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ledger.close()
