@@ -369,7 +369,7 @@ class IngestBatch:
             s, tip = self.states.get(meter) or MeterState(meter), self.tips.get(meter, Tip())
             rows.append((meter, s.last_t_ms, s.last_wh, s.anchor_s, s.anchor_wh, s.anchor_grade.quality.value,
                          tip.seq, tip.hash, s.anchor_grade.encode(), s.offset_wh, s.last_raw_wh,
-                         json.dumps([list(p) for p in s.pending])))
+                         json.dumps([list(p) for p in s.pending]) if s.pending else "[]"))
         await db.executemany(
             "INSERT INTO meters (meter, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, last_hash, "
             "anchor_grade, register_offset_wh, last_raw_wh, pending) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
