@@ -118,3 +118,29 @@ async def test_the_writer_holds_readings_inside_an_interval_and_commits_at_the_b
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await ledger.close()
+
+
+async def test_a_batch_fixed_ahead_is_sent_in_its_turn_after_a_restart(tmp_path: Path) -> None:
+    ledger = await Ledger.open(tmp_path, gateway_id="gw", keypair=KEY)
+    await ledger.commit_readings([Reading("m", T0 + k * 900_000, 1000 + k) for k in range(31)], now_ms=1)
+    await ledger.register_uplink("u")
+    first = await ledger.next_batch("u", 10, now_ms=2)
+    assert first is not None
+    ahead = await ledger.next_batch("u", 10, now_ms=2, after_id=first.last_id)
+    assert ahead is not None
+    assert ahead.first_id == first.last_id + 1
+    again = await ledger.next_batch("u", 10, now_ms=2, after_id=first.last_id)
+    assert again is not None
+    assert again.batch_key == ahead.batch_key, "fixed once, not twice"
+    await ledger.close()
+    ledger = await Ledger.open(tmp_path, gateway_id="gw", keypair=KEY)  # killed before either settled
+    try:
+        resent = await ledger.next_batch("u", 10, now_ms=3)
+        assert resent is not None
+        assert (resent.batch_key, resent.wire) == (first.batch_key, first.wire)
+        await ledger.settle_batch(resent, now_ms=3)
+        second = await ledger.next_batch("u", 10, now_ms=3)
+        assert second is not None
+        assert (second.batch_key, second.wire) == (ahead.batch_key, ahead.wire)
+    finally:
+        await ledger.close()
