@@ -275,12 +275,32 @@ def child_main(args: argparse.Namespace) -> int:
 # ---- write volume of a simulated day ---------------------------------------------------------
 
 
-async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float) -> dict[str, float]:
-    clock = SimulatedClock(start=float(T0_S), speed=DAY_SPEED)
+async def _history(ledger: Ledger, meters: int, days: float) -> int:
+    """Days of delivered history before the measured day (not measured), so that every meter's rows
+    sit in b-tree pages of their own, as on a box that has run for a while: a fresh ledger, where
+    the meters still share pages, writes less per commit than any ledger in the field."""
+    cycles = round(days * 86_400 / DAY_POLL_S)
+    chunk: list[Any] = []
+    for reading in polled_readings(meters, DAY_POLL_S, cycles, spread_ms=50):
+        chunk.append(reading)
+        if len(chunk) == BUILD_CHUNK:
+            await ledger.commit_readings(chunk, now_ms=chunk[-1].t_ms)
+            chunk = []
+    if chunk:
+        await ledger.commit_readings(chunk, now_ms=chunk[-1].t_ms)
+    while batch := await ledger.next_batch(UPLINK, 500, now_ms=1):
+        await ledger.settle_batch(batch, now_ms=1)
+    return cycles
+
+
+async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float,
+                     history_days: float) -> dict[str, float]:
     ledger = await Ledger.open(data_dir, gateway_id=GATEWAY_ID, keypair=keypair)
+    await ledger.register_uplink(UPLINK)
+    first = await _history(ledger, meters, history_days)
+    clock = SimulatedClock(start=float(T0_S + first * DAY_POLL_S), speed=DAY_SPEED)
     status = GatewayStatus(GATEWAY_ID, keypair.public_key, clock.now())
     writer = ReadingWriter(ledger, clock, status, flush_s=COMMIT_EVERY_S, max_batch=1000)
-    await ledger.register_uplink(UPLINK)
     warmup = 3600 // DAY_POLL_S
     cycles = round(hours * 3600 / DAY_POLL_S)
     task = asyncio.create_task(writer.run())
@@ -298,7 +318,7 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
             return await commit_readings(readings, now_ms=now_ms)
 
         ledger.commit_readings = counted  # type: ignore[method-assign]
-        for cycle in range(warmup + cycles):
+        for cycle in range(first, first + warmup + cycles):
             # Paced by the simulated clock, as a bus scheduler polls: the writer decides when to commit.
             due_s = T0_S + cycle * DAY_POLL_S
             while clock.now() < due_s:
@@ -306,7 +326,7 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
                     task.result()
                     raise RuntimeError("the writer stopped")
                 await asyncio.sleep(clock.host_seconds(due_s - clock.now()))
-            if cycle == warmup:
+            if cycle == first + warmup:
                 io0, size0 = proc_io(), ledger_bytes(data_dir)
                 measuring = True
             for reading in polled_readings(meters, DAY_POLL_S, 1, spread_ms=50, first_cycle=cycle):
@@ -318,7 +338,7 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
                 batch = await ledger.next_batch(UPLINK, 500, now_ms=now_ms)
                 if batch:
                     await ledger.settle_batch(batch, now_ms=now_ms)
-                if cycle >= warmup:
+                if cycle >= first + warmup:
                     after = proc_io()
                     for k in uplink_io:
                         uplink_io[k] += after[k] - before[k]
@@ -449,9 +469,10 @@ def parent_main(args: argparse.Namespace) -> int:
 
         print()
         print(f"write volume: {DAY_METERS} meters polled every {DAY_POLL_S} s for {args.day_hours:g} h of simulated "
-              f"time through ReadingWriter ([ledger] defaults: commit_every_s = {COMMIT_EVERY_S:g}),")
+              f"time through ReadingWriter ([ledger] defaults: commit_every_s = {COMMIT_EVERY_S:g}), after "
+              f"{args.history_days:g} days of history,")
         print("              plus the uplink's next_batch + settle_batch for each 15-minute batch of credits")
-        day = asyncio.run(day_volume(folder / "day", keypair, DAY_METERS, args.day_hours))
+        day = asyncio.run(day_volume(folder / "day", keypair, DAY_METERS, args.day_hours, args.history_days))
         print(f"  per meter per day: {day['readings_per_meter_day']:.0f} readings, "
               f"{day['credits_per_meter_day']:.0f} credits; {day['commits_per_day']:.0f} ingest commits per day")
         print(f"  bytes passed to write()       {day['wchar'] / 1e6:8.2f} MB per meter per day "
@@ -478,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=BillingApiConfig.model_fields["batch_size"].default,
                         help="credits per POST (default: the uplink's default)")
     parser.add_argument("--day-hours", type=float, default=24.0, help="simulated hours for the write volume")
+    parser.add_argument("--history-days", type=float, default=7.0,
+                        help="days of history in the ledger before the measured day (default 7)")
     # Internal: the drainers run as children so that their peak RSS is theirs alone.
     parser.add_argument("--child", choices=("uplink", "raw"), help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
