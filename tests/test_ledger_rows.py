@@ -91,7 +91,7 @@ async def test_the_writer_holds_readings_inside_an_interval_and_commits_at_the_b
     from gateway.ledger.writer import ReadingWriter
     from gateway.status import GatewayStatus
 
-    clock = SimulatedClock(start=T0 / 1000, speed=1000.0)
+    clock = SimulatedClock(start=T0 / 1000, speed=100.0)  # the 900-s hold is 9 s, the 5-s window 50 ms
     ledger = await Ledger.open(tmp_path, gateway_id="gw", keypair=KEY)
     status = GatewayStatus("gw", "G", clock.now())
     writer = ReadingWriter(ledger, clock, status, flush_s=900)
@@ -105,7 +105,7 @@ async def test_the_writer_holds_readings_inside_an_interval_and_commits_at_the_b
         assert status.readings_committed == 1
         for k in range(1, 14):
             await writer.submit(Reading("m", T0 + k * 60_000, 1000 + k))
-        await asyncio.sleep(0.3)  # 300 s of clock time: held, nothing closes an interval
+        await asyncio.sleep(0.5)  # 50 s of clock time: held, nothing closes an interval
         assert status.readings_committed == 1, "readings inside an interval wait"
         await writer.submit(Reading("m", T0 + 900_000, 1015))  # the boundary's reading
         for _ in range(400):
