@@ -21,9 +21,12 @@ for 10k only, ``--sizes 10000,576000`` to choose; ``--help`` for options)
    gateway's drainer at each backlog size and the ratio largest/smallest (flat memory: about 1).
 
 2. Write volume per meter per day. 20 meters polled every 60 s for a simulated day (after an hour
-   of warm-up) through the real ``ReadingWriter`` (the daemon's default commit period) on a simulated clock:
-   all meters of a cycle are read within the 5-s flush window, so each poll cycle is one commit, as
-   on a line whose cycle is shorter than flush_s. Every 15 minutes the uplink's ledger work for one
+   of warm-up) through the real ``ReadingWriter`` (the daemon's defaults) on a simulated clock,
+   readings submitted as the clock reaches each poll: the writer decides when to commit (with the
+   defaults, once per quarter-hour, when the boundary's readings come). Baseline, in the same run:
+   a plain sqlite3 file that stores every reading durably as it comes (one fsynced commit per poll
+   cycle, WAL, ``synchronous=FULL``, no index) and the same credits' wire text every 15 minutes.
+   Every 15 minutes the uplink's ledger work for one
    delivered batch (``next_batch`` + ``settle_batch``) is done too. Printed per meter per day: bytes
    handed to ``write()`` (``wchar``), bytes sent to the block layer (``write_bytes``; file-system
    journal not included), and growth of ledger.db + WAL.
@@ -85,6 +88,8 @@ SMALL_REPEATS = 3
 """Backlogs up to SMALL_BACKLOG drain in seconds: repeat them and report medians."""
 DAY_METERS = 20
 DAY_POLL_S = 60
+SD_TARGET_MB = 0.3
+"""Issue 11: at most this much written to the SD card per meter per day with 60-s polls."""
 DAY_SPEED = 1000.0
 """Simulated seconds per host second in the write-volume day (the 5-s flush window takes 5 ms)."""
 
@@ -270,12 +275,32 @@ def child_main(args: argparse.Namespace) -> int:
 # ---- write volume of a simulated day ---------------------------------------------------------
 
 
-async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float) -> dict[str, float]:
-    clock = SimulatedClock(start=float(T0_S), speed=DAY_SPEED)
+async def _history(ledger: Ledger, meters: int, days: float) -> int:
+    """Days of delivered history before the measured day (not measured), so that every meter's rows
+    sit in b-tree pages of their own, as on a box that has run for a while: a fresh ledger, where
+    the meters still share pages, writes less per commit than any ledger in the field."""
+    cycles = round(days * 86_400 / DAY_POLL_S)
+    chunk: list[Any] = []
+    for reading in polled_readings(meters, DAY_POLL_S, cycles, spread_ms=50):
+        chunk.append(reading)
+        if len(chunk) == BUILD_CHUNK:
+            await ledger.commit_readings(chunk, now_ms=chunk[-1].t_ms)
+            chunk = []
+    if chunk:
+        await ledger.commit_readings(chunk, now_ms=chunk[-1].t_ms)
+    while batch := await ledger.next_batch(UPLINK, 500, now_ms=1):
+        await ledger.settle_batch(batch, now_ms=1)
+    return cycles
+
+
+async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float,
+                     history_days: float) -> dict[str, float]:
     ledger = await Ledger.open(data_dir, gateway_id=GATEWAY_ID, keypair=keypair)
+    await ledger.register_uplink(UPLINK)
+    first = await _history(ledger, meters, history_days)
+    clock = SimulatedClock(start=float(T0_S + first * DAY_POLL_S), speed=DAY_SPEED)
     status = GatewayStatus(GATEWAY_ID, keypair.public_key, clock.now())
     writer = ReadingWriter(ledger, clock, status, flush_s=COMMIT_EVERY_S, max_batch=1000)
-    await ledger.register_uplink(UPLINK)
     warmup = 3600 // DAY_POLL_S
     cycles = round(hours * 3600 / DAY_POLL_S)
     task = asyncio.create_task(writer.run())
@@ -284,20 +309,28 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
     uplink_io = {"wchar": 0, "write_bytes": 0}
     commits = 0
     try:
-        submitted = 0
-        for cycle in range(warmup + cycles):
-            if cycle == warmup:
-                io0, size0 = proc_io(), ledger_bytes(data_dir)
-            for reading in polled_readings(meters, DAY_POLL_S, 1, spread_ms=50, first_cycle=cycle):
-                await writer.submit(reading)
-                submitted += 1
-            while status.readings_committed < submitted:
+        measuring = False
+        commit_readings = ledger.commit_readings
+
+        async def counted(readings: list[Any], *, now_ms: int) -> Any:
+            nonlocal commits
+            commits += measuring
+            return await commit_readings(readings, now_ms=now_ms)
+
+        ledger.commit_readings = counted  # type: ignore[method-assign]
+        for cycle in range(first, first + warmup + cycles):
+            # Paced by the simulated clock, as a bus scheduler polls: the writer decides when to commit.
+            due_s = T0_S + cycle * DAY_POLL_S
+            while clock.now() < due_s:
                 if task.done():
                     task.result()
                     raise RuntimeError("the writer stopped")
-                await asyncio.sleep(0.0005)
-            if cycle >= warmup:
-                commits += 1
+                await asyncio.sleep(clock.host_seconds(due_s - clock.now()))
+            if cycle == first + warmup:
+                io0, size0 = proc_io(), ledger_bytes(data_dir)
+                measuring = True
+            for reading in polled_readings(meters, DAY_POLL_S, 1, spread_ms=50, first_cycle=cycle):
+                await writer.submit(reading)
             if cycle % (INTERVAL_S // DAY_POLL_S) == 1:
                 # What the billing uplink writes for one delivered batch of the credits just closed.
                 before = proc_io()
@@ -305,10 +338,12 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
                 batch = await ledger.next_batch(UPLINK, 500, now_ms=now_ms)
                 if batch:
                     await ledger.settle_batch(batch, now_ms=now_ms)
-                if cycle >= warmup:
+                if cycle >= first + warmup:
                     after = proc_io()
                     for k in uplink_io:
                         uplink_io[k] += after[k] - before[k]
+        task.cancel()  # commits what is gathered and queued, then stops
+        await asyncio.gather(task, return_exceptions=True)
         io1, size1 = proc_io(), ledger_bytes(data_dir)
     finally:
         task.cancel()
@@ -325,6 +360,45 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
         "uplink_wchar": uplink_io["wchar"] / per,
         "uplink_write_bytes": uplink_io["write_bytes"] / per,
     }
+
+
+def raw_day_volume(data_dir: Path, meters: int, hours: float, wire_bytes: int) -> dict[str, float]:
+    """The baseline: a plain durable store of the same day, measured the same way.
+
+    A plain ``sqlite3`` file (WAL, ``synchronous=FULL``, like the ledger) with a readings table
+    (the same columns, no index) and an outbox of credits (each a text of ``wire_bytes``, the
+    gateway's mean stored wire credit): one fsynced commit per poll cycle holding that cycle's readings, and every
+    15 minutes one credit per meter. What storing every reading as it comes, durably, costs.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(data_dir / "raw.db", isolation_level=None)
+    wire = "x" * wire_bytes
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("CREATE TABLE readings (meter TEXT NOT NULL, t_ms INTEGER NOT NULL, register_wh INTEGER NOT NULL, "
+                   "source TEXT NOT NULL, disposition TEXT NOT NULL, virtual_wh INTEGER)")
+        db.execute("CREATE TABLE credits (id INTEGER PRIMARY KEY, meter TEXT NOT NULL, wire TEXT NOT NULL)")
+        warmup = 3600 // DAY_POLL_S
+        cycles = round(hours * 3600 / DAY_POLL_S)
+        io0: dict[str, int] = {}
+        for cycle in range(warmup + cycles):
+            if cycle == warmup:
+                io0 = proc_io()
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT INTO readings VALUES (?,?,?,?,'accepted',?)",
+                           [(r.meter, r.t_ms, r.register_wh, r.source, r.register_wh)
+                            for r in polled_readings(meters, DAY_POLL_S, 1, spread_ms=50, first_cycle=cycle)])
+            if cycle % (INTERVAL_S // DAY_POLL_S) == 0:
+                db.executemany("INSERT INTO credits (meter, wire) VALUES (?, ?)",
+                               [(f"m{i:04d}", wire) for i in range(meters)])
+            db.execute("COMMIT")
+        io1 = proc_io()
+    finally:
+        db.close()
+    per = meters * hours / 24
+    return {"wchar": (io1["wchar"] - io0["wchar"]) / per,
+            "write_bytes": (io1["write_bytes"] - io0["write_bytes"]) / per}
 
 
 # ---- the parent ---------------------------------------------------------------------------------
@@ -344,7 +418,7 @@ def _mib(kib: float) -> str:
 
 def parent_main(args: argparse.Namespace) -> int:
     configure_logs("warning")
-    sizes = [10_000] if args.quick else sorted({int(s) for s in args.sizes.split(",")})
+    sizes = [] if args.volume_only else [10_000] if args.quick else sorted({int(s) for s in args.sizes.split(",")})
     if any(s < 1 for s in sizes):
         raise SystemExit("--sizes must be positive integers")
     keypair = Keypair.random()
@@ -395,9 +469,10 @@ def parent_main(args: argparse.Namespace) -> int:
 
         print()
         print(f"write volume: {DAY_METERS} meters polled every {DAY_POLL_S} s for {args.day_hours:g} h of simulated "
-              f"time through ReadingWriter (commit every {COMMIT_EVERY_S:g} s, the [ledger] default),")
+              f"time through ReadingWriter ([ledger] defaults: commit_every_s = {COMMIT_EVERY_S:g}), after "
+              f"{args.history_days:g} days of history,")
         print("              plus the uplink's next_batch + settle_batch for each 15-minute batch of credits")
-        day = asyncio.run(day_volume(folder / "day", keypair, DAY_METERS, args.day_hours))
+        day = asyncio.run(day_volume(folder / "day", keypair, DAY_METERS, args.day_hours, args.history_days))
         print(f"  per meter per day: {day['readings_per_meter_day']:.0f} readings, "
               f"{day['credits_per_meter_day']:.0f} credits; {day['commits_per_day']:.0f} ingest commits per day")
         print(f"  bytes passed to write()       {day['wchar'] / 1e6:8.2f} MB per meter per day "
@@ -406,16 +481,26 @@ def parent_main(args: argparse.Namespace) -> int:
         print(f"  bytes sent to the block layer {day['write_bytes'] / 1e6:8.2f} MB per meter per day "
               f"(uplink share {day['uplink_write_bytes'] / max(day['write_bytes'], 1):.1%})")
         print(f"  ledger.db + WAL growth        {day['growth'] / 1e6:8.2f} MB per meter per day")
+        with contextlib.closing(sqlite3.connect(folder / "day" / DB_FILE)) as db:
+            (wire_bytes,) = db.execute("SELECT CAST(AVG(LENGTH(wire)) AS INTEGER) FROM credits").fetchone()
+        raw = raw_day_volume(folder / "raw-day", DAY_METERS, args.day_hours, int(wire_bytes))
+        print(f"  baseline, a plain durable store of every reading (one fsynced commit per poll cycle, "
+              f"no index): {raw['write_bytes'] / 1e6:.2f} MB per meter per day to the block layer")
+        print(f"  ratio gateway / baseline at the block layer: {day['write_bytes'] / max(raw['write_bytes'], 1):.3f}"
+              f";  gateway / target ({SD_TARGET_MB} MB): {day['write_bytes'] / 1e6 / SD_TARGET_MB:.3f}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="10k credits only")
+    parser.add_argument("--volume-only", action="store_true", help="only the write volume per meter per day")
     parser.add_argument("--sizes", default="10000,500000", help="comma-separated backlog sizes (default 10000,500000)")
     parser.add_argument("--batch-size", type=int, default=BillingApiConfig.model_fields["batch_size"].default,
                         help="credits per POST (default: the uplink's default)")
     parser.add_argument("--day-hours", type=float, default=24.0, help="simulated hours for the write volume")
+    parser.add_argument("--history-days", type=float, default=7.0,
+                        help="days of history in the ledger before the measured day (default 7)")
     # Internal: the drainers run as children so that their peak RSS is theirs alone.
     parser.add_argument("--child", choices=("uplink", "raw"), help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)

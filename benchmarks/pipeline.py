@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sqlite3
 import sys
 import tempfile
@@ -132,7 +131,7 @@ def cpu_stages(readings: list[Reading], keypair: Keypair) -> dict[str, float]:
         signed, tip = credit_for_interval(interval, tips.get(interval.meter, Tip()), gateway_id=GATEWAY_ID,
                                           keypair=keypair, created_ms=1)
         tips[interval.meter] = tip
-        json.dumps(signed.to_wire(), separators=(",", ":"))
+        signed.wire_json()
         signed_credits.append(signed)
     credit_s = time.perf_counter() - start
 

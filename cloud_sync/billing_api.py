@@ -91,9 +91,36 @@ class BillingApiUplink:
         await self._ledger.register_uplink(NAME)
         async with httpx.AsyncClient(base_url=self.cfg.url, timeout=self.cfg.timeout_s,
                                      headers=self._headers) as http:
+            batch = await self._ready_batch()
+            settling: asyncio.Task[None] | None = None
             while True:
-                batch = await self._ready_batch()
-                await self._deliver(http, batch)
+                # A backlog: the next full batch is fixed in the ledger while this one travels, and
+                # the last one is settled meanwhile, so the POSTs never wait for an fsync.
+                ahead = None
+                if self._ledger.max_credit_id - batch.last_id >= self.cfg.batch_size and not batch.refused:
+                    ahead = asyncio.create_task(self._ledger.next_batch(
+                        NAME, self.cfg.batch_size, now_ms=self._now_ms(), after_id=batch.last_id))
+                try:
+                    delivered = await self._deliver(http, batch, settle=False)
+                    following = await ahead if ahead is not None else None
+                    if settling is not None:
+                        await settling
+                        settling = None
+                    if delivered:
+                        settling = asyncio.create_task(self._settled(batch))
+                    if not delivered or following is None:
+                        if settling is not None:
+                            await settling
+                            settling = None
+                        following = await self._ready_batch()
+                except BaseException:
+                    if ahead is not None:  # recorded or not, it is sent in its turn after a restart
+                        ahead.cancel()
+                        await asyncio.gather(ahead, return_exceptions=True)
+                    if settling is not None:  # delivered: let its settle finish, not be resent
+                        await asyncio.gather(settling, return_exceptions=True)
+                    raise
+                batch = following
 
     async def drain(self, deadline_s: float) -> int:
         """Send whatever is pending until nothing is left or ``deadline_s`` host seconds pass.
@@ -149,8 +176,14 @@ class BillingApiUplink:
         await self._ledger.mark_refused(batch, now_ms=self._now_ms(), detail=detail)
         await self._clock.sleep(self._backoff.give_up_to_max())
 
-    async def _deliver(self, http: httpx.AsyncClient, batch: PendingBatch) -> bool:
-        """One attempt. True when the batch was delivered."""
+    async def _settled(self, batch: PendingBatch) -> None:
+        await self._ledger.settle_batch(batch, now_ms=self._now_ms())
+        self._backoff.reset()
+        self.progress.record(len(batch.wire), self._clock.monotonic())
+        log.info("batch_delivered", uplink=NAME, batch=batch.batch_key, credits=len(batch.wire))
+
+    async def _deliver(self, http: httpx.AsyncClient, batch: PendingBatch, *, settle: bool = True) -> bool:
+        """One attempt. True when the batch was delivered (and settled, unless ``settle`` is False)."""
         ctx = {"uplink": NAME, "batch": batch.batch_key, "credits": len(batch.wire)}
         try:
             try:
@@ -177,8 +210,6 @@ class BillingApiUplink:
             detail = "; ".join(f"{r.get('meter')}#{r.get('seq')}: {r.get('reason')}" for r in rejected[:5])
             await self._refused(batch, f"{len(rejected)} credit(s) rejected: {detail}", ctx)
             return False
-        await self._ledger.settle_batch(batch, now_ms=self._now_ms())
-        self._backoff.reset()
-        self.progress.record(len(batch.wire), self._clock.monotonic())
-        log.info("batch_delivered", **ctx)
+        if settle:
+            await self._settled(batch)
         return True

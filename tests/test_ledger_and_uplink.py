@@ -234,18 +234,22 @@ async def test_writer_cancelled_while_gathering_commits_what_it_took(tmp_path: P
     from gateway.status import GatewayStatus
 
     ledger = await _ledger(tmp_path)
-    writer = ReadingWriter(ledger, ManualClock(), GatewayStatus("gw", "G", 0), flush_s=3600)
+    status = GatewayStatus("gw", "G", 0)
+    writer = ReadingWriter(ledger, ManualClock(), status, flush_s=3600)
     task = asyncio.create_task(writer.run())
-    for reading in _readings("m1", 2):
+    readings = _readings("m1", 2)
+    for reading in readings:
         await writer.submit(reading)
     await asyncio.sleep(0.05)  # the writer has taken them off the queue and waits for more
     assert writer.queued == 0
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+    assert status.readings_committed == len(readings) == 31, "SIGTERM while gathering loses nothing"
     with contextlib.closing(sqlite3.connect(tmp_path / DB_FILE)) as db:
-        (n,) = db.execute("SELECT COUNT(*) FROM readings").fetchone()
-    assert n == 31, "SIGTERM while gathering loses nothing"
+        (last_t,) = db.execute("SELECT last_t_ms FROM meters WHERE meter='m1'").fetchone()
+        (newest,) = db.execute("SELECT MAX(t_ms) FROM readings").fetchone()
+    assert last_t == newest == readings[-1].t_ms, "the newest reading is on disk with the state it made"
     await ledger.close()
 
 

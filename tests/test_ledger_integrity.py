@@ -34,7 +34,9 @@ PAGE = 4096
 async def _filled(data: Path, keypair: Keypair) -> int:
     """A ledger of a few hundred pages, closed; returns its page count."""
     ledger = await Ledger.open(data, gateway_id="gw", keypair=keypair)
-    readings = [Reading(f"m{m}", T0 + k * 60_000, 1000 + 7 * k) for k in range(6 * 60) for m in range(10)]
+    # Two readings per interval: each is next to a boundary, so every one is stored (the readings
+    # inside an interval are not), and the readings table spans many pages.
+    readings = [Reading(f"m{m}", T0 + k * 450_000, 1000 + 7 * k) for k in range(6 * 60) for m in range(10)]
     for i in range(0, len(readings), 1000):
         await ledger.commit_readings(readings[i:i + 1000], now_ms=1)
     await ledger.close()

@@ -342,9 +342,10 @@ class LedgerConfig(_Model):
         description="raw readings kept this long; intervals and credits are never pruned automatically",
     )
     commit_every_s: float = Field(
-        default=30.0, ge=1, le=300,
-        description="readings are committed in batches this far apart: fewer fsyncs and SD-card writes; "
-        "a power cut loses at most this much raw data (the energy stays in the meters' registers)",
+        default=900.0, ge=1, le=3600,
+        description="readings that close no interval wait this long at most before they are committed (a "
+        "reading that closes one is committed within 5 s): fewer commits, fewer SD-card writes; a power cut "
+        "loses at most this much raw data inside intervals (the energy stays in the meters' registers)",
     )
     min_free_mb: int = Field(
         default=200, ge=10, le=1_000_000,

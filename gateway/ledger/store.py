@@ -382,23 +382,29 @@ class Ledger:
                                  (int(rows[-1][0]),))
         return [(int(i), str(w)) for i, w in rows]
 
-    async def next_batch(self, uplink: str, limit: int, *, now_ms: int) -> PendingBatch | None:
+    async def next_batch(self, uplink: str, limit: int, *, now_ms: int,
+                         after_id: int | None = None) -> PendingBatch | None:
         """The batch to send now: an unsettled one from before (in flight or refused), or a new one.
 
         A new batch is recorded before it is returned, so its key and contents
         are fixed from the first attempt on, across restarts. A refused batch
         stays first in line: the credits after it cannot be accepted before it
         (each meter's chain must arrive in order), so nothing skips past it.
+
+        ``after_id``: the batch that follows one still in flight (ending at that id), fixed while
+        it travels, so that the next POST does not wait for this transaction's fsync.
         """
         async with self._transaction() as db:
             rows = await _rows(db,
                 "SELECT batch_key, first_id, last_id, attempts, state FROM uplink_batches "
-                "WHERE uplink=? AND state IN ('inflight', 'dead') ORDER BY first_id LIMIT 1", (uplink,))
+                "WHERE uplink=? AND state IN ('inflight', 'dead') AND first_id > ? ORDER BY first_id LIMIT 1",
+                (uplink, after_id or 0))
             if rows:
                 key, first, last, attempts, state = rows[0]
             else:
                 (cursor,) = (await _rows(db,
                     "SELECT delivered_id FROM uplink_cursor WHERE uplink=?", (uplink,)))[0]
+                cursor = max(int(cursor), after_id or 0)
                 ids = await _rows(db,
                     "SELECT MIN(id), MAX(id), COUNT(*) FROM "
                     "(SELECT id FROM credits WHERE id > ? ORDER BY id LIMIT ?)", (cursor, limit))

@@ -1,11 +1,19 @@
 """The one task that feeds readings into the ledger.
 
 Sources hand readings to :meth:`ReadingWriter.submit`; the writer gathers them
-for up to ``flush_s`` (or ``max_batch`` readings) and commits them in one
-transaction. Batching spares the SD card one fsync per reading; the queue is
-bounded, so a stalled disk slows the sources down instead of growing memory.
-A reading lost from the queue in a power cut costs nothing: the meter's
-cumulative register still holds that energy and the next reading recovers it.
+and commits them in one transaction: :data:`CLOSE_GATHER_S` after the first
+reading that closes an interval (the boundary's reading, whose credit is due),
+otherwise after ``flush_s`` (``[ledger] commit_every_s``, or ``max_batch``
+readings). With grid-aligned polls that is one commit per quarter-hour instead
+of one per poll cycle: each commit rewrites whole pages (the meters' state,
+the tails of the tables and indexes), so the SD card's write volume follows the
+number of commits, not the readings. The queue is bounded, so a stalled disk
+slows the sources down instead of growing memory.
+A reading held in memory and lost in a crash or power cut costs nothing: it
+closes no interval (a boundary's reading is committed within seconds), the
+meter's cumulative register still holds its energy, and the next reading
+recovers it. Credits only exist once committed, so no uplink ever sees one
+that is not on disk.
 When the storage fails (disk full, I/O error) the readings are kept and retried
 with a backoff while the sources go on reading (see :mod:`gateway.ledger.outage`);
 only a damaged ledger file ends the writer.
@@ -36,6 +44,7 @@ import structlog
 from gateway.clock import Clock
 from gateway.errors import LedgerError, LedgerIntegrityError, LedgerStorageError
 from gateway.intervals import Disposition, Reading
+from gateway.intervals.engine import INTERVAL_MS
 from gateway.ledger.outage import StorageOutage
 from gateway.ledger.store import CommitResult, Ledger
 from gateway.liveness import WRITER_STALL_S, Progress
@@ -50,6 +59,10 @@ QUEUE_LIMIT = 10_000
 HOLD_LIMIT = 200_000
 """Readings held while time is untrusted: two days of 70 meters read every minute.
 Past that the oldest go; their energy is still in the registers."""
+CLOSE_GATHER_S = 5.0
+"""Gathering window once a reading that closes an interval has come: a line's poll cycle reads its
+other meters within it, so their boundary readings share the commit (and the credits their uplink
+sends together)."""
 DEFAULT_HORIZON_S = 35 * 86_400.0
 """The ledger's horizon when the daemon gives none: the default readings retention."""
 
@@ -86,6 +99,9 @@ class ReadingWriter:
         self._clock = clock
         self._status = status
         self._flush_s = flush_s
+        self._close_s = min(flush_s, CLOSE_GATHER_S)
+        self._last_t: dict[str, int] = {}
+        """Per meter, the newest reading time gathered: a reading in another interval closes one."""
         self._max_batch = max_batch
         self._trust = trust or TimeTrust(clock, AlwaysSynced())
         self._horizon_ms = round(horizon_s * 1000)
@@ -124,21 +140,35 @@ class ReadingWriter:
                     await self._commit([])
                     continue
                 self._gathering.append(first)
-                deadline = self._clock.monotonic() + self._flush_s
+                now = self._clock.monotonic()
+                deadline = now + (self._close_s if self._closes(first.reading) else self._flush_s)
                 while len(self._gathering) < self._max_batch:
                     remaining = deadline - self._clock.monotonic()
                     if remaining <= 0:
                         break
                     try:
                         async with asyncio.timeout(self._clock.host_seconds(remaining)):
-                            self._gathering.append(await self._queue.get())
+                            taken = await self._queue.get()
                     except TimeoutError:
                         break
+                    self._gathering.append(taken)
+                    if self._closes(taken.reading):
+                        deadline = min(deadline, self._clock.monotonic() + self._close_s)
                 batch, self._gathering = self._gathering, []
                 await self._commit(batch)
         except asyncio.CancelledError:
             await asyncio.shield(self.flush())
             raise
+
+    def _closes(self, reading: Reading) -> bool:
+        """Does the reading (probably) close an interval, so its commit should not wait?
+
+        A meter's first reading, one in a later quarter-hour than the meter's last, and a late one
+        (it may revise a credit) do; the readings inside an interval can wait.
+        """
+        last = self._last_t.get(reading.meter)
+        self._last_t[reading.meter] = reading.t_ms if last is None else max(last, reading.t_ms)
+        return last is None or reading.t_ms // INTERVAL_MS != last // INTERVAL_MS or reading.t_ms < last
 
     async def _next_or_retry(self) -> _Taken | None:
         """The next queued reading; None when the kept readings' retry is due before one comes."""
