@@ -11,7 +11,6 @@ Pages are rendered on the server and work without script; ``static/charts.js``
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -48,10 +47,10 @@ from gateway.web.oneoff import one_off_routes
 from gateway.web.openapi import openapi_routes
 from gateway.web.params import SQLITE_INT_MAX, BadParam, int_param
 from gateway.web.sessions import Session, SessionStore, SignInThrottle
+from gateway.web.templating import render as render_template
 from gateway.web.users import UserStore
 
 if TYPE_CHECKING:  # jinja2 and prometheus_client load at the first page view and scrape, not at start
-    from jinja2 import Environment
     from prometheus_client import CollectorRegistry
     from prometheus_client.core import Metric
     from prometheus_client.registry import Collector
@@ -292,13 +291,6 @@ class _StatusCollector:
                                     value=t.intervals_behind)
 
 
-@functools.cache
-def _templates() -> Environment:
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
-    return Environment(loader=PackageLoader("gateway.web", "templates"), autoescape=select_autoescape())
-
-
 def _registry(status: GatewayStatus) -> CollectorRegistry:
     from prometheus_client import CollectorRegistry
 
@@ -373,7 +365,7 @@ def create_app(ctx: WebContext) -> Starlette:
         return Response(generate_latest(registries[0]), media_type="text/plain; version=0.0.4")
 
     def render(template: str, /, **context: Any) -> str:
-        return _templates().get_template(template).render(refresh_s=PAGE_REFRESH_S, **context)
+        return render_template(template, refresh_s=PAGE_REFRESH_S, **context)
 
     def site_time() -> SiteTime:
         return SiteTime(ctx.config.site_timezone if ctx.config else "UTC", ctx.clock.now())

@@ -20,9 +20,9 @@ import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -46,6 +46,7 @@ from gateway.reports.bills import (
 from gateway.reports.service import ReportConfigError, UnknownMeter, check_meter
 from gateway.web.auth import denied
 from gateway.web.headers import style_hash
+from gateway.web.templating import render
 
 if TYPE_CHECKING:  # gateway.web.app mounts these routes
     from gateway.web.app import WebContext
@@ -57,13 +58,14 @@ MAX_BODY_BYTES = 4096
 SIGN_IN = ("<!doctype html><meta charset=\"utf-8\"><title>Bill</title><p>Sign in on the "
            "<a href=\"/\">status page</a> first, then open this bill again.</p>")
 
-_loader = PackageLoader("gateway.web", "templates")
-_templates = Environment(loader=_loader, autoescape=select_autoescape())
 
 
 def style_sources() -> list[str]:
-    """CSP sources for the bill page's inline style (the app adds them to its ``style-src``)."""
-    return [style_hash(_loader.get_source(_templates, BILL_TEMPLATE)[0])]
+    """CSP sources for the bill page's inline style (the app adds them to its ``style-src``).
+
+    Read as package data, not through jinja2: the daemon loads jinja2 at the first page view only."""
+    source = resources.files("gateway.web").joinpath(f"templates/{BILL_TEMPLATE}").read_text(encoding="utf-8")
+    return [style_hash(source)]
 
 
 def _error(message: str, status: int) -> Response:
@@ -113,7 +115,7 @@ def page_values(bill: IssuedBill, verification: Verification, tz: str) -> dict[s
 
 
 def render_page(bill: IssuedBill, verification: Verification, tz: str) -> str:
-    return _templates.get_template(BILL_TEMPLATE).render(b=page_values(bill, verification, tz))
+    return render(BILL_TEMPLATE, b=page_values(bill, verification, tz))
 
 
 def bill_routes(ctx: WebContext, config: GatewayConfig | None) -> list[Route]:

@@ -38,7 +38,8 @@ METERS = 6
 POLL_S = 0.4
 PLAN_S = 0.0958
 """Wire time of one six-quantity SDM630 poll at 9600 8N1 (three requests): six need 0.575 s."""
-OVERLOAD_S = 4.0
+OVERLOAD_S = 8.0
+"""Long enough to measure a dozen cycles: a mean over four gaps moved by one late wake-up on a busy box."""
 CLEAR_S = 10 * POLL_S
 """The schedule's hold before it calls an overload over (OVERLOAD_CLEAR_PERIODS shortest periods)."""
 DEADLINE_S = 20.0
@@ -90,13 +91,14 @@ async def test_overbooked_line_shares_alike_and_says_so_once_each_way(tmp_path: 
     # Every meter got the same share: its mean period within 10 % of the others'.
     means = {}
     for m in meters:
-        ts = [r.t_ms for r in readings if r.meter == m.meter_id and measured_from <= r.t_ms <= measured_from + 3000]
+        ts = [r.t_ms for r in readings if r.meter == m.meter_id and measured_from <= r.t_ms <= measured_from + (OVERLOAD_S - 1) * 1000]
         gaps = [b - a for a, b in itertools.pairwise(ts)]
         assert len(gaps) >= 2, (m.meter_id, ts)
         means[m.meter_id] = statistics.mean(gaps) / 1000
     mid = statistics.median(means.values())
     assert all(abs(v - mid) <= 0.10 * mid for v in means.values()), means
-    assert METERS * PLAN_S <= mid <= 1.25 * METERS * PLAN_S, means
+    # Not the configured 0.4 s: about the wire time (a few % under it: the plan rounds each frame gap up).
+    assert 0.95 * METERS * PLAN_S <= mid <= 1.25 * METERS * PLAN_S, means
     # The status said the period the line achieved, not the configured one.
     assert achieved == pytest.approx(mid, rel=0.10)
     assert lstat.poll_period_s == POLL_S
