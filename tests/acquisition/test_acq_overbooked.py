@@ -91,7 +91,8 @@ async def test_overbooked_line_shares_alike_and_says_so_once_each_way(tmp_path: 
     # Every meter got the same share: its mean period within 10 % of the others'.
     means = {}
     for m in meters:
-        ts = [r.t_ms for r in readings if r.meter == m.meter_id and measured_from <= r.t_ms <= measured_from + (OVERLOAD_S - 1) * 1000]
+        until = measured_from + (OVERLOAD_S - 1) * 1000
+        ts = [r.t_ms for r in readings if r.meter == m.meter_id and measured_from <= r.t_ms <= until]
         gaps = [b - a for a, b in itertools.pairwise(ts)]
         assert len(gaps) >= 2, (m.meter_id, ts)
         means[m.meter_id] = statistics.mean(gaps) / 1000
