@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.clock import Clock
 from gateway.errors import ConfigError
+from gateway.fsync import fsync_dir
 from gateway.web.sessions import SESSION_MAX_S, Session, SessionStore
 from gateway.web.users import UserStore
 
@@ -103,11 +104,7 @@ def _write_token(path: Path, *, replace: bool) -> str:
     finally:
         if os.path.lexists(tmp):
             os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
     return token
 
 

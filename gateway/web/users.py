@@ -36,6 +36,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from gateway.errors import ConfigError
+from gateway.fsync import fsync_dir
 
 log = structlog.get_logger("gateway.web")
 
@@ -264,11 +265,7 @@ class UserStore:
         finally:
             if os.path.lexists(tmp):
                 os.unlink(tmp)
-        dir_fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(self.data_dir)
 
 
 def _own_like_dir(path: Path, directory: Path) -> None:
