@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 
 from gateway.acquisition.portlock import LOCK_DIR_ENV
 from gateway.sim import children
@@ -21,6 +22,18 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 BROKER_START_S = 5.0
 """mosquitto listens within milliseconds; this only bounds a broken start on a loaded CI box."""
 BROKER_STOP_S = 10.0
+
+
+@pytest.fixture(autouse=True)
+def structlog_as_found() -> Iterator[None]:
+    """Each test starts with the logging configuration the session started with.
+
+    A test that runs the CLI in-process configures structlog (level, renderer) for the daemon; a later
+    test's ``capture_logs`` then saw only what that level let through. Which test ran before which was
+    an accident of order (it showed once the suite ran on two workers)."""
+    before = structlog.get_config()
+    yield
+    structlog.configure(**before)
 
 
 @pytest.fixture(autouse=True)

@@ -68,6 +68,13 @@ def stop_browser(driver: Any) -> None:
         shutil.rmtree(driver.profile_dir, ignore_errors=True)
 
 
+def clear_cookies(driver: Any) -> None:
+    """Every cookie of the browser, whatever page it shows: cookies are per host, not per port, so a
+    session cookie from an earlier test's daemon on 127.0.0.1 would ride along to this one's, and
+    Selenium's ``delete_all_cookies`` only clears the current page's (none on about:blank)."""
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+
+
 def viewport(driver: Any, size: tuple[int, int]) -> None:
     width, height = size
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",

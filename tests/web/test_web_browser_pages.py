@@ -20,6 +20,7 @@ from tests.web.browser import (
     PHONE,
     BackgroundLoop,
     charts_drawn,
+    clear_cookies,
     console_errors,
     overflow,
     screenshot,
@@ -55,7 +56,7 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PageSite]:
 @pytest.fixture
 def phone(browser: Any, pages: PageSite) -> Any:
     """The browser at 390 x 844, signed in through the form."""
-    browser.delete_all_cookies()
+    clear_cookies(browser)
     viewport(browser, PHONE)
     browser.get(pages.url + "/login")
     browser.find_element(By.ID, "username").send_keys(USER)
@@ -72,7 +73,7 @@ def _fits(driver: Any, what: str) -> None:
 
 
 def test_no_page_scrolls_sideways_on_a_phone_and_a_desktop_uses_its_width(phone: Any, pages: PageSite) -> None:
-    phone.delete_all_cookies()
+    clear_cookies(phone)
     phone.get(pages.url + "/login")
     _fits(phone, "/login")
     screenshot(phone, "phone_login")

@@ -28,7 +28,16 @@ from gateway.sim.load import LoadModel
 from gateway.sim.modbus_sim import MeterSimulator, SimulatedMeter
 from gateway.web.sessions import FREE_FAILURES_PER_USER
 from tests.conftest import free_port
-from tests.web.browser import PHONE, BackgroundLoop, charts_drawn, overflow, screenshot, viewport, wait_for
+from tests.web.browser import (
+    PHONE,
+    BackgroundLoop,
+    charts_drawn,
+    clear_cookies,
+    overflow,
+    screenshot,
+    viewport,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -131,7 +140,7 @@ def _submit(driver: Any, user: str, password: str) -> str:
 
 
 def test_sign_in_log_out_and_the_throttle_in_a_browser_against_the_daemon(browser: Any, daemon: Daemon) -> None:
-    browser.delete_all_cookies()
+    clear_cookies(browser)
     viewport(browser, PHONE)
     visited: list[str] = []
 
