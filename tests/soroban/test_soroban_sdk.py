@@ -30,3 +30,149 @@ def test_agreement_delivery_settlement(p2p: P2P) -> None:
     state = p.net.node.contract.state
     assert state.balances[p.provider.public_key] == 500
     assert state.balances[p.consumer.public_key] == 0
+
+
+def _failure_name(p: P2P, got: object) -> str:
+    """The contract error's name, as a client reads it: the diagnostic event's SCError code → SharingError."""
+    from stellar_sdk import xdr
+
+    from cloud_sync.soroban_rpc.contract import SharingError
+
+    (event,) = got.diagnostic_events_xdr  # type: ignore[attr-defined]
+    body = xdr.DiagnosticEvent.from_xdr(event).event.body.v0
+    assert body is not None
+    err = body.topics[1].error
+    assert err is not None and err.contract_code is not None
+    return SharingError(err.contract_code.uint32).name
+
+
+def _send(p: P2P, envelope: object) -> object:
+    sent = p.d.server.send_transaction(envelope)  # type: ignore[arg-type]
+    assert sent.status.value == "PENDING", sent
+    return p.d.server.get_transaction(sent.hash)
+
+
+def test_resend_of_the_same_envelope_never_delivers_twice(p2p: P2P) -> None:
+    p = p2p
+    aid = p.agreement(kwh=10)
+    env = p.d.build(p.gateway, "deliver_energy", deliver_args(p, aid, 4), {p.provider.public_key: p.gateway})
+    assert _send(p, env).status.value == "SUCCESS"  # type: ignore[attr-defined]
+    again = p.d.server.send_transaction(env)
+    assert again.status.value == "DUPLICATE"
+    assert len(p.d.history(p.provider.public_key)) == 1
+    assert p.net.node.contract.state.agreements[aid].delivered_kwh == 4
+
+
+def test_forged_auth_entry_is_rejected(p2p: P2P) -> None:
+    """The provider's entry signed by a key that is not a signer of the provider's account."""
+    from stellar_sdk import Keypair
+
+    p = p2p
+    aid = p.agreement()
+    env = p.d.build(p.gateway, "deliver_energy", deliver_args(p, aid, 3), {p.provider.public_key: Keypair.random()})
+    got = _send(p, env)
+    assert got.status.value == "FAILED"  # type: ignore[attr-defined]
+    assert p.net.node.contract.state.agreements[aid].delivered_kwh == 0
+    assert p.net.node.contract.state.transactions == {}
+
+
+def test_forged_signature_under_the_gateways_key_is_rejected(p2p: P2P) -> None:
+    """The signature map names the gateway's key (a real signer) but the signature is someone else's."""
+    from stellar_sdk import Keypair, xdr
+
+    p = p2p
+    aid = p.agreement()
+    env = p.d.build(p.gateway, "deliver_energy", deliver_args(p, aid, 3), {p.provider.public_key: Keypair.random()})
+    creds = env.transaction.operations[0].auth[0].credentials.address
+    (sig,) = scval.from_vec(creds.signature)
+    sig.map.sc_map[0].val = scval.to_bytes(p.gateway.raw_public_key())  # keys sort: public_key < signature
+    assert scval.from_symbol(sig.map.sc_map[0].key) == "public_key"
+    env.signatures = []
+    env.sign(p.gateway)
+    got = _send(p, env)
+    assert got.status.value == "FAILED"  # type: ignore[attr-defined]
+    assert p.net.node.contract.state.transactions == {}
+
+
+def test_tampered_auth_entry_is_rejected(p2p: P2P) -> None:
+    """A genuine entry signed for 3 kWh, attached to an invocation claiming 9 kWh, does not authorise it."""
+    from stellar_sdk import TransactionBuilder
+
+    p = p2p
+    aid = p.agreement()
+    genuine = p.d.build(p.gateway, "deliver_energy", deliver_args(p, aid, 3), {p.provider.public_key: p.gateway})
+    entry = genuine.transaction.operations[0].auth[0]
+    account = p.d.server.load_account(p.gateway.public_key)
+    tx = (TransactionBuilder(account, p.d.passphrase, base_fee=100)
+          .append_invoke_contract_function_op(p.net.contract_id, "deliver_energy", deliver_args(p, aid, 9),
+                                              auth=[entry]).set_timeout(300).build())
+    tx = p.d.server.prepare_transaction(tx)
+    tx.sign(p.gateway)
+    assert _send(p, tx).status.value == "FAILED"  # type: ignore[attr-defined]
+    assert p.net.node.contract.state.transactions == {}
+
+
+def test_nonce_replay_is_rejected(p2p: P2P) -> None:
+    """The same signed auth entry in a second, otherwise valid transaction (new sequence number)."""
+    from stellar_sdk import TransactionBuilder
+
+    p = p2p
+    aid = p.agreement(kwh=10)
+    first = p.d.build(p.gateway, "deliver_energy", deliver_args(p, aid, 3), {p.provider.public_key: p.gateway})
+    assert _send(p, first).status.value == "SUCCESS"  # type: ignore[attr-defined]
+    entry = first.transaction.operations[0].auth[0]
+    account = p.d.server.load_account(p.gateway.public_key)
+    tx = (TransactionBuilder(account, p.d.passphrase, base_fee=100)
+          .append_invoke_contract_function_op(p.net.contract_id, "deliver_energy", deliver_args(p, aid, 3),
+                                              auth=[entry]).set_timeout(300).build())
+    tx = p.d.server.prepare_transaction(tx)
+    tx.sign(p.gateway)
+    assert _send(p, tx).status.value == "FAILED"  # type: ignore[attr-defined]
+    assert len(p.d.history(p.provider.public_key)) == 1
+
+
+def test_expired_signature_is_rejected(p2p: P2P) -> None:
+    p = p2p
+    aid = p.agreement(deadline_s=30 * 86_400)
+    env = p.d.build(p.gateway, "deliver_energy", deliver_args(p, aid, 3), {p.provider.public_key: p.gateway})
+    p.clock.advance(200 * 5)  # 200 ledgers: past the entry's signatureExpirationLedger (latest + 100)
+    assert _send(p, env).status.value == "FAILED"  # type: ignore[attr-defined]
+    assert p.net.node.contract.state.transactions == {}
+
+
+def test_expired_agreement_fails_with_the_contract_error(p2p: P2P) -> None:
+    p = p2p
+    aid = p.agreement(deadline_s=60)
+    env = p.d.build(p.gateway, "deliver_energy", deliver_args(p, aid, 3), {p.provider.public_key: p.gateway})
+    p.clock.advance(120)
+    got = _send(p, env)
+    assert got.status.value == "FAILED"  # type: ignore[attr-defined]
+    assert _failure_name(p, got) == "DeliveryDeadlinePassed"
+    assert p.d.agreement(aid)["status"] == "Active"
+    p.d.invoke(p.d.admin, "expire_agreement", [scval.to_uint64(aid)])
+    assert p.d.agreement(aid)["status"] == "Expired"
+
+
+def test_over_delivery_is_rejected(p2p: P2P) -> None:
+    p = p2p
+    aid = p.agreement(kwh=10)
+    p.d.invoke(p.gateway, "deliver_energy", deliver_args(p, aid, 8), {p.provider.public_key: p.gateway})
+    try:
+        p.d.invoke(p.gateway, "deliver_energy", deliver_args(p, aid, 3), {p.provider.public_key: p.gateway})
+    except Exception as exc:  # noqa: BLE001 - InvokeFailed at simulation
+        assert "ExcessiveDelivery" in str(exc)
+    else:
+        raise AssertionError("an over-delivery was accepted")
+    assert p.net.node.contract.state.agreements[aid].delivered_kwh == 8
+
+
+def test_unregistered_prosumer_is_rejected(p2p: P2P) -> None:
+    p = p2p
+    stranger = p.d.account()
+    try:
+        p.d.create_agreement(stranger.public_key, p.consumer.public_key, 5, 10, int(p.clock.now()) + 600, stranger)
+    except Exception as exc:  # noqa: BLE001
+        assert "ProsumerNotRegistered" in str(exc)
+    else:
+        raise AssertionError("an unregistered provider created an agreement")
+    assert p.net.node.contract.state.agreements == {}
