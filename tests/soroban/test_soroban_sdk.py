@@ -42,7 +42,8 @@ def _failure_name(p: P2P, got: object) -> str:
     body = xdr.DiagnosticEvent.from_xdr(event).event.body.v0
     assert body is not None
     err = body.topics[1].error
-    assert err is not None and err.contract_code is not None
+    assert err is not None
+    assert err.contract_code is not None
     return SharingError(err.contract_code.uint32).name
 
 
@@ -78,7 +79,7 @@ def test_forged_auth_entry_is_rejected(p2p: P2P) -> None:
 
 def test_forged_signature_under_the_gateways_key_is_rejected(p2p: P2P) -> None:
     """The signature map names the gateway's key (a real signer) but the signature is someone else's."""
-    from stellar_sdk import Keypair, xdr
+    from stellar_sdk import Keypair
 
     p = p2p
     aid = p.agreement()
@@ -159,7 +160,7 @@ def test_over_delivery_is_rejected(p2p: P2P) -> None:
     p.d.invoke(p.gateway, "deliver_energy", deliver_args(p, aid, 8), {p.provider.public_key: p.gateway})
     try:
         p.d.invoke(p.gateway, "deliver_energy", deliver_args(p, aid, 3), {p.provider.public_key: p.gateway})
-    except Exception as exc:  # noqa: BLE001 - InvokeFailed at simulation
+    except Exception as exc:
         assert "ExcessiveDelivery" in str(exc)
     else:
         raise AssertionError("an over-delivery was accepted")
@@ -171,7 +172,7 @@ def test_unregistered_prosumer_is_rejected(p2p: P2P) -> None:
     stranger = p.d.account()
     try:
         p.d.create_agreement(stranger.public_key, p.consumer.public_key, 5, 10, int(p.clock.now()) + 600, stranger)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         assert "ProsumerNotRegistered" in str(exc)
     else:
         raise AssertionError("an unregistered provider created an agreement")
