@@ -73,10 +73,11 @@ def test_restart_keeps_contract_accounts_and_nonces(tmp_path: Path) -> None:
         d = Driver(net)
         gateway = d.account()
         provider, consumer = d.custodial_account(gateway), d.account()
-        d.setup([provider.public_key, consumer.public_key], {provider.public_key: gateway, consumer.public_key: consumer})
+        d.setup([provider.public_key, consumer.public_key],
+                {provider.public_key: gateway, consumer.public_key: consumer})
         aid = d.create_agreement(provider.public_key, consumer.public_key, 10, 5, int(clock.now()) + 3600, gateway)
-        env = d.build(gateway, "deliver_energy", [scval.to_uint64(aid), scval.to_uint64(4), scval.to_uint64(9),
-                                                  scval.to_address(provider.public_key)], {provider.public_key: gateway})
+        args = [scval.to_uint64(aid), scval.to_uint64(4), scval.to_uint64(9), scval.to_address(provider.public_key)]
+        env = d.build(gateway, "deliver_energy", args, {provider.public_key: gateway})
         assert d.server.send_transaction(env).status.value == "PENDING"
         admin = d.admin
     with run_network_thread(tmp_path / "net", clock) as net:
