@@ -107,6 +107,8 @@ class EnergyTransaction:
     delivered_at: int
     settled_at: int | None
     status: TransactionStatus
+    refunded: bool = False
+    """Not in the seed's struct: a dispute upheld against this delivery (it is never paid)."""
 
 
 @dataclass
@@ -284,13 +286,9 @@ def settle_payment(s: ContractState, c: Call, transaction_id: int, settler: str)
     s.balances[t.provider] = s.balances.get(t.provider, 0) + t.payment_amount
     t.status, t.settled_at = TransactionStatus.Settled, c.now
     a = s.agreements[t.agreement_id]
-    mine = [x for x in s.transactions.values() if x.agreement_id == a.agreement_id and not _refunded(x)]
+    mine = [x for x in s.transactions.values() if x.agreement_id == a.agreement_id and not x.refunded]
     if a.status is AgreementStatus.Delivered and all(x.status is TransactionStatus.Settled for x in mine):
         a.status = AgreementStatus.Settled
-
-
-def _refunded(t: EnergyTransaction) -> bool:
-    return t.status is TransactionStatus.Disputed and t.settled_at == -1
 
 
 def raise_dispute(s: ContractState, c: Call, transaction_id: int, disputer: str) -> None:
@@ -311,14 +309,14 @@ def resolve_dispute(s: ContractState, c: Call, transaction_id: int, admin: str, 
         raise ContractError(SharingError.NotAuthorized, f"{admin} is not the admin")
     c.require_auth(admin)
     t = _transaction(s, transaction_id)
-    if t.status is not TransactionStatus.Disputed or _refunded(t):
+    if t.status is not TransactionStatus.Disputed or t.refunded:
         raise ContractError(SharingError.NotDisputed, str(transaction_id))
     if upheld:
         a = s.agreements[t.agreement_id]
         a.delivered_kwh -= t.energy_delivered_kwh
         if a.status is AgreementStatus.Delivered:
             a.status = AgreementStatus.Active
-        t.settled_at = -1  # marks "refused for good"; rendered as None
+        t.refunded = True
     else:
         t.status = TransactionStatus.Delivered
 

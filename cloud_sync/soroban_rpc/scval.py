@@ -29,7 +29,7 @@ ARG_TYPES: dict[str, tuple[str, ...]] = {
     "get_transaction": ("u64",),
     "get_transaction_history": ("address",),
 }
-_HIDDEN = {"delivered_kwh"}
+_HIDDEN = {"delivered_kwh", "refunded"}
 
 
 class BadArguments(ValueError):
@@ -81,7 +81,7 @@ def _struct(obj: Agreement | EnergyTransaction) -> xdr.SCVal:
         elif f.name == "status":
             sv = scval.to_vec([scval.to_symbol(v.value)])
         elif f.name == "settled_at":
-            sv = scval.to_void() if v is None or v < 0 else scval.to_uint64(v)
+            sv = scval.to_void() if v is None else scval.to_uint64(v)
         else:
             sv = scval.to_uint64(v)
         entries[scval.to_symbol(f.name)] = sv
