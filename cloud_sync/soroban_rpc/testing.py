@@ -108,14 +108,27 @@ class Driver:
         self.ledger.friendbot(kp.public_key)
         return kp
 
-    def custodial_account(self, gateway: Keypair) -> Keypair:
-        """A meter's account on which the gateway is a medium-weight signer (as provisioning makes it)."""
+    def custodial_account(self, gateway: Keypair, platform: Keypair | None = None) -> Keypair:
+        """A meter's account as provisioning makes it (cloud_sync.stellar.txbuild): master weight 0, the
+        platform a HIGH signer, the gateway a LOW/MEDIUM signer — so the gateway alone can authorise
+        the provider's ``deliver_energy``. Returns the account's (now powerless) master keypair."""
+        from cloud_sync.stellar.txbuild import (
+            GATEWAY_WEIGHT,
+            HIGH_THRESHOLD,
+            LOW_THRESHOLD,
+            MED_THRESHOLD,
+            PLATFORM_WEIGHT,
+        )
+
         owner = self.account()
+        platform = platform or Keypair.random()
         acc = self.ledger.account(owner.public_key)
         assert acc is not None
         tx = (TransactionBuilder(_sdk_account(owner.public_key, acc.account.seq_num), self.passphrase, base_fee=100)
-              .append_ed25519_public_key_signer(gateway.public_key, 1)
-              .append_set_options_op(master_weight=2, low_threshold=1, med_threshold=1, high_threshold=2)
+              .append_ed25519_public_key_signer(platform.public_key, PLATFORM_WEIGHT)
+              .append_ed25519_public_key_signer(gateway.public_key, GATEWAY_WEIGHT)
+              .append_set_options_op(master_weight=0, low_threshold=LOW_THRESHOLD, med_threshold=MED_THRESHOLD,
+                                     high_threshold=HIGH_THRESHOLD)
               .set_timeout(0).build())
         tx.sign(owner)
         sub = self.ledger.submit(tx.to_xdr())

@@ -171,3 +171,52 @@ def test_unregistered_prosumer_is_rejected(p2p: P2P) -> None:
     with pytest.raises(InvokeFailed, match="ProsumerNotRegistered"):
         p.d.create_agreement(stranger.public_key, p.consumer.public_key, 5, 10, int(p.clock.now()) + 600, stranger)
     assert p.net.node.contract.state.agreements == {}
+
+
+def test_master_key_of_weight_zero_cannot_authorise(p2p: P2P) -> None:
+    """The custodial account's own key has weight 0 (provisioning): only its signers' weights count."""
+    p = p2p
+    aid = p.agreement()
+    env = p.d.build(p.gateway, "deliver_energy", deliver_args(p, aid, 3), {p.provider.public_key: p.provider})
+    assert _send(p, env).status.value == "FAILED"  # type: ignore[attr-defined]
+    assert p.net.node.contract.state.transactions == {}
+
+
+def test_json_rpc_errors(p2p: P2P) -> None:
+    import httpx
+
+    url = p2p.net.rpc_url
+
+    def rpc(body: object) -> dict:
+        doc: dict = httpx.post(url, json=body).json()
+        return doc
+
+    assert rpc({"jsonrpc": "2.0", "id": 1, "method": "nope"})["error"]["code"] == -32601
+    assert rpc({"jsonrpc": "2.0", "id": 2, "method": "sendTransaction", "params": {}})["error"]["code"] == -32602
+    bad = rpc({"jsonrpc": "2.0", "id": 3, "method": "sendTransaction", "params": {"transaction": "AAAA"}})
+    assert bad["error"]["code"] == -32602
+    assert rpc({"jsonrpc": "1.0", "id": 4, "method": "getHealth"})["error"]["code"] == -32600
+    missing = rpc({"jsonrpc": "2.0", "id": 5, "method": "getTransaction", "params": {"hash": "00" * 32}})
+    assert missing["result"]["status"] == "NOT_FOUND"
+
+
+def test_signer_below_the_medium_threshold_cannot_authorise(p2p: P2P) -> None:
+    """A provider whose medium threshold (2) is above the gateway's weight (1): the gateway alone is refused."""
+    from stellar_sdk import Account, TransactionBuilder
+
+    p = p2p
+    owner = p.d.account()
+    acc = p.d.ledger.account(owner.public_key)
+    assert acc is not None
+    tx = (TransactionBuilder(Account(owner.public_key, acc.account.seq_num), p.d.passphrase, base_fee=100)
+          .append_ed25519_public_key_signer(p.gateway.public_key, 1)
+          .append_set_options_op(master_weight=2, low_threshold=1, med_threshold=2, high_threshold=2)
+          .set_timeout(0).build())
+    tx.sign(owner)
+    assert p.d.ledger.submit(tx.to_xdr()).successful
+    p.d.setup([owner.public_key], {owner.public_key: owner})
+    aid = p.d.create_agreement(owner.public_key, p.consumer.public_key, 5, 1, int(p.clock.now()) + 600, owner)
+    args = [scval.to_uint64(aid), scval.to_uint64(1), scval.to_uint64(1), scval.to_address(owner.public_key)]
+    env = p.d.build(p.gateway, "deliver_energy", args, {owner.public_key: p.gateway})
+    assert _send(p, env).status.value == "FAILED"  # type: ignore[attr-defined]
+    assert p.net.node.contract.state.transactions == {}
