@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from stellar_sdk import Keypair, SorobanServer, TransactionBuilder, scval, xdr
-from stellar_sdk.auth import authorize_entry
-from stellar_sdk.soroban_rpc import GetTransactionStatus, SendTransactionStatus
 
 from cloud_sync.horizon.ledger import LocalLedger
+from cloud_sync.soroban_rpc.client import InvokeFailed, build, invoke
+
+__all__ = ["Driver", "InvokeFailed", "run_network_thread"]
 from cloud_sync.soroban_rpc.node import SorobanNode
 from cloud_sync.soroban_rpc.rpc import RpcFaults
 from cloud_sync.soroban_rpc.scval import decode_struct
@@ -39,7 +40,6 @@ from cloud_sync.soroban_rpc.server import RunningNetwork, serve_network
 from gateway.clock import Clock, SystemClock
 
 START_S = 10.0
-AUTH_TTL_LEDGERS = 100
 
 
 @contextlib.contextmanager
@@ -80,12 +80,6 @@ def run_network_thread(data_dir: Path, clock: Clock | None = None,
         thread.join(START_S)
         node.close()
         ledger.close()
-
-
-class InvokeFailed(Exception):
-    def __init__(self, stage: str, detail: Any) -> None:
-        super().__init__(f"{stage}: {detail}")
-        self.stage, self.detail = stage, detail
 
 
 @dataclass
@@ -138,47 +132,12 @@ class Driver:
     def invoke(self, source: Keypair, function: str, args: list[xdr.SCVal],
                signers: Mapping[str, Keypair] | None = None) -> xdr.SCVal:
         """The full stellar-sdk flow; returns the contract's return value or raises InvokeFailed."""
-        envelope = self.build(source, function, args, signers)
-        sent = self.server.send_transaction(envelope)
-        if sent.status != SendTransactionStatus.PENDING:
-            raise InvokeFailed("send", sent)
-        got = self.server.get_transaction(sent.hash)
-        if got.status != GetTransactionStatus.SUCCESS:
-            raise InvokeFailed("get", got)
-        assert got.result_meta_xdr is not None
-        meta = xdr.TransactionMeta.from_xdr(got.result_meta_xdr)
-        assert meta.v3 is not None
-        assert meta.v3.soroban_meta is not None
-        return meta.v3.soroban_meta.return_value
+        return invoke(self.server, self.passphrase, self.net.contract_id, source, function, args, signers)
 
     def build(self, source: Keypair, function: str, args: list[xdr.SCVal],
               signers: Mapping[str, Keypair] | None = None) -> Any:
         """A signed, prepared envelope (simulated, auth entries signed offline by ``signers``)."""
-        account = self.server.load_account(source.public_key)
-        tx = (TransactionBuilder(account, self.passphrase, base_fee=100)
-              .append_invoke_contract_function_op(self.net.contract_id, function, args)
-              .set_timeout(300).build())
-        sim = self.server.simulate_transaction(tx)
-        if sim.error:
-            raise InvokeFailed("simulate", sim.error)
-        assert sim.results is not None
-        until = self.server.get_latest_ledger().sequence + AUTH_TTL_LEDGERS
-        signed = []
-        for raw in sim.results[0].auth or []:
-            entry = xdr.SorobanAuthorizationEntry.from_xdr(raw)
-            if entry.credentials.type == xdr.SorobanCredentialsType.SOROBAN_CREDENTIALS_ADDRESS:
-                assert entry.credentials.address is not None
-                address = scval.from_address(
-                    xdr.SCVal(xdr.SCValType.SCV_ADDRESS, address=entry.credentials.address.address)).address
-                entry = authorize_entry(entry, (signers or {})[address], until, self.passphrase)
-            signed.append(entry)
-        account = self.server.load_account(source.public_key)  # build() consumed the first sequence number
-        tx = (TransactionBuilder(account, self.passphrase, base_fee=100)
-              .append_invoke_contract_function_op(self.net.contract_id, function, args, auth=signed)
-              .set_timeout(300).build())
-        tx = self.server.prepare_transaction(tx, sim)
-        tx.sign(source)
-        return tx
+        return build(self.server, self.passphrase, self.net.contract_id, source, function, args, signers)
 
     # -- the admin path ---------------------------------------------------------------------
     def setup(self, prosumers: list[str], signers: Mapping[str, Keypair]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from stellar_sdk import scval
 
-from cloud_sync.soroban_rpc.testing import InvokeFailed
+from cloud_sync.soroban_rpc.client import InvokeFailed
 from tests.soroban.conftest import P2P
 
 
