@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,3 +82,82 @@ def register(group: Any) -> None:
                    help="JSON list of RPC fault rules (see cloud_sync/soroban_rpc/rpc.py)")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_soroban)
+    register_admin(group)
+
+
+def _key(path: str) -> Any:
+    from stellar_sdk import Keypair
+    from stellar_sdk.exceptions import Ed25519SecretSeedInvalidError
+
+    try:
+        return Keypair.from_secret(Path(path).read_text().strip())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the key file {path}: {exc.strerror}") from None
+    except Ed25519SecretSeedInvalidError:
+        raise ConfigError(f"{path} does not hold a Stellar secret seed (S…)") from None
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from stellar_sdk import SorobanServer, scval
+
+    from cloud_sync.soroban_rpc.client import InvokeFailed, invoke
+    from cloud_sync.soroban_rpc.scval import decode_struct
+
+    source = _key(args.source_key)
+    signers = {kp.public_key: kp for kp in (_key(f) for f in args.signer_key or [])}
+    signers.setdefault(source.public_key, source)
+    a = scval.to_address
+    u = scval.to_uint64
+    calls: dict[str, Any] = {
+        "initialize": lambda: ("initialize", [a(args.admin or source.public_key), a(args.token or args.contract)]),
+        "register": lambda: ("register_prosumer", [a(args.prosumer)]),
+        "agreement": lambda: ("create_agreement", [a(args.provider), a(args.consumer), u(args.kwh), u(args.price),
+                                                   u(args.deadline)]),
+        "mint": lambda: ("mint", [a(args.to), u(args.amount)]),
+        "show": lambda: ("get_agreement", [u(args.agreement)]),
+    }
+    function, call_args = calls[args.admin_action]()
+    with SorobanServer(args.rpc) as server:
+        passphrase = server.get_network().passphrase
+        try:
+            value = invoke(server, passphrase, args.contract, source, function, call_args, signers)
+        except InvokeFailed as exc:
+            print(f"error: {function} refused at {exc.stage}: {exc.detail}", file=sys.stderr)
+            return 1
+    if function == "get_agreement":
+        print(json.dumps(decode_struct(value), indent=2))
+    elif function == "create_agreement":
+        print(f"agreement id: {scval.from_uint64(value)}")
+    else:
+        print(f"{function}: ok")
+    return 0
+
+
+def register_admin(group: Any) -> None:
+    p = group.add_parser("soroban-admin", help="initialise the energy-sharing contract, register prosumers, "
+                                               "create agreements (over Soroban RPC)")
+    p.add_argument("--rpc", required=True, metavar="URL", help="Soroban RPC URL (…/soroban/rpc)")
+    p.add_argument("--contract", required=True, metavar="C…", help="the contract id the network printed")
+    p.add_argument("--source-key", required=True, metavar="FILE",
+                   help="file holding the secret seed of the account that pays (the admin's for initialize/mint)")
+    p.add_argument("--signer-key", action="append", metavar="FILE",
+                   help="file with a secret seed that signs an address's authorisation (repeat; e.g. the gateway "
+                        "key for a custodial provider account, the prosumer's key for register)")
+    sub = p.add_subparsers(dest="admin_action", required=True, metavar="ACTION")
+    s = sub.add_parser("initialize", help="set the admin and the payment token (once)")
+    s.add_argument("--admin", default=None, metavar="G…", help="admin address (default: the source key's)")
+    s.add_argument("--token", default=None, metavar="C…", help="token contract address (default: the contract)")
+    s = sub.add_parser("register", help="register a prosumer (needs its authorisation)")
+    s.add_argument("--prosumer", required=True, metavar="G…")
+    s = sub.add_parser("agreement", help="create an agreement (needs the provider's authorisation)")
+    s.add_argument("--provider", required=True, metavar="G…")
+    s.add_argument("--consumer", required=True, metavar="G…")
+    s.add_argument("--kwh", required=True, type=int)
+    s.add_argument("--price", required=True, type=int, help="token units per kWh")
+    s.add_argument("--deadline", required=True, type=int, help="delivery deadline, Unix seconds")
+    s = sub.add_parser("mint", help="issue the stand-in's payment token to an address (admin)")
+    s.add_argument("--to", required=True, metavar="G…")
+    s.add_argument("--amount", required=True, type=int)
+    s = sub.add_parser("show", help="print an agreement as the contract returns it")
+    s.add_argument("--agreement", required=True, type=int)
+    p.set_defaults(func=cmd_admin)
