@@ -20,6 +20,15 @@ except ImportError:  # pragma: no cover - the receiver-pg extra brings it; the g
 
 HAVE_ORJSON = orjson is not None
 
+
+
+def _same_as_stdlib_ascii(out: bytes) -> bool:
+    """Whether orjson's bytes are the stdlib's ``ensure_ascii`` text: ASCII, and no DEL (0x7f), which the
+    stdlib escapes as ``\\u007f`` and orjson writes raw (hypothesis found it: a credit with a DEL in a field
+    verified on a receiver without orjson and failed on one with it)."""
+    return out.isascii() and b"\x7f" not in out
+
+
 def loads_fast(raw: bytes) -> Any:
     """``raw`` decoded by orjson, or None when the stdlib must decide (orjson refuses it).
 
@@ -48,7 +57,7 @@ def dumps_compact(value: Any) -> str:
         except TypeError:
             pass
         else:
-            if out.isascii():
+            if _same_as_stdlib_ascii(out):
                 return out.decode("ascii")
     return json.dumps(value, separators=(",", ":"))
 
@@ -81,4 +90,4 @@ def canonical_fast(body: dict[str, Any]) -> bytes | None:
         out: bytes = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
-    return out if out.isascii() else None
+    return out if _same_as_stdlib_ascii(out) else None
