@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from cloud_sync.horizon.cli import register as register_stellar
+from cloud_sync.soroban_rpc.cli import register as register_soroban
 from cloud_sync.stellar.cli import register as register_stellar_commands
 from gateway import logs
 from gateway.commissioning import register as register_commissioning
@@ -259,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_sim(sub)
     register_status(sub)
     register_reports(sub)
-    register_stellar_commands(register_stellar(sub))
+    stellar_group = register_stellar(sub)
+    register_stellar_commands(stellar_group)
+    register_soroban(stellar_group)
     register_users(sub)
 
     p = sub.add_parser("identity", help="print this gateway's public key (creating the key on first use)")
