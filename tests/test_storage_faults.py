@@ -21,6 +21,7 @@ import contextlib
 import errno
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
 import random
 import signal
@@ -63,6 +64,47 @@ COMMITTED_S = 1.2
 
 _CTX = multiprocessing.get_context("forkserver")
 _CTX.set_forkserver_preload(["tests.daemon_child"])
+_PROCS = threading.Lock()
+"""The lanes' threads take turns to start, poll and reap their daemons.
+
+A forkserver child's exit status arrives as eight bytes on its sentinel, and the first reader takes
+them. ``Process.start`` polls every other live child (``multiprocessing.process._cleanup``), so a
+lane starting a daemon while another lane reaps its own would leave the loser an EOF, which
+multiprocessing reports as exit code 255: a daemon that exited 0 would be reported as failing.
+"""
+
+
+class Daemon:
+    """A daemon process whose start, liveness and exit code are read one thread at a time."""
+
+    def __init__(self, proc: Any) -> None:
+        self._proc = proc
+
+    @classmethod
+    def start(cls, argv: list[str], log: Path) -> Daemon:
+        proc = _CTX.Process(target=_run_cli, args=(argv, str(log)), daemon=False)
+        with _PROCS:
+            proc.start()
+        return cls(proc)
+
+    @property
+    def pid(self) -> int:
+        return int(self._proc.pid)
+
+    def is_alive(self) -> bool:
+        with _PROCS:
+            return bool(self._proc.is_alive())
+
+    def join(self, timeout: float) -> None:
+        # Wait outside the lock (the sentinel turns readable at exit); reap inside it.
+        multiprocessing.connection.wait([self._proc.sentinel], timeout)
+        with _PROCS:
+            self._proc.join(0)
+
+    @property
+    def exitcode(self) -> int | None:
+        with _PROCS:
+            return self._proc.exitcode  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -218,12 +260,10 @@ class Lane:
     runs: list[Run] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
-    def start(self, name: str) -> tuple[Any, Path]:
+    def start(self, name: str) -> tuple[Daemon, Path]:
         log = self.root / f"{name}.log"
         self.logs.append(log)
-        proc = _CTX.Process(target=_run_cli, args=(["run", "--config", str(self.config)], str(log)), daemon=False)
-        proc.start()
-        return proc, log
+        return Daemon.start(["run", "--config", str(self.config)], log), log
 
     def web_port(self, log: Path) -> int | None:
         for e in _log(log)[0]:
@@ -231,7 +271,7 @@ class Lane:
                 return int(e["web_port"])
         return None
 
-    def stop(self, proc: Any, run: Run, log: Path) -> None:
+    def stop(self, proc: Daemon, run: Run, log: Path) -> None:
         sent = time.monotonic()
         os.kill(proc.pid, signal.SIGTERM)
         proc.join(HANG_S)
