@@ -106,6 +106,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from itertools import pairwise
 
+from gateway.channels import Channel
 from gateway.intervals.model import (
     ACTUAL,
     DEFAULT_ESTIMATE_GAP_MS,
@@ -183,7 +184,7 @@ class Reading:
     t_ms: int
     """Wall time of the reading, Unix milliseconds UTC."""
     register_wh: int
-    """Cumulative import energy in whole Wh, as the meter shows it (raw)."""
+    """Cumulative energy of the reading's channel in whole Wh, as the meter shows it (raw)."""
     source: str = "modbus"
     meter_clock: bool = False
     """True when ``t_ms`` comes from the meter's own clock (e.g. an MQTT payload's
@@ -192,6 +193,8 @@ class Reading:
     """Where the register wraps to zero (from the profile's data type), if it is a counter that wraps."""
     max_power_w: float | None = None
     """The most the meter can measure: a rise faster than this is a misread until confirmed."""
+    channel: Channel = Channel.IMPORT
+    """Which cumulative register this is (:mod:`gateway.channels`): each channel is a series of its own."""
 
 
 @dataclass(frozen=True, slots=True)

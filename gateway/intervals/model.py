@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gateway.channels import Channel
+
 INTERVAL_S = 900
 INTERVAL_MS = INTERVAL_S * 1000
 DEFAULT_ESTIMATE_GAP_MS = 3_600_000
@@ -93,13 +95,15 @@ class Interval:
     reason: int | None = None
     start_grade: Grade = ACTUAL
     end_grade: Grade = ACTUAL
+    channel: Channel = Channel.IMPORT
+    """Which register the interval's energy comes from (:mod:`gateway.channels`)."""
 
 
 def make_interval(meter: str, start: int, start_wh: int, start_grade: Grade, end_wh: int,
-                  end_grade: Grade) -> Interval:
+                  end_grade: Grade, channel: Channel = Channel.IMPORT) -> Interval:
     grade = start_grade.worse(end_grade)
     return Interval(meter, start, start + INTERVAL_S, end_wh - start_wh, grade.quality, start_wh, end_wh,
-                    grade.method, grade.reason, start_grade, end_grade)
+                    grade.method, grade.reason, start_grade, end_grade, channel)
 
 
 def _round_div(numerator: int, denominator: int) -> int:
