@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, mode
 
 from gateway.billing.projection import ProjectionMethod
 from gateway.billing.tariff import Tariff
+from gateway.config.p2p import P2PConfig, SorobanConfig
 from gateway.config.stellar import StellarConfig
 
 MeterId = Annotated[
@@ -436,6 +437,8 @@ class GatewayConfig(_Model):
     billing: BillingConfig = BillingConfig()
     stellar: StellarConfig | None = Field(
         default=None, description="tokenize consumption on Stellar (custodial meter accounts); no section = off")
+    p2p: P2PConfig | None = Field(default=None, description="energy-sharing agreements (seed 001) this box delivers for")
+    soroban: SorobanConfig | None = Field(default=None, description="the contract delivery records are sent to")
 
     @model_validator(mode="before")
     @classmethod
