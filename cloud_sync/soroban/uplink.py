@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 import structlog
@@ -101,29 +101,32 @@ class SorobanUplink:
         client = HttpxAsyncClient(get_timeout_s=self.cfg.timeout_s, post_timeout_s=self.cfg.timeout_s)
         return SorobanServerAsync(self.cfg.rpc_url, client=client)
 
-    async def run(self) -> None:
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[SorobanUplink]:
+        """The RPC client open for :meth:`step` (``run`` and ``drain`` open their own)."""
         self._server = self._open()
         try:
+            yield self
+        finally:
+            await self._server.close()
+
+    async def run(self) -> None:
+        async with self.session():
             while True:
                 event = self._wakeup() if self._wakeup else None
                 if await self.step():
                     continue
                 await self._idle(event)
-        finally:
-            await self._server.close()
 
     async def drain(self, deadline_s: float) -> int:
         """Send what is pending until nothing is left or ``deadline_s`` host seconds pass (shutdown)."""
         sent = self.progress.delivered
-        self._server = self._open()
         try:
-            async with asyncio.timeout(deadline_s):
+            async with asyncio.timeout(deadline_s), self.session():
                 while await self.step():
                     pass
         except TimeoutError:
             log.info("soroban_drain_incomplete", delivered=self.progress.delivered - sent)
-        finally:
-            await self._server.close()
         return self.progress.delivered - sent
 
     @property

@@ -79,6 +79,8 @@ class RpcFaults:
         self._lock = threading.Lock()
         self.rules = list(rules or [])
         self.delivered: Counter[str] = Counter()
+        self.calls: list[str] = []
+        """Every method asked for, in order (so a test can tell what a client did first after a restart)."""
 
     def add(self, rule: FaultRule) -> None:
         with self._lock:
@@ -90,6 +92,7 @@ class RpcFaults:
 
     def next(self, method: str) -> str:
         with self._lock:
+            self.calls.append(method)
             for rule in self.rules:
                 if rule.method == method and (mode := rule.next()) is not None:
                     if mode != "ok":

@@ -1,0 +1,156 @@
+"""SIGKILL safety: the uplink (and the planner) as a real process, killed and restarted on the same ledger.
+
+The local network runs in this process (it survives every kill); the child talks to it over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from stellar_sdk import Keypair as SdkKeypair
+
+from cloud_sync.keys import Keypair
+from cloud_sync.soroban_rpc.rpc import FaultRule, RpcFaults
+from cloud_sync.soroban_rpc.server import RunningNetwork
+from cloud_sync.soroban_rpc.testing import Driver, run_network_thread
+from gateway.clock import ManualClock
+from gateway.ledger.store import Ledger
+from gateway.p2p.planner import Decision, Terms
+from gateway.p2p.store import Agreement, P2PStore
+
+CHILD = Path(__file__).with_name("uplink_child.py")
+GATEWAY_ID = "gw-crash"
+WAIT_S = 60.0
+"""Host seconds a condition may take before the test gives up (far more than it needs)."""
+DAY = 86_400
+T0 = 1_767_225_600
+
+
+@dataclass
+class Rig:
+    net: RunningNetwork
+    d: Driver
+    faults: RpcFaults
+    gateway: Keypair
+    provider: SdkKeypair
+    consumer: SdkKeypair
+    data: Path
+    spec_path: Path
+
+    def spec(self, agreements: list[dict[str, object]] | None = None) -> Path:
+        key_file = self.data.parent / "gateway.key"
+        key_file.write_text(self.gateway.secret)
+        self.spec_path.write_text(json.dumps({
+            "data_dir": str(self.data), "gateway_id": GATEWAY_ID, "key_file": str(key_file),
+            "soroban": {"rpc_url": self.net.rpc_url, "contract_id": self.net.contract_id,
+                        "network_passphrase": self.net.network_passphrase, "backoff_max_s": 1, "timeout_s": 10},
+            "agreements": agreements or []}))
+        return self.spec_path
+
+    def start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, str(CHILD), str(self.spec_path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, cwd=CHILD.parents[2])
+
+    def agreement(self, kwh: int) -> int:
+        now = int(self.net.node.ledger.latest_closed().closed_at)
+        return self.d.create_agreement(self.provider.public_key, self.consumer.public_key, kwh, 50, now + DAY,
+                                       SdkKeypair.from_secret(self.gateway.secret))
+
+    def contract_deliveries(self) -> list[tuple[int, int]]:
+        return sorted((t.agreement_id, t.energy_delivered_kwh) for t in self.net.node.contract.state.transactions.values())
+
+    def rows(self, sql: str) -> list[tuple[object, ...]]:
+        with sqlite3.connect(self.data / "ledger.db") as conn:
+            return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    faults = RpcFaults()
+    # The network's clock stands still (its ledger times are what bounds and deadlines are checked against).
+    with run_network_thread(tmp_path / "net", ManualClock(start=float(T0)), faults) as net:
+        d = Driver(net)
+        gateway = Keypair.random()
+        d.ledger.friendbot(gateway.public_key)
+        sdk_gateway = SdkKeypair.from_secret(gateway.secret)
+        provider = d.custodial_account(sdk_gateway)
+        consumer = d.account()
+        d.setup([provider.public_key, consumer.public_key],
+                {provider.public_key: sdk_gateway, consumer.public_key: consumer})
+        yield Rig(net, d, faults, gateway, provider, consumer, tmp_path / "gw", tmp_path / "spec.json")
+
+
+def wait_until(what: str, ok: object) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not ok():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.02)
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def finish(rig: Rig) -> None:
+    proc = rig.start()
+    try:
+        out, _ = proc.communicate(timeout=WAIT_S * 2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and b"done" in out
+
+
+def insert_record(rig: Rig, aid: int, kwh: int) -> None:
+    async def go() -> None:
+        ledger = await Ledger.open(rig.data, gateway_id=GATEWAY_ID, keypair=rig.gateway)
+        try:
+            a = Agreement(Terms(aid, kwh, 0, 2**40), "solar-1", rig.provider.public_key)
+            await P2PStore(ledger).insert_record(Decision(aid, kwh, "quantity", (), 0, 0, 777, 0), a,
+                                                 gateway=GATEWAY_ID, keypair=rig.gateway, now=time.time())
+        finally:
+            await ledger.close()
+    asyncio.run(go())
+
+
+def test_sigkill_between_send_and_confirmation(rig: Rig) -> None:
+    """(c) the contract applied the delivery, the confirmation never came, the process died: once, still."""
+    aid = rig.agreement(10)
+    insert_record(rig, aid, 10)
+    rig.spec()
+    # The first two lookups answer (NOT_FOUND: not sent yet), every later one fails: the child sends and
+    # then cannot learn the outcome.
+    rig.faults.add(FaultRule("getTransaction", ("ok", "ok")))
+    rig.faults.add(FaultRule("getTransaction", mode="503", probability=1.0))
+    proc = rig.start()
+    try:
+        wait_until("the contract to apply the delivery", lambda: rig.contract_deliveries() == [(aid, 10)])
+        wait_until("a failed confirmation", lambda: rig.faults.delivered["getTransaction:503"] >= 1)
+    finally:
+        kill(proc)
+    assert rig.rows("SELECT state FROM p2p_txs") == [("pending",)]  # stored before the send, still unsettled
+    assert rig.rows("SELECT state FROM p2p_deliveries") == [("pending",)]
+    rig.faults.clear()
+    before = len(rig.faults.calls)
+    finish(rig)
+    assert rig.faults.calls[before] == "getTransaction"  # after the restart: asked first, nothing sent blind
+    assert "sendTransaction" not in rig.faults.calls[before:]
+    assert rig.contract_deliveries() == [(aid, 10)]
+    assert rig.rows("SELECT state, contract_tx_id FROM p2p_deliveries") == [("delivered", 1)]
+    assert rig.rows("SELECT state FROM p2p_txs") == [("applied",)]
