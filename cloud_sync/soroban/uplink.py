@@ -47,6 +47,8 @@ from cloud_sync.horizon_http import HttpxAsyncClient
 from cloud_sync.soroban.errors import from_events
 from cloud_sync.soroban.invocation import Delivery, Envelope, SimulationRefused, build
 from gateway.clock import Clock
+from cloud_sync.keys import Keypair as GatewayKeypair
+from gateway.config import GatewayConfig
 from gateway.config.p2p import SorobanConfig
 from gateway.p2p.store import (
     TX_APPLIED,
@@ -58,7 +60,7 @@ from gateway.p2p.store import (
     RecordRow,
     StoredEnvelope,
 )
-from gateway.status import UplinkProgress
+from gateway.status import GatewayStatus, UplinkProgress
 
 log = structlog.get_logger("cloud_sync.soroban")
 
@@ -282,3 +284,11 @@ def _result_code(result_xdr: str | None) -> str:
         return str(xdr.TransactionResult.from_xdr(result_xdr).result.code.name)
     except (ValueError, TypeError, IndexError):
         return "unreadable"
+
+
+def for_daemon(cfg: GatewayConfig, db: LedgerFile, clock: Clock, keypair: GatewayKeypair, status: GatewayStatus,
+               wakeup: Callable[[], asyncio.Event] | None) -> SorobanUplink:
+    """The uplink as the daemon runs it: woken by the planner whenever it made records."""
+    assert cfg.soroban is not None
+    return SorobanUplink(cfg.soroban, db, clock, keypair.to_sdk(), alarms=status.alarms, wakeup=wakeup,
+                         progress=status.uplinks.setdefault(NAME, UplinkProgress()))
