@@ -44,10 +44,10 @@ from stellar_sdk.soroban_server_async import SorobanServerAsync
 
 from cloud_sync.backoff import Backoff
 from cloud_sync.horizon_http import HttpxAsyncClient
+from cloud_sync.keys import Keypair as GatewayKeypair
 from cloud_sync.soroban.errors import from_events
 from cloud_sync.soroban.invocation import Delivery, Envelope, SimulationRefused, build
 from gateway.clock import Clock
-from cloud_sync.keys import Keypair as GatewayKeypair
 from gateway.config import GatewayConfig
 from gateway.config.p2p import SorobanConfig
 from gateway.p2p.store import (

@@ -437,7 +437,8 @@ class GatewayConfig(_Model):
     billing: BillingConfig = BillingConfig()
     stellar: StellarConfig | None = Field(
         default=None, description="tokenize consumption on Stellar (custodial meter accounts); no section = off")
-    p2p: P2PConfig | None = Field(default=None, description="energy-sharing agreements (seed 001) this box delivers for")
+    p2p: P2PConfig | None = Field(
+        default=None, description="energy-sharing agreements (seed 001) this box delivers for")
     soroban: SorobanConfig | None = Field(default=None, description="the contract delivery records are sent to")
 
     @model_validator(mode="before")

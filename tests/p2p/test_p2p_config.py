@@ -42,10 +42,12 @@ def agreement(**over: str) -> str:
 
 def test_agreements_parse() -> None:
     cfg = parse_config(HEAD + agreement() + agreement(id="2", status='"Cancelled"'))
-    assert cfg.p2p is not None and cfg.soroban is not None
+    assert cfg.p2p is not None
+    assert cfg.soroban is not None
     (a,) = agreements_of(cfg.p2p.agreements)  # only Active ones are delivered
     assert (a.terms.agreement_id, a.terms.kwh, a.provider_meter, a.provider) == (1, 10, "solar-1", PROVIDER)
-    assert a.terms.start == 1_780_272_000 and a.terms.deadline == 1_780_272_000 + 22 * 3600
+    assert a.terms.start == 1_780_272_000
+    assert a.terms.deadline == 1_780_272_000 + 22 * 3600
 
 
 def problems(text: str) -> list[str]:
@@ -74,7 +76,8 @@ def test_every_mistake_with_its_line() -> None:
                and p.startswith(f"line {line_of('provider =', 2)}:") for p in found), found
     assert any(p.startswith(f"line {line_of('start = 2026-06-01T00:00:00', 2)}: p2p.agreements[2].start")
                for p in found), found
-    assert any(f"line {[i for i, t in enumerate(lines, start=1) if t == 'id = 1'][1]}: p2p.agreements[2].id: agreement 1 is listed twice" in p
+    second_id_1 = [i for i, t in enumerate(lines, start=1) if t == "id = 1"][1]
+    assert any(f"line {second_id_1}: p2p.agreements[2].id: agreement 1 is listed twice" in p
                for p in found), found
 
 
@@ -83,4 +86,5 @@ def test_check_config_says_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     path.write_text(HEAD + agreement(kwh="0"))
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "p2p.agreements[0].kwh" in err and "line" in err
+    assert "p2p.agreements[0].kwh" in err
+    assert "line" in err

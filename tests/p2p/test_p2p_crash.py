@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import signal
 import sqlite3
 import subprocess
@@ -69,7 +68,8 @@ class Rig:
                                        SdkKeypair.from_secret(self.gateway.secret))
 
     def contract_deliveries(self) -> list[tuple[int, int]]:
-        return sorted((t.agreement_id, t.energy_delivered_kwh) for t in self.net.node.contract.state.transactions.values())
+        txs = self.net.node.contract.state.transactions.values()
+        return sorted((t.agreement_id, t.energy_delivered_kwh) for t in txs)
 
     def rows(self, sql: str) -> list[tuple[object, ...]]:
         with sqlite3.connect(self.data / "ledger.db") as conn:
@@ -114,7 +114,8 @@ def finish(rig: Rig) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0 and b"done" in out
+    assert proc.returncode == 0
+    assert b"done" in out
 
 
 def insert_record(rig: Rig, aid: int, kwh: int) -> None:

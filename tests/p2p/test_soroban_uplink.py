@@ -37,7 +37,8 @@ async def test_delivered_once_with_the_contracts_transaction_id(net: Net, ledger
     await up.drain(DRAIN_S)
     await up.drain(DRAIN_S)  # nothing left to do: no second envelope
     record = await store.record(a.terms.agreement_id)
-    assert record is not None and record.state == DELIVERED
+    assert record is not None
+    assert record.state == DELIVERED
     history = net.deliveries()
     assert [(t["agreement_id"], t["energy_delivered_kwh"], t["meter_reading"]) for t in history] == [
         (a.terms.agreement_id, 10, 4_321_000)]
@@ -58,7 +59,8 @@ async def test_timeouts_after_the_contract_applied(net: Net, ledger: Ledger) -> 
     assert net.faults.delivered["getTransaction:timeout_after"] == 1
     assert [t["energy_delivered_kwh"] for t in net.deliveries()] == [10]
     record = await store.record(a.terms.agreement_id)
-    assert record is not None and record.state == DELIVERED
+    assert record is not None
+    assert record.state == DELIVERED
     assert len(await store.envelopes(a.terms.agreement_id)) == 1  # the same bytes, never a second envelope
 
 
@@ -72,7 +74,8 @@ async def test_try_again_later_is_retried(net: Net, ledger: Ledger) -> None:
     assert net.faults.delivered["sendTransaction:try_again_later"] == 2
     assert [t["energy_delivered_kwh"] for t in net.deliveries()] == [10]
     envelopes = await store.envelopes(a.terms.agreement_id)
-    assert len(envelopes) == 1 and envelopes[0].attempts >= 3
+    assert len(envelopes) == 1
+    assert envelopes[0].attempts >= 3
 
 
 async def test_expired_agreement_is_dead_lettered_with_the_contracts_error(net: Net, ledger: Ledger) -> None:
@@ -83,9 +86,11 @@ async def test_expired_agreement_is_dead_lettered_with_the_contracts_error(net: 
     net.clock.advance(3601 + 10)
     await uplink(net, ledger).drain(DRAIN_S)
     record = await store.record(a.terms.agreement_id)
-    assert record is not None and record.state == DEAD
+    assert record is not None
+    assert record.state == DEAD
     assert record.error_name == "DeliveryDeadlinePassed"
-    assert record.detail is not None and record.detail.startswith("DeliveryDeadlinePassed")
+    assert record.detail is not None
+    assert record.detail.startswith("DeliveryDeadlinePassed")
     assert net.deliveries() == []
     assert await store.envelopes(a.terms.agreement_id) == []
 
@@ -112,7 +117,9 @@ async def test_deadline_passing_after_the_envelope_was_stored(net: Net, ledger: 
     up._retry_later = later  # type: ignore[method-assign]
     await up.drain(DRAIN_S)
     record = await store.record(a.terms.agreement_id)
-    assert record is not None and record.state == DEAD and record.error_name == "DeliveryDeadlinePassed"
+    assert record is not None
+    assert record.state == DEAD
+    assert record.error_name == "DeliveryDeadlinePassed"
     assert [e.state for e in await store.envelopes(a.terms.agreement_id)] == [TX_FAILED]
     assert net.deliveries() == []
 
@@ -123,7 +130,9 @@ async def test_over_delivery_is_dead_lettered(net: Net, ledger: Ledger) -> None:
     await insert(store, net, a, 11)
     await uplink(net, ledger).drain(DRAIN_S)
     record = await store.record(a.terms.agreement_id)
-    assert record is not None and record.state == DEAD and record.error_name == "ExcessiveDelivery"
+    assert record is not None
+    assert record.state == DEAD
+    assert record.error_name == "ExcessiveDelivery"
 
 
 async def test_unregistered_prosumer_is_dead_lettered(net: Net, ledger: Ledger) -> None:
@@ -133,7 +142,9 @@ async def test_unregistered_prosumer_is_dead_lettered(net: Net, ledger: Ledger) 
     await insert(store, net, type(a)(a.terms, a.provider_meter, stranger.public_key), 10)
     await uplink(net, ledger).drain(DRAIN_S)
     record = await store.record(a.terms.agreement_id)
-    assert record is not None and record.state == DEAD and record.error_name == "ProsumerNotRegistered"
+    assert record is not None
+    assert record.state == DEAD
+    assert record.error_name == "ProsumerNotRegistered"
 
 
 @pytest.mark.parametrize("forgery", ["stranger_key", "changed_after_signing"])
@@ -169,6 +180,8 @@ async def test_forged_auth_entry_is_rejected(net: Net, ledger: Ledger, forgery: 
                                2**62, now_ms=0)
     await uplink(net, ledger).drain(DRAIN_S)
     record = await store.record(a.terms.agreement_id)
-    assert record is not None and record.state == DEAD and record.error_name == "AuthRefused"
+    assert record is not None
+    assert record.state == DEAD
+    assert record.error_name == "AuthRefused"
     assert net.deliveries() == []
     assert net.d.agreement(a.terms.agreement_id)["status"] == "Active"
