@@ -10,12 +10,12 @@ from stellar_sdk.soroban_server_async import SorobanServerAsync
 
 from cloud_sync.horizon_http import HttpxAsyncClient
 from cloud_sync.soroban.errors import CONTRACT_ERRORS
-from cloud_sync.soroban.invocation import FUNCTION, Delivery, arguments
+from cloud_sync.soroban.invocation import FUNCTION, Delivery, arguments, build
 from cloud_sync.soroban.uplink import SorobanUplink
 from cloud_sync.soroban_rpc.contract import SharingError
 from cloud_sync.soroban_rpc.rpc import FaultRule
 from gateway.ledger.store import Ledger
-from gateway.p2p.store import DEAD, DELIVERED, TX_APPLIED, TX_FAILED, P2PStore
+from gateway.p2p.store import DEAD, DELIVERED, TX_APPLIED, TX_FAILED, TX_VOID, P2PStore
 from tests.p2p.conftest import Net, insert
 
 DRAIN_S = 60.0
@@ -185,3 +185,28 @@ async def test_forged_auth_entry_is_rejected(net: Net, ledger: Ledger, forgery: 
     assert record.error_name == "AuthRefused"
     assert net.deliveries() == []
     assert net.d.agreement(a.terms.agreement_id)["status"] == "Active"
+
+
+async def test_sequence_used_by_another_transaction_voids_and_rebuilds(net: Net, ledger: Ledger) -> None:
+    """The Stellar uplink shares the gateway account: a stored envelope whose sequence number was used
+    elsewhere is proved void (sequence past it, hash unknown) and the record gets a new one — once."""
+    a = net.agreement(kwh=10)
+    store = P2PStore(ledger)
+    await insert(store, net, a, 10)
+    up = uplink(net, ledger)
+    async with up.session(), SorobanServerAsync(net.net.rpc_url, client=HttpxAsyncClient()) as rpc:
+        env = await build(rpc, gateway=net.sdk_gateway, passphrase=net.net.network_passphrase,
+                          contract_id=net.net.contract_id, delivery=Delivery(a.terms.agreement_id, 10, 5, a.provider),
+                          timeout_s=120)
+        await store.store_envelope(a.terms.agreement_id, env.hash, env.xdr, env.seq, env.max_time, now_ms=0)
+        acc = net.d.ledger.account(net.gateway.public_key)
+        assert acc is not None
+        bump = (TransactionBuilder(Account(net.gateway.public_key, acc.account.seq_num), net.net.network_passphrase)
+                .append_bump_sequence_op(acc.account.seq_num + 1).set_timeout(0).build())
+        bump.sign(net.sdk_gateway)
+        assert net.d.ledger.submit(bump.to_xdr()).successful
+        while await up.step():
+            pass
+    states = [e.state for e in await store.envelopes(a.terms.agreement_id)]
+    assert states == [TX_VOID, TX_APPLIED]
+    assert [t["energy_delivered_kwh"] for t in net.deliveries()] == [10]
