@@ -88,3 +88,35 @@ async def build(server: SorobanServerAsync, *, gateway: Keypair, passphrase: str
     tx = await server.prepare_transaction(draft(signed).build(), sim)
     tx.sign(gateway)
     return Envelope(tx.hash_hex(), tx.to_xdr(), tx.transaction.sequence, max_time)
+
+
+async def recorded(server: SorobanServerAsync, *, gateway: Keypair, passphrase: str, contract_id: str,
+                   delivery: Delivery) -> int | None:
+    """The contract's transaction id of this very delivery if its history already holds it, else None.
+
+    Asked (a read-only simulation of ``get_transaction_history``) before a record whose envelope was
+    voided gets a new one: RPC forgets transactions after its retention window, the contract does not.
+    """
+    account = await server.load_account(gateway.public_key)
+    tx = (TransactionBuilder(Account(gateway.public_key, account.sequence), passphrase, base_fee=BASE_FEE)
+          .append_invoke_contract_function_op(contract_id, "get_transaction_history",
+                                              [scval.to_address(delivery.provider)])
+          .set_timeout(0).build())
+    sim = await server.simulate_transaction(tx)
+    if sim.error:
+        if from_simulation(sim.error) is not None:
+            return None  # e.g. ProsumerNotRegistered: it holds no delivery of this provider
+        raise ValueError(f"cannot read the contract's history: {sim.error}")  # retried
+    assert sim.results is not None
+    assert sim.results[0].xdr is not None
+    for item in scval.from_vec(xdr.SCVal.from_xdr(sim.results[0].xdr)):
+        fields = {scval.from_symbol(k): v for k, v in scval.from_map(item).items()}
+        try:
+            same = (scval.from_uint64(fields["agreement_id"]) == delivery.agreement_id
+                    and scval.from_uint64(fields["energy_delivered_kwh"]) == delivery.kwh
+                    and scval.from_uint64(fields["meter_reading"]) == delivery.meter_reading)
+            if same:
+                return int(scval.from_uint64(fields["transaction_id"]))
+        except (KeyError, ValueError):
+            continue
+    return None

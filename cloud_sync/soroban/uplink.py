@@ -16,7 +16,9 @@ An envelope is given up (``void``) only once it is proved never to be included: 
 account's sequence number is read *first*, then ``getTransaction`` still says NOT_FOUND, and the
 sequence is already at or past the envelope's (another transaction used it: the Stellar uplink
 shares the account) or the network's time is past the envelope's upper time bound. Then the
-record gets a new envelope. So whatever fails, and whenever the box loses power, the contract
+record gets a new envelope — after the contract's own history (``get_transaction_history``, read by
+simulation) shows it does not hold this delivery already (RPC forgets old transactions; the contract
+does not). So whatever fails, and whenever the box loses power, the contract
 records each delivery once.
 
 Unclear answers (HTTP 5xx, timeouts, resets, JSON-RPC errors) and TRY_AGAIN_LATER are retried
@@ -46,7 +48,7 @@ from cloud_sync.backoff import Backoff
 from cloud_sync.horizon_http import HttpxAsyncClient
 from cloud_sync.keys import Keypair as GatewayKeypair
 from cloud_sync.soroban.errors import from_events
-from cloud_sync.soroban.invocation import Delivery, Envelope, SimulationRefused, build
+from cloud_sync.soroban.invocation import Delivery, Envelope, SimulationRefused, build, recorded
 from gateway.clock import Clock
 from gateway.config import GatewayConfig
 from gateway.config.p2p import SorobanConfig
@@ -168,6 +170,13 @@ class SorobanUplink:
 
     async def _deliver(self, record: RecordRow) -> None:
         delivery = Delivery(record.agreement_id, record.kwh, record.meter_reading, record.provider)
+        if any(e.state == TX_VOID for e in await self.store.envelopes(record.agreement_id)):
+            found = await recorded(self._rpc, gateway=self._keypair, passphrase=self.cfg.network_passphrase,
+                                   contract_id=self.cfg.contract_id, delivery=delivery)
+            if found is not None:
+                await self.store.found_delivered(record.agreement_id, found, now_ms=self._now_ms())
+                log.info("p2p_delivery_found", agreement=record.agreement_id, contract_tx=found)
+                return
         try:
             env: Envelope = await build(self._rpc, gateway=self._keypair, passphrase=self.cfg.network_passphrase,
                                         contract_id=self.cfg.contract_id, delivery=delivery,

@@ -273,6 +273,14 @@ class P2PStore:
         return True
 
     @atomic
+    async def found_delivered(self, agreement_id: int, contract_tx_id: int, *, now_ms: int) -> None:
+        """The contract already holds this delivery (found in its history after an envelope was voided)."""
+        async with self._db.write_transaction() as db:
+            await db.execute("UPDATE p2p_deliveries SET state=?, contract_tx_id=?, settled_ms=?, "
+                             "detail='found in the contract history' WHERE agreement_id=? AND state=?",
+                             (DELIVERED, contract_tx_id, now_ms, agreement_id, PENDING))
+
+    @atomic
     async def dead_letter(self, agreement_id: int, error_name: str, detail: str, *, now_ms: int) -> None:
         """The contract refused the record before any envelope was sent (its simulation failed)."""
         async with self._db.write_transaction() as db:

@@ -210,3 +210,25 @@ async def test_sequence_used_by_another_transaction_voids_and_rebuilds(net: Net,
     states = [e.state for e in await store.envelopes(a.terms.agreement_id)]
     assert states == [TX_VOID, TX_APPLIED]
     assert [t["energy_delivered_kwh"] for t in net.deliveries()] == [10]
+
+
+async def test_a_delivery_the_rpc_forgot_is_found_in_the_contracts_history(net: Net, ledger: Ledger) -> None:
+    """The envelope is voided, but the contract already holds this delivery (applied earlier, then
+    forgotten by the RPC server's retention window): it is adopted, never delivered a second time."""
+    a = net.agreement(kwh=10)
+    store = P2PStore(ledger)
+    await insert(store, net, a, 10, reading=55_000)
+    async with SorobanServerAsync(net.net.rpc_url, client=HttpxAsyncClient()) as rpc:
+        env = await build(rpc, gateway=net.sdk_gateway, passphrase=net.net.network_passphrase,
+                          contract_id=net.net.contract_id, delivery=Delivery(a.terms.agreement_id, 10, 55_000,
+                                                                              a.provider), timeout_s=120)
+    await store.store_envelope(a.terms.agreement_id, env.hash, env.xdr, env.seq, env.max_time, now_ms=0)
+    # The same delivery lands by another envelope (the one the RPC server no longer remembers).
+    net.d.invoke(net.sdk_gateway, FUNCTION, arguments(Delivery(a.terms.agreement_id, 10, 55_000, a.provider)),
+                 {a.provider: net.sdk_gateway})
+    await uplink(net, ledger).drain(DRAIN_S)
+    record = await store.record(a.terms.agreement_id)
+    assert record is not None
+    assert (record.state, record.contract_tx_id) == (DELIVERED, 1)
+    assert [e.state for e in await store.envelopes(a.terms.agreement_id)] == [TX_VOID]
+    assert [t["energy_delivered_kwh"] for t in net.deliveries()] == [10]
