@@ -140,9 +140,12 @@ class P2PStore:
         back the meter's later ones (they start from its remainder). Returns the records made.
         """
         made: list[SignedRecord] = []
+        # Decided ones are skipped without a write transaction (checked again inside one before writing).
+        decided = {int(a) for (a,) in await self._db.read_rows("SELECT agreement_id FROM p2p_deliveries")}
         by_meter: dict[str, list[Agreement]] = {}
         for a in agreements:
-            by_meter.setdefault(a.provider_meter, []).append(a)
+            if a.terms.agreement_id not in decided:
+                by_meter.setdefault(a.provider_meter, []).append(a)
         for meter, mine in sorted(by_meter.items()):
             lookup = {a.terms.agreement_id: a for a in mine}
             for terms in order(a.terms for a in mine):
