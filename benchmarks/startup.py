@@ -1,4 +1,4 @@
-"""Start-up: import time and time to first poll of the RTU daemon, against a bare Python.
+"""Start-up: import time and time to first poll of the daemon (RTU line, Modbus TCP meter), against a bare Python.
 
 One command: ``.venv/bin/python benchmarks/startup.py``
 
