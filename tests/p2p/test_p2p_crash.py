@@ -209,7 +209,7 @@ def test_crash_loop_each_agreement_delivered_once(rig: Rig, made_by: str, tmp_pa
     spec = json.loads(rig.spec_path.read_text())
     # 600 readings, 5 minutes apart, 100 Wh each: 199 export intervals of 300 Wh (59.7 kWh).
     spec["feed"] = ({"kind": "readings", "meter": "solar-1", "t0": t0, "step_s": 300, "readings": 600,
-                     "wh0": 5_000_000, "wh_per_step": 100} if made_by == "planner" else
+                     "wh0": 5_000_000, "wh_per_step": 100, "per_commit": 12} if made_by == "planner" else
                     {"kind": "records", "agreements": agreements})
     spec["pause_s"] = 0.05
     rig.spec_path.write_text(json.dumps(spec))
@@ -219,6 +219,8 @@ def test_crash_loop_each_agreement_delivered_once(rig: Rig, made_by: str, tmp_pa
                  FaultRule("simulateTransaction", mode="503", probability=0.1, seed=4)):
         rig.faults.add(rule)
     kills = 0
+    midway = 0
+    """Kills with records decided and not all delivered yet: the window this test is about."""
     while kills < KILLS:
         proc = rig.start()
         if not wait_ready(proc):
@@ -230,6 +232,8 @@ def test_crash_loop_each_agreement_delivered_once(rig: Rig, made_by: str, tmp_pa
             break  # it finished: the work was too short for the kills asked for
         kill(proc)
         kills += 1
+        if 0 < len(rig.contract_deliveries()) < AGREEMENTS:
+            midway += 1
     assert kills == KILLS, f"the child finished all work after only {kills} kills"
     decided = rig.rows("SELECT COUNT(*) FROM p2p_deliveries")[0][0]
     delivered = len(rig.contract_deliveries())
@@ -256,5 +260,6 @@ def test_crash_loop_each_agreement_delivered_once(rig: Rig, made_by: str, tmp_pa
         covered = rig.rows("SELECT COALESCE(SUM(wh), 0) FROM intervals WHERE meter='solar-1' AND channel='export' "
                            "AND start < (SELECT MAX(covered_until) FROM p2p_deliveries)")[0][0]
         assert covered == sum(kwhs) * 1000 + carry
-    print(f"kills={kills} decided_at_last_kill={decided} delivered_at_last_kill={delivered} "
+    assert midway >= KILLS // 2, f"only {midway} kills landed between the first and the last delivery"
+    print(f"kills={kills} midway={midway} decided_at_last_kill={decided} delivered_at_last_kill={delivered} "
           f"faults={dict(rig.faults.delivered)}")

@@ -29,7 +29,8 @@ async def feed(ledger: Ledger, spec: dict[str, object]) -> bool:
     """Commit the provider meter's next export reading of a fixed schedule; False when all are in.
 
     The schedule resumes from the ledger (its newest export reading), so a restart neither repeats
-    nor skips one: reading k is at ``t0 + k * step_s`` with the register at ``wh0 + k * wh_per_step``.
+    nor skips one: reading k is at ``t0 + k * step_s`` with the register at ``wh0 + k * wh_per_step``,
+    ``per_commit`` of them per write transaction.
     """
     f = spec.get("feed")
     if not isinstance(f, dict):
@@ -41,9 +42,10 @@ async def feed(ledger: Ledger, spec: dict[str, object]) -> bool:
     k = 0 if rows[0][0] is None else (int(rows[0][0]) // 1000 - int(f["t0"])) // int(f["step_s"]) + 1
     if k >= int(f["readings"]):
         return False
-    t = int(f["t0"]) + k * int(f["step_s"])
-    reading = Reading(str(f["meter"]), t * 1000, int(f["wh0"]) + k * int(f["wh_per_step"]), channel=Channel.EXPORT)
-    await ledger.commit_readings([reading], now_ms=t * 1000 + 1000)
+    batch = range(k, min(k + int(f.get("per_commit", 1)), int(f["readings"])))
+    readings = [Reading(str(f["meter"]), (int(f["t0"]) + j * int(f["step_s"])) * 1000,
+                        int(f["wh0"]) + j * int(f["wh_per_step"]), channel=Channel.EXPORT) for j in batch]
+    await ledger.commit_readings(readings, now_ms=readings[-1].t_ms + 1000)
     return True
 
 
