@@ -101,20 +101,9 @@ async def test_deadline_passing_after_the_envelope_was_stored(net: Net, ledger: 
     store = P2PStore(ledger)
     await insert(store, net, a, 10)
     net.clock.advance(3600 - 30)  # built 30 s before the deadline, well inside its own 120-s time bound
-    net.faults.add(FaultRule("sendTransaction", ("503",)))
-    up = uplink(net, ledger)
-    moved = False
-
-    original = up._retry_later
-
-    async def later(tx: object, error: str) -> None:
-        nonlocal moved
-        if not moved:  # the network's clock passes the deadline while the first send is retried
-            moved = True
-            net.clock.advance(40)
-        await original(tx, error)  # type: ignore[arg-type]
-
-    up._retry_later = later  # type: ignore[method-assign]
+    # Six refused sends: the backoffs (≥ 0.5 + 1 + 2 + 4 + 8 + 16 s of clock time) carry it past the deadline.
+    net.faults.add(FaultRule("sendTransaction", ("503",) * 6))
+    up = SorobanUplink(net.cfg(backoff_max_s=300), ledger, net.clock, net.sdk_gateway)
     await up.drain(DRAIN_S)
     record = await store.record(a.terms.agreement_id)
     assert record is not None
