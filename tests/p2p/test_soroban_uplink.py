@@ -221,3 +221,23 @@ async def test_a_delivery_the_rpc_forgot_is_found_in_the_contracts_history(net: 
     assert (record.state, record.contract_tx_id) == (DELIVERED, 1)
     assert [e.state for e in await store.envelopes(a.terms.agreement_id)] == [TX_VOID]
     assert [t["energy_delivered_kwh"] for t in net.deliveries()] == [10]
+
+
+async def test_client_timeout_after_the_contract_applied(net: Net, ledger: Ledger) -> None:
+    """(a) the server applies the delivery but answers after the client's own timeout: asked, not resent."""
+    a = net.agreement(kwh=10)
+    store = P2PStore(ledger)
+    await insert(store, net, a, 10)
+    net.faults.add(FaultRule("sendTransaction", ("hang_after",)))
+    before = len(net.faults.calls)
+    await SorobanUplink(net.cfg(backoff_max_s=5, timeout_s=0.5), ledger, net.clock, net.sdk_gateway).drain(DRAIN_S)
+    calls = net.faults.calls[before:]  # the uplink's (reading the contract below makes calls too)
+    assert net.faults.delivered["sendTransaction:hang_after"] == 1
+    assert [t["energy_delivered_kwh"] for t in net.deliveries()] == [10]
+    record = await store.record(a.terms.agreement_id)
+    assert record is not None
+    assert record.state == DELIVERED
+    (envelope,) = await store.envelopes(a.terms.agreement_id)
+    assert envelope.state == TX_APPLIED
+    assert calls.count("sendTransaction") == 1  # the lookup after the timeout found it applied
+    assert calls[-1] == "getTransaction"
