@@ -389,6 +389,16 @@ class Bill:
         return self.export_wh is not None
 
     @property
+    def charges(self) -> str:
+        """``charges_minor`` in major units for humans."""
+        return format_minor(self.charges_minor, self.minor_units)
+
+    @property
+    def feed_in(self) -> str:
+        """``feed_in_minor`` in major units for humans ("-12.03")."""
+        return format_minor(self.feed_in_minor, self.minor_units)
+
+    @property
     def total(self) -> str:
         """The total in major units for humans ("115.06"); machines should use ``total_minor``."""
         return format_minor(self.total_minor, self.minor_units)
