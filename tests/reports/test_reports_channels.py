@@ -42,7 +42,7 @@ from gateway.reports.bills import get_bill, issue_bill, verify_bill
 from gateway.reports.service import nem_days
 from gateway.reports.source import ReadOnlyLedger
 from gateway.reports.web import report_routes
-from gateway.status import GatewayStatus
+from gateway.status import GatewayStatus, MeterStatus
 from gateway.web.app import WebContext, create_app
 from gateway.web.auth import load_or_create_token
 from gateway.web.server import serving
@@ -275,8 +275,10 @@ async def http(site: Site) -> AsyncIterator[httpx.AsyncClient]:
     ledger = await Ledger.open(site.data_dir, gateway_id="gw-test-channels", keypair=identity.load(
         identity.key_path(site.data_dir)))
     cfg = site.cfg
-    ctx = WebContext(GatewayStatus("gw-test-channels", "G", 0), ledger, ManualClock(AS_OF.timestamp()), "tok", (),
-                     config=cfg)
+    status = GatewayStatus("gw-test-channels", "G", 0)
+    for k, meter in enumerate(("solar", "plain")):
+        status.meters[meter] = MeterStatus(meter, "modbus", f"main#{k + 1}", "eastron-sdm630")
+    ctx = WebContext(status, ledger, ManualClock(AS_OF.timestamp()), "tok", (), config=cfg)
     app = Starlette(routes=[*create_app(ctx).routes, *report_routes(ctx, cfg)])
     try:
         async with serving(app) as url, httpx.AsyncClient(base_url=url, headers={"Authorization": "Bearer tok"}) as c:
@@ -330,6 +332,20 @@ async def test_charts_carry_the_export_channel_when_the_meter_has_one(http: http
     assert solar["channels"]["export"]["wh"][15:] == [None] * 16, "days not begun"
     day = (await http.get("/api/v1/charts/meters/solar/day")).json()
     assert day["channels"]["export"]["count"] == 96
+
+
+async def test_meter_page_shows_projected_feed_in_and_net(http: httpx.AsyncClient) -> None:
+    """As of 16 Dec: 15 days exported 15 × 6 = 90 kWh; projected 186 kWh, credit -9.30, net 105.76."""
+    solar = (await http.get("/meters/solar")).text
+    plain = (await http.get("/meters/plain")).text
+
+    assert '<dd id="exported">90.000 kWh</dd>' in solar
+    assert '<dd class="money" id="projected-feed-in">-9.30 USD</dd>' in solar
+    assert '<dd class="money" id="projected"><b>105.76 USD</b></dd>' in solar
+    assert "Projected net amount" in solar
+    assert '<dd class="money" id="projected"><b>115.06 USD</b></dd>' in plain
+    assert "Exported so far" not in plain
+    assert "feed-in" not in plain
 
 
 def test_issued_bill_with_feed_in_verifies_and_detects_a_changed_export_interval(site: Site, tmp_path: Path) -> None:
