@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from nemreader import NEMFile
 
 from gateway.channels import Channel
@@ -185,3 +187,25 @@ def test_green_button_meter_with_only_export_data_has_only_the_export_reading() 
     xml = greenbutton_xml(_day("pv", Channel.EXPORT, 3), {"pv": SOLAR}, tz="UTC", created=CREATED)
     assert _reading_types(ET.fromstring(xml)) == {"ReadingType/pv/export": 19}
     assert set(flow_per_reading(xml).values()) == {19}
+
+
+_stream = st.dictionaries(st.integers(0, 2 * 96 - 1), st.integers(0, 3_000_000), max_size=120)
+
+
+@given(imported=_stream, exported=_stream)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_both_channels_round_trip_through_nemreader_and_never_mix(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, imported: dict[int, int], exported: dict[int, int]
+) -> None:
+    data = [ExportInterval("pv", DAY0 + i * 900, wh, "A") for i, wh in imported.items()]
+    data += [ExportInterval("pv", DAY0 + i * 900, wh, "A", channel=Channel.EXPORT) for i, wh in exported.items()]
+    if not data:
+        return
+    parsed = parse_nem12(tmp_path, _nem12(data, {"pv": SOLAR}), caplog).get("NMI0000001", {})
+    for suffix, values in (("E1", imported), ("B1", exported)):
+        if not values:
+            assert suffix not in parsed
+            continue
+        days = {i // 96 for i in values}
+        assert parsed[suffix] == [(DAY0 + i * 900, values[i], "A") if i in values else (DAY0 + i * 900, 0, "N")
+                                  for d in sorted(days) for i in range(d * 96, d * 96 + 96)]
