@@ -157,7 +157,8 @@
   }
 
   function exportSeries(size) {
-    return { label: "exported", fill: C.exported, stroke: C.exported, width: 0, paths: bars(size), points: { show: false } };
+    return { label: "exported", fill: C.exported, stroke: C.exported, width: 0, paths: bars(size), points: { show: false },
+      fillTo: 0 };
   }
 
   function lineChart(el, doc) {
@@ -194,6 +195,14 @@
     el.setAttribute("data-estimated", String(made.estimated));
     if (made.exportPoints !== null && made.exportPoints !== undefined) {
       el.setAttribute("data-export-points", String(made.exportPoints));
+      var legend = el.previousElementSibling;
+      if (legend && legend.classList.contains("legend") && !legend.querySelector(".sw-exported")) {
+        var item = document.createElement("span"), swatch = document.createElement("i");
+        swatch.className = "swatch sw-exported";
+        item.appendChild(swatch);
+        item.appendChild(document.createTextNode("exported (below the axis)"));
+        legend.appendChild(item);
+      }
     }
     el.setAttribute("data-drawn", "1");
     if (window.ResizeObserver) {
