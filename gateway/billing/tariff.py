@@ -389,6 +389,11 @@ class Bill:
         return self.export_wh is not None
 
     @property
+    def feed_in_priced(self) -> bool:
+        """Whether the bill has feed-in lines (the tariff has a feed-in rate and export data was given)."""
+        return any(item.kind is LineKind.FEED_IN for item in self.line_items)
+
+    @property
     def charges(self) -> str:
         """``charges_minor`` in major units for humans."""
         return format_minor(self.charges_minor, self.minor_units)

@@ -182,7 +182,9 @@ def test_a_meter_with_export_gets_its_feed_in_drawn_below_the_axis(phone: Any, p
     assert _near(_colour_at(phone, "#day [data-chart]", 1, index[sunny[0]]), MEASURED_RGB), "import above it"
     assert drawn["period"]["export_points"] != ""
     assert "exported (below the axis)" in phone.find_element(By.ID, "day").text, "the legend names the colour"
-    assert "Exported so far" in phone.find_element(By.ID, "bill").text
+    bill = phone.find_element(By.ID, "bill").text
+    assert "Exported so far" in bill
+    assert "(the tariff has no feed-in rate)" in bill, "the site's tariff pays nothing for export"
     assert console_errors(phone) == []
     phone.get(pages.url + "/meters/flat-2")
     assert {c["export_points"] for c in charts_drawn(phone) if c["kind"] != "line"} == {""}, "no export channel"
