@@ -41,19 +41,31 @@ class SimulatedMeter:
     serial: int | None = None
     """What the profile's ``serial_number`` identity register answers (None: zeros, no serial)."""
 
+    @classmethod
+    def solar_house(cls, meter_id: str, unit_id: int, profile: Profile, epoch: float, *, pv_kwp: float = 5.0,
+                    pv_noon_s: float | None = None) -> SimulatedMeter:
+        """A meter in a house with ``pv_kwp`` of solar panels: its export register grows by day, its import
+        register by night (see :class:`~gateway.sim.load.LoadModel`); the profile must map ``energy_export``."""
+        if "energy_export" not in profile.quantities:
+            raise ValueError(f"profile {profile.id} has no energy_export register: a solar house needs one")
+        noon = {} if pv_noon_s is None else {"pv_noon_s": pv_noon_s}
+        return cls(meter_id, unit_id, profile, LoadModel.for_meter(meter_id, epoch, pv_kwp=pv_kwp, **noon))
+
     def values(self, t: float) -> dict[str, float]:
-        power = self.model.power_w(t)
+        """Every quantity at ``t``. Power is the net through the meter: negative while a solar house feeds in
+        (as an SDM630's total system power is); the export register grows then, the import one otherwise."""
+        power = self.model.net_w(t)
         per_phase = power / 3
         out = {
             "energy_import": float(self.model.register_wh(t)),
-            "energy_export": 0.0,
+            "energy_export": float(self.model.export_wh(t)),
             "power_total": power,
             "frequency": 50.0,
             "power_factor": 0.97,
         }
         for i, phase in enumerate(("l1", "l2", "l3")):
             out[f"voltage_{phase}"] = NOMINAL_V + i * 0.7
-            out[f"current_{phase}"] = per_phase / NOMINAL_V
+            out[f"current_{phase}"] = abs(per_phase) / NOMINAL_V
             out[f"power_{phase}"] = per_phase
         return out
 

@@ -10,6 +10,7 @@ from typing import cast
 
 import pytest
 
+from gateway.channels import Channel
 from gateway.clock import ManualClock
 from gateway.config import parse_config
 from gateway.errors import ConfigError
@@ -62,10 +63,14 @@ host = "127.0.0.1"
 """, base_dir=tmp_path)
     meters = {m.meter: m for m in describe(cfg, {"abb": builtin_profile("abb-b23"),
                                                   "default": builtin_profile("eastron-sdm630")})}
-    assert meters["abb"].units == {"energy_import": "Wh", "frequency": "Hz", "power_factor": ""}
+    # Both energy registers where the profile maps them (each a channel), whatever the list says.
+    assert meters["abb"].units == {"energy_import": "Wh", "energy_export": "Wh", "frequency": "Hz",
+                                   "power_factor": ""}
     assert (meters["abb"].manufacturer, meters["abb"].model) == ("ABB", "B23")
-    assert meters["default"].units == {"energy_import": "Wh", "power_total": "W", "voltage_l1": "V"}
-    assert meters["plug"].units == {"energy_import": "Wh", "power_total": "W"}
+    assert meters["default"].units == {"energy_import": "Wh", "energy_export": "Wh", "power_total": "W",
+                                       "voltage_l1": "V"}
+    # Tasmota's ENERGY.ExportActive is read out of the box (a device that measures export sends it).
+    assert meters["plug"].units == {"energy_import": "Wh", "energy_export": "Wh", "power_total": "W"}
     assert meters["shelly"].units == {"energy_import": "Wh"}
     assert meters["shelly-p"].units == {"energy_import": "Wh", "power_total": "W"}
 
@@ -96,7 +101,8 @@ def test_payloads() -> None:
     message = interval_message(42, wire)
     body = json.loads(message.payload)
     assert (message.credit_id, message.meter) == (42, "m")
-    assert body == {"meter": "m", "seq": 7, "kind": "correction", "start": "2026-01-01T00:00:00Z",
+    assert message.channel is Channel.IMPORT, "a credit without a channel (v1) is import"
+    assert body == {"meter": "m", "channel": "import", "seq": 7, "kind": "correction", "start": "2026-01-01T00:00:00Z",
                     "end": "2026-01-01T00:15:00Z", "start_ts": 1_767_225_600, "end_ts": 1_767_226_500, "wh": -3,
                     "quality": "A", "corrects": 5, "register_end_wh": 1200, "hash": "ab" * 32}
 
