@@ -115,6 +115,8 @@ class _Meter:
     order: int
     series: dict[Channel, ChannelSeries] = field(default_factory=dict)
     """One per energy channel the meter has (import; export where its profile maps the register)."""
+    refused: list[Quantity] = field(default_factory=list)
+    """Registers this unit turned out to lack (its export register): no read may cover them."""
     device_failures: int = 0
     """Failures the device is to blame for (not line outages): drives its backoff."""
 
@@ -182,7 +184,7 @@ class ModbusBus:
         register's block wherever one block costs less wire time than two (an SDM630's 0x48 and 0x4A)."""
         cost = wire_cost(self.cfg, meter.cfg.turnaround_s)
         plan = plan_reads([meter.quantities[n] for n in names], max_registers=meter.profile.max_registers_per_read,
-                          even_only=meter.profile.registers_even_only, cost=cost)
+                          even_only=meter.profile.registers_even_only, cost=cost, avoid=meter.refused)
         return plan, poll_wire_s(plan, cost, self.cfg.inter_frame_gap_s or 0.0, self.cfg.device_switch_delay_s)
 
     # ---- public API for one-off reads -------------------------------------------------
@@ -604,7 +606,7 @@ class ModbusBus:
                     return False
             else:
                 return False  # it answers alone: the fault is elsewhere in the block
-        del meter.quantities[ENERGY_EXPORT]
+        meter.refused.append(meter.quantities.pop(ENERGY_EXPORT))
         meter.series.pop(Channel.EXPORT, None)
         for job in self._schedule.jobs:
             if job.meter is meter and ENERGY_EXPORT in job.names:

@@ -23,12 +23,12 @@ Request = Callable[[int, int, int], Awaitable[list[int]]]
 
 
 async def read_once(request: Request, profile: Profile, wanted: Sequence[Quantity],
-                    cost: WireCost) -> tuple[dict[str, float], dict[str, str]]:
-    """(values, problems) of one read of ``wanted``."""
+                    cost: WireCost, avoid: Sequence[Quantity] = ()) -> tuple[dict[str, float], dict[str, str]]:
+    """(values, problems) of one read of ``wanted``, no block covering an ``avoid`` quantity's registers."""
     values: dict[str, float] = {}
     problems: dict[str, str] = {}
     plan = plan_reads(wanted, max_registers=profile.max_registers_per_read,
-                      even_only=profile.registers_even_only, cost=cost)
+                      even_only=profile.registers_even_only, cost=cost, avoid=avoid)
     by_name = {q.name: q for q in wanted}
     for i, block in enumerate(plan.blocks):
         try:
@@ -37,12 +37,18 @@ async def read_once(request: Request, profile: Profile, wanted: Sequence[Quantit
         except AcquisitionError as exc:
             if (isinstance(exc, DeviceException) and exc.code == ILLEGAL_DATA_ADDRESS
                     and ENERGY_EXPORT in block.quantities and len(block.quantities) > 1):
+                # Is it the export register? Asked alone once: refused too, the rest is read around it.
+                export = by_name[ENERGY_EXPORT]
+                alone, alone_problems = await read_once(request, profile, [export], cost, avoid)
+                values.update(alone)
                 rest = [by_name[n] for n in block.quantities if n != ENERGY_EXPORT]
-                again, again_problems = await read_once(request, profile, rest, cost)
+                if ENERGY_EXPORT not in alone_problems:  # it answers: the fault lies elsewhere in the block
+                    problems.update({q.name: str(exc) for q in rest})
+                    continue
+                problems[ENERGY_EXPORT] = f"{alone_problems[ENERGY_EXPORT]}: this unit has no export register?"
+                again, again_problems = await read_once(request, profile, rest, cost, [*avoid, export])
                 values.update(again)
                 problems.update(again_problems)
-                problems[ENERGY_EXPORT] = f"{exc} (without it the rest of its block reads: no export register?)" \
-                    if not again_problems else str(exc)
                 continue
             problems.update({name: str(exc) for name in block.quantities})
             if isinstance(exc, PortUnavailable | DeviceTimeout):
