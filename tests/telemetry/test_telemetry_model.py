@@ -158,3 +158,24 @@ discovery_prefix = "ha"
     assert status.telemetry is publisher.state
     with pytest.raises(ConfigError, match="plain topic"):
         parse_config(text.replace("site/{gateway_id}/meters", "site/#"))
+
+
+def test_each_channel_has_its_own_interval_topic_and_key() -> None:
+    """Import keeps the topic it always had; export goes one level below it, so one meter's two channels never
+    share a topic, and each message says its channel (sequence numbers count per (meter, channel))."""
+    topics = Topics("site/gw", "homeassistant", "gw")
+    assert topics.interval("m") == topics.interval("m", Channel.IMPORT) == "site/gw/m/interval"
+    assert topics.interval("m", Channel.EXPORT) == "site/gw/m/interval/export"
+
+    def wire(seq: int, channel: str | None) -> str:
+        credit = {"meter": "m", "seq": seq, "start": 1_767_225_600, "end": 1_767_226_500, "wh": 40, "quality": "A",
+                  "register_end_wh": 1200, **({"channel": channel} if channel else {})}
+        return json.dumps({"credit": credit, "hash": "cd" * 32, "signature": "x"})
+
+    old, imp, exp = (interval_message(i, wire(1, c)) for i, c in ((1, None), (2, "import"), (3, "export")))
+    assert (old.channel, imp.channel, exp.channel) == (Channel.IMPORT, Channel.IMPORT, Channel.EXPORT)
+    keys = {(b["meter"], b["channel"], b["seq"]) for b in (json.loads(m.payload) for m in (imp, exp))}
+    assert keys == {("m", "import", 1), ("m", "export", 1)}, "the same seq on two channels: two keys"
+    assert json.loads(old.payload)["channel"] == "import"
+    with pytest.raises(ValueError, match="unknown channel"):
+        interval_message(4, wire(1, "reactive"))

@@ -57,11 +57,12 @@ class Subscriber:
     topics: list[str]
     messages: list[aiomqtt.Message] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    identifier: str = "test-subscriber"
 
     async def run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client("127.0.0.1", self.port, identifier="test-subscriber",
+                async with aiomqtt.Client("127.0.0.1", self.port, identifier=self.identifier,
                                           clean_session=False) as client:
                     for topic in self.topics:
                         await client.subscribe(topic, qos=1)
