@@ -95,3 +95,22 @@ def test_without_pv_nothing_changed() -> None:
         assert m.export_wh(t) == m.export_wh(1_798_000_000.0) == 0
         assert m.net_w(t) == m.power_w(t)
         assert m.pv_w(t) == 0.0
+
+
+def test_the_sim_command_puts_panels_on_a_house() -> None:
+    import pytest
+
+    from gateway.errors import ConfigError
+    from gateway.sim.cli import build_meters, parse_solar
+
+    meters = build_meters(["1=eastron-sdm630", "2=orno-we514"], EPOCH, parse_solar(["1=5"]))
+    assert [(m.unit_id, m.model.pv_kwp) for m in meters] == [(1, 5.0), (2, 0.0)]
+    noon = math.floor(EPOCH / DAY_S) * DAY_S + DAY_S + 12 * 3600
+    assert meters[0].values(noon)["power_total"] < 0, "feeding in at noon"
+    assert meters[0].values(noon + 600)["energy_export"] > meters[0].values(noon)["energy_export"]
+    with pytest.raises(ConfigError, match="has no export register"):
+        build_meters(["2=orno-we514"], EPOCH, parse_solar(["2=5"]))
+    with pytest.raises(ConfigError, match="which no meter has"):
+        build_meters(["1=eastron-sdm630"], EPOCH, parse_solar(["3=5"]))
+    with pytest.raises(ConfigError, match="ID=KWP"):
+        parse_solar(["1=lots"])
