@@ -52,7 +52,7 @@ from gateway.acquisition.transport import (
     wire_cost,
 )
 from gateway.acquisition.waits import first_of as _first_of
-from gateway.channels import Channel
+from gateway.channels import CHANNEL_OF_REGISTER, Channel
 from gateway.clock import Clock
 from gateway.config import BusConfig, ModbusMeterConfig
 from gateway.config.ceiling import modbus_ceiling
@@ -481,7 +481,7 @@ class ModbusBus:
         if job.retries_used == 0:
             self._schedule.begin(job, self._clock.monotonic())
         try:
-            values, raw, decode_failed = await self._read(job)
+            values, raw = await self._read(job)
         except PortUnavailable as exc:
             job.retries_used = 0
             meter.status.read_failed(str(exc))
@@ -499,7 +499,7 @@ class ModbusBus:
             self._failed(meter, exc, log_ctx)
             return True
         job.retries_used = 0
-        await self._use(job, values, raw, decode_failed, before, log_ctx)
+        await self._use(job, values, raw, before, log_ctx)
         return True
 
     def _failed(self, meter: _Meter, exc: AcquisitionError, log_ctx: dict[str, object]) -> None:
@@ -510,8 +510,8 @@ class ModbusBus:
         (log.warning if first else log.debug)("read_failed", error=str(exc),
                                               failures=meter.status.consecutive_failures, **log_ctx)
 
-    async def _use(self, job: _Job, values: dict[str, float], raw: dict[str, list[int]], decode_failed: set[str],
-                   before: float, log_ctx: dict[str, object]) -> None:
+    async def _use(self, job: _Job, values: dict[str, float], raw: dict[str, list[int]], before: float,
+                   log_ctx: dict[str, object]) -> None:
         """Turn a successful read into status and, for an energy poll, a reading per channel.
 
         Each channel is judged on its own (:mod:`gateway.acquisition.energy`): a value of one that failed
@@ -560,11 +560,10 @@ class ModbusBus:
         meter.status.rejected[reason] += 1
         log.warning("value_rejected", reason=reason, detail=detail, raw=raw, **log_ctx)
 
-    async def _read(self, job: _Job) -> tuple[dict[str, float], dict[str, list[int]], set[str]]:
+    async def _read(self, job: _Job) -> tuple[dict[str, float], dict[str, list[int]]]:
         meter = job.meter
         values: dict[str, float] = {}
         raw: dict[str, list[int]] = {}
-        failed: set[str] = set()
         for block in job.plan.blocks:
             try:
                 registers = await self._transact(meter.cfg.unit_id, block.function, block.start, block.count,
@@ -580,11 +579,11 @@ class ModbusBus:
                 try:
                     values[name] = decode(meter.quantities[name], chunk)
                 except ValueRejected as exc:
-                    failed.add(name)
                     meter.status.rejected[exc.reason] += 1
+                    channel = {"channel": CHANNEL_OF_REGISTER[name].value} if name in CHANNEL_OF_REGISTER else {}
                     log.warning("value_rejected", bus=self.cfg.name, meter=meter.cfg.id, quantity=name,
-                                reason=exc.reason, raw=chunk)
-        return values, raw, failed
+                                reason=exc.reason, raw=chunk, **channel)
+        return values, raw
 
     async def _export_unavailable(self, meter: _Meter, block: ReadBlock, exc: DeviceException) -> bool:
         """Whether exception 2 on a block means this unit has no export register; if so, it is read without one.
