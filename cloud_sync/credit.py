@@ -7,8 +7,8 @@ It depends on nothing from the gateway, and does no I/O: a receiver hands it
 what it has stored (the meter's chain tip, the credits of one interval) and
 gets a verdict back, whatever its storage.
 
-Canonical encoding (version 1)
-------------------------------
+Canonical encoding (version 2; version 1 still verifies)
+--------------------------------------------------------
 A credit is a JSON object whose values are only strings, integers and null
 (no floats anywhere, so every language reproduces the same bytes). Its
 canonical bytes are the UTF-8 JSON text with keys sorted, no whitespace and
@@ -16,11 +16,12 @@ non-ASCII escaped — ``json.dumps(body, sort_keys=True, separators=(",", ":"),
 ensure_ascii=True)``. Fields:
 
 ========================  =========================================================
-``v``                     encoding version, ``1``
+``v``                     encoding version: ``2`` (``1`` from a gateway before channels)
 ``gateway``               gateway id (as configured)
 ``gateway_key``           the gateway's ed25519 public key, Stellar ``G...`` form
 ``meter``                 meter id
-``seq``                   per-meter sequence number: 1, 2, 3 … without gaps
+``channel``               v2 only: ``"import"`` (energy from the grid) or ``"export"`` (fed in)
+``seq``                   per-(meter, channel) sequence number: 1, 2, 3 … without gaps
 ``kind``                  ``"interval"`` or ``"correction"``
 ``corrects``              for a correction, the ``seq`` it corrects; else null
 ``start`` / ``end``       interval bounds, Unix seconds UTC (``end - start == 900``)
@@ -28,14 +29,26 @@ ensure_ascii=True)``. Fields:
 ``quality``               NEM12 quality letter: ``A``, ``E``, ``S``, ``F``, ``N``
 ``register_start_wh``     interpolated register value at ``start``, whole Wh
 ``register_end_wh``       … at ``end``
-``prev_hash``             ``hash`` of this meter's previous credit; 64 zeros for seq 1
+``prev_hash``             ``hash`` of the previous credit of this (meter, channel); 64 zeros for seq 1
 ``created_ms``            creation time on the gateway, Unix milliseconds
 ========================  =========================================================
 
 ``hash`` = lowercase hex SHA-256 of the canonical bytes. ``signature`` =
 base64 ed25519 signature, by the gateway key, of ``DOMAIN + canonical bytes``
 where ``DOMAIN = b"meter-gateway/credit/v1\\n"`` (the prefix keeps a credit
-signature from ever being valid for any other message signed by the key).
+signature from ever being valid for any other message signed by the key). The
+prefix is the same for both encoding versions: it names the message (a credit),
+while the version is signed inside the body (``v``), so a v1 and a v2 body never
+have the same bytes and no signature is valid for both.
+
+**Channels.** A meter has an import channel and, when it measures feed-in, an
+export channel; each (gateway, meter, channel) is a chain of its own: its own
+``seq`` from 1, its own ``prev_hash`` links, its own interval history (rule 5).
+Version 2 signs ``channel``, so an export credit can never be passed off as
+consumption. A version-1 credit (fifteen fields, no ``channel``) is import, and
+an import chain goes on across the versions: the first v2 import credit of a
+meter has the ``seq`` after its last v1 credit and links its ``hash``. An export
+chain starts at seq 1 with the 64-zero ``prev_hash``.
 
 What a valid credit is
 ----------------------
@@ -45,15 +58,18 @@ each with the reason a credit failing it is rejected with:
 
 1. **Shape** (``malformed``, checked before anything else, so junk never reaches
    storage or cryptography): the wire item is an object with exactly ``credit``,
-   ``hash`` and ``signature``; ``credit`` has exactly the fifteen fields above,
-   with those types (a JSON ``true`` is not an integer). Every integer lies in
+   ``hash`` and ``signature``; ``v`` is 1 or 2 (an integer); a v2 ``credit``
+   has exactly the sixteen fields above and a v1 ``credit`` the fifteen other
+   than ``channel``, with those types (a JSON ``true`` is not an integer). Every integer lies in
    signed 64-bit range, -2^63 … 2^63-1 (SQLite's INTEGER, PostgreSQL's BIGINT:
    whatever a receiver stores it in can hold it). ``gateway`` and ``meter`` are
    1-64 characters of ``A-Z a-z 0-9 _ . -``, starting with a letter or digit —
    exactly what the gateway's configuration accepts, and safe in a URL path;
    ``gateway_key`` is a ``G`` and 55 base-32 characters; ``hash`` and
    ``prev_hash`` are 64 lowercase hex digits; ``signature`` is standard padded
-   base64 of 64 bytes (88 characters). ``v`` is 1.
+   base64 of 64 bytes (88 characters). A v2 ``channel`` is ``import`` or
+   ``export`` (checked here, not with the domain: a receiver keys its stored
+   credits by channel, and looks up a duplicate before rule 2).
 2. **Authenticity**: ``gateway_key`` is the enrolled key of the gateway
    (``unknown_gateway``, ``wrong_key``), the signature verifies
    (``bad_signature``), ``hash`` is the hash of the canonical bytes
@@ -64,7 +80,7 @@ each with the reason a credit failing it is rejected with:
    * ``seq`` ≥ 1;
    * ``kind`` is ``interval`` or ``correction``; an interval has ``corrects``
      null, a correction has 1 ≤ ``corrects`` < ``seq`` (it corrects an earlier
-     credit of the same meter);
+     credit of the same meter and channel);
    * ``start`` ≥ 0 and a multiple of 900 (quarter-hours aligned to UTC), and
      ``end == start + 900``;
    * ``register_start_wh`` ≥ 0 and ``register_end_wh`` ≥ ``register_start_wh``:
@@ -76,11 +92,12 @@ each with the reason a credit failing it is rejected with:
      values; any sign is valid here, see rule 5;
    * ``quality`` is one of ``A``, ``E``, ``S``, ``F``, ``N`` (upper case);
    * ``created_ms`` ≥ 0.
-4. **Chain** (against the last accepted credit of the meter): ``seq`` is one
+4. **Chain** (against the last accepted credit of the meter's channel, a v1
+   credit counting as import): ``seq`` is one
    more than its ``seq`` (``replay`` when not more, ``gap`` when further) and
    ``prev_hash`` is its ``hash`` (``chain_break``); 64 zeros before seq 1.
 5. **Interval history** (``invalid``; against the credits already accepted for
-   the same meter and ``start``), so energy is credited once and corrections
+   the same meter, channel and ``start``), so energy is credited once and corrections
    add up: an interval credit is the first interval credit of its quarter-hour;
    a correction's ``corrects`` is the ``seq`` of that interval credit, and its
    ``wh`` equals the interval's new energy (``register_end_wh -
@@ -90,7 +107,7 @@ each with the reason a credit failing it is rejected with:
    quarter-hour always net to its final energy.
 
 A receiver that wants idempotent retries compares a credit with the one it
-stored under the same (gateway, meter, seq) *before* rules 3-5; it answers
+stored under the same (gateway, meter, channel, seq) *before* rules 3-5; it answers
 ``duplicate`` only when rule 2 passes and the two are equal field for field.
 """
 
@@ -112,13 +129,21 @@ from cloud_sync.ed25519 import ed25519_verify
 from cloud_sync.fast_json import canonical_fast
 from cloud_sync.keys import BadSignatureError, Keypair
 
-VERSION = 1
+VERSION = 2
+"""The encoding this module writes; :data:`VERSIONS` are those it verifies."""
+VERSIONS = (1, 2)
 DOMAIN = b"meter-gateway/credit/v1\n"
+"""The signature's domain prefix, for every encoding version: it names the message type (a credit),
+and the version is signed inside the body (``v``), so no v1 signature is ever valid for a v2 body."""
 GENESIS_HASH = "0" * 64
 INTERVAL_S = 900
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 KINDS = ("interval", "correction")
+CHANNELS = ("import", "export")
+"""Energy channels (``gateway/channels.py`` has the same names): import from the grid, export to it."""
+DEFAULT_CHANNEL = "import"
+"""The channel of a v1 credit, which has no ``channel`` field."""
 QUALITIES = ("A", "E", "S", "F", "N")
 """NEM12 quality letters: actual, estimated, substituted, final substitute, null."""
 
@@ -138,7 +163,10 @@ _INT_FIELDS = ("v", "seq", "start", "end", "wh", "register_start_wh", "register_
 _STR_FIELDS: dict[str, re.Pattern[str] | None] = {
     "gateway": _ID, "meter": _ID, "gateway_key": _KEY, "prev_hash": _HASH, "kind": None, "quality": None,
 }
-_FIELDS = frozenset((*_INT_FIELDS, *_STR_FIELDS, "corrects"))
+_FIELDS_V1 = frozenset((*_INT_FIELDS, *_STR_FIELDS, "corrects"))
+_FIELDS = frozenset((*_FIELDS_V1, "channel"))
+"""The fields of a v2 body (the v1 fields and ``channel``)."""
+_FIELDS_OF = {1: _FIELDS_V1, 2: _FIELDS}
 _WIRE_KEYS = frozenset(("credit", "hash", "signature"))
 
 
@@ -161,14 +189,17 @@ class CreditBody:
     kind: str = "interval"
     corrects: int | None = None
     v: int = VERSION
+    channel: str = DEFAULT_CHANNEL
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict, keys in canonical (sorted) order.
 
-        Built field by field: ``dataclasses.asdict`` deep-copies every value, which cost more
-        than the ed25519 signature itself (every field is a str, int or None).
+        A v1 body (re-signed by the ledger when a late reading revises an unsent v1 credit) has
+        no ``channel``: it is import. Built field by field: ``dataclasses.asdict`` deep-copies
+        every value, which cost more than the ed25519 signature itself (every field is a str, int or None).
         """
-        return {name: getattr(self, name) for name in _SORTED_FIELDS}
+        names = _SORTED_FIELDS if self.v != 1 else _SORTED_FIELDS_V1
+        return {name: getattr(self, name) for name in names}
 
     def canonical(self) -> bytes:
         return canonical_bytes(self.as_dict())
@@ -198,6 +229,12 @@ class SignedCredit:
 
 
 _SORTED_FIELDS = tuple(sorted(f.name for f in dataclass_fields(CreditBody)))
+_SORTED_FIELDS_V1 = tuple(name for name in _SORTED_FIELDS if name != "channel")
+
+
+def channel_of(body: dict[str, Any]) -> str:
+    """The channel of a parsed credit body: its ``channel``, or import for a v1 body."""
+    return str(body.get("channel", DEFAULT_CHANNEL))
 
 
 def canonical_bytes(body: dict[str, Any]) -> bytes:
@@ -286,8 +323,13 @@ def parse_wire(item: Any) -> tuple[dict[str, Any], str, str]:
         raise _malformed("'hash' must be 64 lowercase hex digits")
     if type(signature) is not str or not _SIGNATURE.fullmatch(signature):
         raise _malformed("'signature' must be the base64 of a 64-byte ed25519 signature")
-    if body.keys() != _FIELDS:
-        missing, extra = sorted(_FIELDS - body.keys()), sorted(shown(k) for k in body.keys() - _FIELDS)
+    version = body.get("v")
+    if type(version) is not int or version not in VERSIONS:
+        raise _malformed(f"unsupported encoding version {shown(version)} (this verifier knows "
+                         f"{', '.join(str(v) for v in VERSIONS)})")
+    expected = _FIELDS_OF[version]
+    if body.keys() != expected:
+        missing, extra = sorted(expected - body.keys()), sorted(shown(k) for k in body.keys() - expected)
         raise _malformed("credit fields: " + "; ".join(
             part for part in (f"missing {missing}" if missing else "",
                               f"unknown {', '.join(extra[:5])}" if extra else "") if part))
@@ -303,8 +345,8 @@ def parse_wire(item: Any) -> tuple[dict[str, Any], str, str]:
             raise _malformed(f"field {name!r} must be a string, got {shown(value)}")
         if pattern is not None and not pattern.fullmatch(value):
             raise _malformed(f"field {name!r} does not match {pattern.pattern}: {shown(value)}")
-    if body["v"] != VERSION:
-        raise _malformed(f"unsupported encoding version {body['v']}")
+    if version == 2 and body["channel"] not in CHANNELS:
+        raise _malformed(f"field 'channel' must be one of {', '.join(CHANNELS)}, got {shown(body['channel'])}")
     return body, digest, signature
 
 

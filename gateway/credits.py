@@ -11,7 +11,7 @@ from gateway.intervals import Interval
 
 @dataclass(frozen=True, slots=True)
 class Tip:
-    """The last credit issued for a meter: where the next one links on."""
+    """The last credit issued for a (meter, channel): where the next one of that chain links on."""
 
     seq: int = 0
     hash: str = GENESIS_HASH
@@ -21,7 +21,11 @@ def credit_for_interval(
     interval: Interval, tip: Tip, *, gateway_id: str, keypair: Keypair, created_ms: int,
     corrects: int | None = None, wh: int | None = None, public_key: str | None = None,
 ) -> tuple[SignedCredit, Tip]:
-    """The next credit of a meter's chain for ``interval``.
+    """The next credit of the chain of ``interval``'s (meter, channel) for ``interval``.
+
+    Written in the current encoding (v2), which signs the channel: an export credit can never be
+    taken for consumption. ``tip`` is the last credit of the same (meter, channel), whatever its
+    version (an import chain goes on from its last v1 credit).
 
     With ``corrects``, a correction credit: ``wh`` is the signed change to the
     corrected credit's energy, the register fields carry the interval's new values.
@@ -42,6 +46,7 @@ def credit_for_interval(
         created_ms=created_ms,
         kind="interval" if corrects is None else "correction",
         corrects=corrects,
+        channel=interval.channel.value,
     )
     signed = sign(body, keypair)
     return signed, Tip(body.seq, signed.hash)

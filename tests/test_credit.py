@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from stellar_sdk import Keypair
 
-from cloud_sync.credit import GENESIS_HASH, ChainTip, CreditBody, CreditRejected, Rejection, sign, verify
+from cloud_sync.credit import GENESIS_HASH, ChainTip, CreditBody, CreditRejected, Rejection, channel_of, sign, verify
 from gateway.credits import Tip, credit_for_interval
 from gateway.intervals import Interval, Quality
 
@@ -44,11 +44,41 @@ def test_a_chain_verifies_and_links() -> None:
 
 
 def test_canonical_bytes_hash_and_signature_match_the_documented_scheme() -> None:
-    # A fixed vector: central systems implement the contract (openapi.yaml) from these bytes, so any
-    # change to the encoding must show up here, not in production.
+    # Fixed vectors: central systems implement the contract (openapi.yaml) from these bytes, so any
+    # change to the encoding must show up here, not in production. Encoding v2 signs the channel.
+    key = Keypair.from_raw_ed25519_seed(bytes(range(32)))
+    vectors = {
+        "import": ("6a550142ad3294f1a14c9cbc9a1ac9fefebe8b02677f850b0e4e970134e69398",
+                   "O5nHcDX7jWwmcvXLo8vkqe2fiFtStzQ5IRihd7PdImCtW8xutX55xhGyZCVvFYW7qooZQLyqQzjeNo/DX6PYDw=="),
+        "export": ("9475be23d5b4877227e340984edad626843e3c66ce123e639855359f986a32fe",
+                   "VHJzJt4Qg21f88+ReezybUqPHPDb+qMwajXA+TUyhJcv3I2XCZEj74geMJ8kv1W8Yt3oCzaSNrNzts+JO+N5AQ=="),
+    }
+    for channel, (digest, signature_b64) in vectors.items():
+        body = CreditBody("gw-1", key.public_key, "flat-1", 1, 1767225600, 1767226500, 150, "A", 1000, 1150,
+                          GENESIS_HASH, 1767226501000, channel=channel)
+        expected = (
+            b'{"channel":"' + channel.encode() + b'","corrects":null,"created_ms":1767226501000,"end":1767226500,'
+            b'"gateway":"gw-1","gateway_key":"GAB2CB576PHBBPQ5ODORRZ2LYCMWPZGWGCN2KDK7DXOIMZASKUY3QZ6Q",'
+            b'"kind":"interval","meter":"flat-1",'
+            b'"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000",'
+            b'"quality":"A","register_end_wh":1150,"register_start_wh":1000,"seq":1,"start":1767225600,"v":2,'
+            b'"wh":150}'
+        )
+        assert body.canonical() == expected
+        signed = sign(body, key)
+        assert signed.hash == hashlib.sha256(expected).hexdigest() == digest
+        # ed25519 is deterministic: the documented message is the domain prefix plus the canonical bytes
+        # (the same prefix for v1 and v2: the version is signed in the body).
+        signature = base64.b64decode(signed.signature)
+        Keypair.from_public_key(key.public_key).verify(b"meter-gateway/credit/v1\n" + expected, signature)
+        assert signed.signature == signature_b64
+
+
+def test_the_version_1_encoding_is_unchanged() -> None:
+    """v1 (no channel: import), as gateways before channels signed it, is still produced and verified."""
     key = Keypair.from_raw_ed25519_seed(bytes(range(32)))
     body = CreditBody("gw-1", key.public_key, "flat-1", 1, 1767225600, 1767226500, 150, "A", 1000, 1150,
-                      GENESIS_HASH, 1767226501000)
+                      GENESIS_HASH, 1767226501000, v=1)
     expected = (
         b'{"corrects":null,"created_ms":1767226501000,"end":1767226500,"gateway":"gw-1",'
         b'"gateway_key":"GAB2CB576PHBBPQ5ODORRZ2LYCMWPZGWGCN2KDK7DXOIMZASKUY3QZ6Q","kind":"interval",'
@@ -58,13 +88,25 @@ def test_canonical_bytes_hash_and_signature_match_the_documented_scheme() -> Non
     )
     assert body.canonical() == expected
     signed = sign(body, key)
-    assert signed.hash == hashlib.sha256(expected).hexdigest()
     assert signed.hash == "0bd6372953b074664a75ee7ca15a25f935aa71ceef77243f4b9e8cd5270015a7"
-    # ed25519 is deterministic: the documented message is the domain prefix plus the canonical bytes.
-    signature = base64.b64decode(signed.signature)
-    Keypair.from_public_key(key.public_key).verify(b"meter-gateway/credit/v1\n" + expected, signature)
     assert signed.signature == ("Uo09K/JEANKM9UvgfXWLcN+p1QnbE4UYJVqd4xYhZFAFT0+Y2rXMRD9KYZNo13CR9Gm3rJM8qi3Q"
                                 "wNJlW/ABDA==")
+    parsed, _ = verify(signed.to_wire(), expected_key=key.public_key, tip=None)
+    assert channel_of(parsed) == "import"
+
+
+def test_a_channel_outside_import_and_export_or_in_the_wrong_version_is_malformed() -> None:
+    key = Keypair.from_raw_ed25519_seed(bytes(range(32)))
+    wire = sign(CreditBody("gw-1", key.public_key, "m", 1, 0, 900, 1, "A", 0, 1, GENESIS_HASH, 0,
+                           channel="export"), key).to_wire()
+    for credit, detail in (({**wire["credit"], "channel": "solar"}, "channel"),
+                           ({**wire["credit"], "channel": None}, "channel"),
+                           ({**wire["credit"], "v": 1}, "unknown"),  # v1 has no channel field
+                           ({k: v for k, v in wire["credit"].items() if k != "channel"}, "missing"),
+                           ({**wire["credit"], "v": 3}, "version")):
+        with pytest.raises(CreditRejected, match=detail) as caught:
+            verify({**wire, "credit": credit}, expected_key=key.public_key, tip=None)
+        assert caught.value.reason is Rejection.MALFORMED
 
 
 @pytest.mark.parametrize(

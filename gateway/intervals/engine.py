@@ -199,7 +199,11 @@ class Reading:
 
 @dataclass(frozen=True, slots=True)
 class MeterState:
-    """What the engine remembers about a meter between readings."""
+    """What the engine remembers about one channel of a meter between readings.
+
+    Each (meter, channel) has a state of its own: an export register's epochs, rollovers, held
+    suspects and open interval never touch the import register's.
+    """
 
     meter: str
     last_t_ms: int | None = None
@@ -218,6 +222,8 @@ class MeterState:
     formers: tuple[FormerSeries, ...] = ()
     """Series left at recent epoch changes (oldest first): a reading that returns to one reverts the
     epoch. Persist with :func:`formers_to_json` / :func:`formers_from_json`."""
+    channel: Channel = Channel.IMPORT
+    """The register this state follows; :func:`feed` refuses a reading of another channel."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +322,8 @@ def _advance(state: MeterState, meter: str, t1: int, v1: int, raw1: int, estimat
     anchor = None
     if state.anchor_s is not None and state.anchor_wh is not None:
         anchor = (state.anchor_s, state.anchor_wh, state.anchor_grade)
-    run = Run(meter, anchor, t0, v0, t1, v1, forced or segment_grade(t1 - t0, estimate_gap_ms), forced)
+    run = Run(meter, anchor, t0, v0, t1, v1, forced or segment_grade(t1 - t0, estimate_gap_ms), forced,
+              state.channel)
     anchor_s, anchor_wh, anchor_grade = run.last_boundary() or (state.anchor_s, state.anchor_wh, state.anchor_grade)
     if formers is None:
         formers = state.formers
@@ -324,7 +331,7 @@ def _advance(state: MeterState, meter: str, t1: int, v1: int, raw1: int, estimat
         formers = tuple(f for f in formers if v1 - f.virtual_wh < f.jump_wh)
     # Built directly, not with dataclasses.replace: this runs for every reading of every meter.
     new = MeterState(state.meter, t1, v1, anchor_s, anchor_wh, anchor_grade, state.offset_wh, raw1, pending,
-                     formers)
+                     formers, state.channel)
     return new, run if len(run) else None
 
 
@@ -371,8 +378,11 @@ def _return_to(state: MeterState, t: int, raw: int, continued: int, max_power_w:
 
 
 def feed(state: MeterState, reading: Reading, *, estimate_gap_ms: int = DEFAULT_ESTIMATE_GAP_MS) -> Step:
-    """Add one reading to a meter's state; return the intervals it closes."""
+    """Add one reading to its (meter, channel)'s state; return the intervals it closes."""
     raw, t = reading.register_wh, reading.t_ms
+    if reading.channel != state.channel:
+        raise EngineError(f"interval engine for meter {reading.meter}: a {reading.channel} reading fed to the "
+                          f"{state.channel} channel's state; the channels never mix (this is a bug)")
     if state.last_t_ms is None or state.last_wh is None or state.last_raw_wh is None:
         virtual = raw + state.offset_wh
         on_boundary = t % INTERVAL_MS == 0
@@ -458,7 +468,7 @@ def _restart(state: MeterState, reading: Reading) -> Step:
                   f"that was elsewhere): the register went from {state.last_raw_wh} to {raw} Wh meanwhile, "
                   "not credited; the meter's intervals start again here")
     new = MeterState(state.meter, t, state.last_wh, t // 1000 if on_boundary else None,
-                     state.last_wh if on_boundary else None, ACTUAL, state.last_wh - raw, raw)
+                     state.last_wh if on_boundary else None, ACTUAL, state.last_wh - raw, raw, channel=state.channel)
     return Step(new, (), Disposition.ACCEPTED, (event,), state.last_wh)
 
 

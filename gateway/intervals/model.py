@@ -80,7 +80,7 @@ def segment_grade(spacing_ms: int, estimate_gap_ms: int) -> Grade:
 
 @dataclass(frozen=True, slots=True)
 class Interval:
-    """Energy of one meter in one 15-minute interval aligned to UTC."""
+    """Energy of one meter's channel in one 15-minute interval aligned to UTC."""
 
     meter: str
     start: int
@@ -141,6 +141,8 @@ class Run:
     v1: int
     grade: Grade
     forced: Grade | None = None
+    channel: Channel = Channel.IMPORT
+    """The channel of both readings, and so of every interval the run closes."""
 
     @property
     def boundaries(self) -> range:
@@ -174,7 +176,7 @@ class Run:
                 # The interval ending on the reading that proves an epoch change is marked by it,
                 # even though the reading itself is an actual value.
                 end_grade = end_grade.worse(self.forced)
-            yield make_interval(self.meter, start_s, start_wh, start_grade, end_wh, end_grade)
+            yield make_interval(self.meter, start_s, start_wh, start_grade, end_wh, end_grade, self.channel)
 
     def last_boundary(self) -> tuple[int, int, Grade] | None:
         """(Unix seconds, Wh, grade) of the last boundary the run fixes: the next open interval's start."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from gateway.channels import Channel
 from gateway.intervals.engine import INTERVAL_S, BoundaryValue, Interval, make_interval
 
 
@@ -25,12 +26,14 @@ class Change:
 
 
 def plan_changes(meter: str, new_values: Iterable[BoundaryValue], known: Mapping[int, BoundaryValue],
-                 stored: Mapping[int, Interval], anchor_s: int | None) -> tuple[list[Change], int | None]:
+                 stored: Mapping[int, Interval], anchor_s: int | None, *,
+                 channel: Channel = Channel.IMPORT) -> tuple[list[Change], int | None]:
     """Interval changes implied by new boundary values.
 
     ``known`` holds the stored boundary values (interval edges and the anchor),
     ``stored`` the stored intervals by start, ``anchor_s`` the last fixed boundary.
-    Returns the changes in time order and the anchor after them.
+    Returns the changes in time order and the anchor after them; the intervals are ``channel``'s
+    (all of ``known`` and ``stored`` are of that one channel).
     """
     merged = dict(known)
     touched: set[int] = set()
@@ -48,7 +51,7 @@ def plan_changes(meter: str, new_values: Iterable[BoundaryValue], known: Mapping
         a, b = merged.get(start), merged.get(end)
         if a is None or b is None or end > anchor:
             continue
-        interval = make_interval(meter, start, a.wh, a.grade, b.wh, b.grade)
+        interval = make_interval(meter, start, a.wh, a.grade, b.wh, b.grade, channel)
         previous = stored.get(start)
         if previous is None or (previous.wh, previous.start_grade, previous.end_grade,
                                 previous.register_start_wh) != (interval.wh, interval.start_grade,

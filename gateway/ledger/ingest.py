@@ -8,6 +8,11 @@ re-signed and the meter's chain re-linked from there — or, once it has,
 answered with a correction credit that references the credit it corrects.
 Nothing that left the box is ever changed.
 
+Every series is a (meter, channel) (:data:`SeriesKey`): a reading of the export register moves
+only the export channel's state, closes only export intervals and extends only the export
+chain, and a late export reading is placed between stored export readings only. The statements
+stay batched: the channel is one more column of the same rows and one more term of the same keys.
+
 Two limits keep one reading from hurting the box or the bill:
 
 * every reading is judged against a power ceiling; one that comes without
@@ -28,17 +33,19 @@ import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import aiosqlite
 
 from cloud_sync.credit import GENESIS_HASH, CreditBody, sign
+from gateway.channels import Channel
 from gateway.credits import Tip
 from gateway.intervals import Disposition, Interval, MeterState, Quality, Reading, feed
 from gateway.intervals.engine import (
     INTERVAL_MS,
     INTERVAL_S,
     BoundaryValue,
+    Event,
     Grade,
     Run,
     interpolate,
@@ -50,6 +57,9 @@ from gateway.intervals.revision import Change, plan_changes
 
 if TYPE_CHECKING:
     from gateway.ledger.store import CommitResult, Ledger
+
+SeriesKey: TypeAlias = tuple[str, Channel]
+"""(meter, channel): one series of readings, intervals and credits."""
 
 KEPT_INTERVALS = 1000
 """How many new intervals a batch's result lists (see :attr:`CommitResult.intervals`); the rest are counted."""
@@ -63,14 +73,15 @@ async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) 
     return [tuple(row) for row in await db.execute_fetchall(sql, params)]
 
 
-def _stored_interval(meter: str, row: tuple[Any, ...]) -> Interval:
+def _stored_interval(meter: str, channel: Channel, row: tuple[Any, ...]) -> Interval:
     start, end, wh, quality, reg_start, reg_end, method, reason, start_grade, end_grade = row
     return Interval(meter, int(start), int(end), int(wh), Quality(quality), int(reg_start), int(reg_end),
-                    method, reason, Grade.decode(start_grade), Grade.decode(end_grade))
+                    method, reason, Grade.decode(start_grade), Grade.decode(end_grade), channel)
 
 
 class IngestBatch:
-    def __init__(self, ledger: Ledger, states: dict[str, MeterState], tips: dict[str, Tip], now_ms: int) -> None:
+    def __init__(self, ledger: Ledger, states: dict[SeriesKey, MeterState], tips: dict[SeriesKey, Tip],
+                 now_ms: int) -> None:
         from gateway.ledger.store import CommitResult
 
         self.ledger = ledger
@@ -79,10 +90,10 @@ class IngestBatch:
         self.now_ms = now_ms
         self.result: CommitResult = CommitResult()
         self.max_id: int | None = None
-        self._touched: set[str] = set()
+        self._touched: set[SeriesKey] = set()
         self._credits_written = False
-        self._rechain: dict[str, int] = {}
-        """Per meter, the lowest seq revised in place: its chain is re-signed from there once."""
+        self._rechain: dict[SeriesKey, int] = {}
+        """Per (meter, channel), the lowest seq revised in place: its chain is re-signed from there once."""
 
     async def run(self, db: aiosqlite.Connection, readings: Sequence[Reading]) -> None:
         late: list[Reading] = []
@@ -92,24 +103,26 @@ class IngestBatch:
         runs: list[Run] = []
         states = self.states
         dispositions = self.result.dispositions
-        quick: dict[str, _Quick] = {}
-        """Per meter, its newest reading taken on the fast path (state not yet rebuilt) and its row."""
+        quick: dict[SeriesKey, _Quick] = {}
+        """Per series, its newest reading taken on the fast path (state not yet rebuilt) and its row."""
         estimate_gap_ms = self.ledger.estimate_gap_ms
         for reading in readings:
-            meter = reading.meter
-            state = states.get(meter)
+            meter, channel = reading.meter, reading.channel
+            key = (meter, channel)
+            state = states.get(key)
             if state is None:
-                state = states[meter] = MeterState(meter)
-            q = quick.get(meter)
+                state = states[key] = MeterState(meter, channel=channel)
+            q = quick.get(key)
             if _continues(state, q, reading):
                 virtual = reading.register_wh + state.offset_wh
-                quick[meter] = _Quick(reading.t_ms, reading.register_wh, virtual,
-                                      (meter, reading.t_ms, reading.register_wh, reading.source, ACCEPTED, virtual))
+                quick[key] = _Quick(reading.t_ms, reading.register_wh, virtual,
+                                    (meter, reading.t_ms, reading.register_wh, reading.source, ACCEPTED, virtual,
+                                     channel.value))
                 dispositions.append((reading, ACCEPTED))
                 continue
             if q is not None:  # the slow path needs the state as it stands, and the row before it
-                del quick[meter]
-                state = states[meter] = _caught_up(state, q)
+                del quick[key]
+                state = states[key] = _caught_up(state, q)
                 reading_rows.append(q.row)
             if reading.max_power_w is None:
                 reading = replace(reading, max_power_w=DEFAULT_MAX_POWER_W)
@@ -119,21 +132,22 @@ class IngestBatch:
                 continue
             dispositions.append((reading, step.disposition.value))
             reading_rows.append((meter, reading.t_ms, reading.register_wh, reading.source,
-                                 step.disposition.value, step.virtual_wh))
+                                 step.disposition.value, step.virtual_wh, channel.value))
             for event in step.events:
+                event = _of_channel(event, channel)
                 event_rows.append((self.now_ms, meter, event.kind, event.detail))
                 self.result.events.append((meter, event))
             if step.disposition in (Disposition.ACCEPTED, Disposition.SUSPECT):
-                states[meter] = step.state
-                self._touched.add(meter)
+                states[key] = step.state
+                self._touched.add(key)
             runs.extend(step.runs)
-        for meter, q in quick.items():
-            states[meter] = _caught_up(states[meter], q)
+        for key, q in quick.items():
+            states[key] = _caught_up(states[key], q)
             reading_rows.append(q.row)
-            self._touched.add(meter)
+            self._touched.add(key)
         await db.executemany(
-            "INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh) VALUES (?,?,?,?,?,?)",
-            reading_rows)
+            "INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh, channel) "
+            "VALUES (?,?,?,?,?,?,?)", reading_rows)
         if event_rows:
             await db.executemany("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)", event_rows)
         await self._insert_runs(db, runs)
@@ -165,20 +179,23 @@ class IngestBatch:
         interval_rows = []
         credit_rows = []
         for interval in intervals:
-            signed, tip = self.ledger._sign(interval, self.tips.get(interval.meter, Tip()), self.now_ms)
-            self.tips[interval.meter] = tip
-            self._touched.add(interval.meter)
+            key = (interval.meter, interval.channel)
+            signed, tip = self.ledger._sign(interval, self.tips.get(key, Tip()), self.now_ms)
+            self.tips[key] = tip
+            self._touched.add(key)
             interval_rows.append(_interval_row(interval, tip.seq))
-            credit_rows.append((interval.meter, tip.seq, interval.start, interval.wh, signed.hash,
-                                signed.wire_json(), self.now_ms))
+            credit_rows.append((interval.meter, interval.channel.value, tip.seq, interval.start, interval.wh,
+                                signed.hash, signed.wire_json(), self.now_ms))
             self.result.intervals_closed += 1
             if len(self.result.intervals) < KEPT_INTERVALS:
                 self.result.intervals.append(interval)
         await db.executemany(
             'INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, register_end_wh, '
-            "credit_seq, method, reason, start_grade, end_grade) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", interval_rows)
+            "credit_seq, method, reason, start_grade, end_grade, channel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            interval_rows)
         await db.executemany(
-            "INSERT INTO credits (meter, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?)", credit_rows)
+            "INSERT INTO credits (meter, channel, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?,?)",
+            credit_rows)
         self._credits_written = self._credits_written or bool(credit_rows)
 
     # ---- late readings --------------------------------------------------------
@@ -186,8 +203,8 @@ class IngestBatch:
     async def _refuse(self, db: aiosqlite.Connection, reading: Reading, why: str) -> None:
         self.result.dispositions.append((reading, why))
         await db.execute(
-            "INSERT INTO readings (meter, t_ms, register_wh, source, disposition) VALUES (?,?,?,?,?)",
-            (reading.meter, reading.t_ms, reading.register_wh, reading.source, why))
+            "INSERT INTO readings (meter, t_ms, register_wh, source, disposition, channel) VALUES (?,?,?,?,?,?)",
+            (reading.meter, reading.t_ms, reading.register_wh, reading.source, why, reading.channel.value))
 
     async def _meter_clock_back(self, db: aiosqlite.Connection, reading: Reading) -> None:
         """A meter-stamped reading at or before the meter's last: a redelivery, or its clock went back.
@@ -195,8 +212,9 @@ class IngestBatch:
         Neither is stored (a meter whose clock went back would otherwise fill the table with
         refusals): a broker's redelivery of a stored reading is a duplicate, anything else is refused.
         """
-        same = await _rows(db, "SELECT 1 FROM readings WHERE meter=? AND t_ms=? AND register_wh=? "
-                               "AND virtual_wh IS NOT NULL", (reading.meter, reading.t_ms, reading.register_wh))
+        same = await _rows(db, "SELECT 1 FROM readings WHERE meter=? AND channel=? AND t_ms=? AND register_wh=? "
+                               "AND virtual_wh IS NOT NULL",
+                           (reading.meter, reading.channel.value, reading.t_ms, reading.register_wh))
         duplicate = bool(same) or await self._bracketed(db, reading)
         self.result.dispositions.append((reading, Disposition.DUPLICATE.value if duplicate else "out_of_order"))
 
@@ -208,11 +226,8 @@ class IngestBatch:
         readings around it. A meter whose clock went back does not: its register has gone on
         counting, above the reading stored after that time.
         """
-        meter, t, raw = reading.meter, reading.t_ms, reading.register_wh
-        before = await _rows(db, "SELECT t_ms, register_wh, virtual_wh FROM readings WHERE meter=? AND t_ms<? "
-                                 "AND virtual_wh IS NOT NULL ORDER BY t_ms DESC LIMIT 1", (meter, t))
-        after = await _rows(db, "SELECT t_ms, register_wh, virtual_wh FROM readings WHERE meter=? AND t_ms>? "
-                                "AND virtual_wh IS NOT NULL ORDER BY t_ms LIMIT 1", (meter, t))
+        t, raw = reading.t_ms, reading.register_wh
+        before, after = await _neighbours(db, reading)
         if not before or not after:
             return False
         (b_t, b_raw, b_v), (a_t, a_raw, a_v) = before[0], after[0]
@@ -220,23 +235,21 @@ class IngestBatch:
                 and t // INTERVAL_MS == b_t // INTERVAL_MS)
 
     async def _late(self, db: aiosqlite.Connection, reading: Reading) -> None:
-        meter, t, raw = reading.meter, reading.t_ms, reading.register_wh
-        same = await _rows(db, "SELECT register_wh FROM readings WHERE meter=? AND t_ms=? AND virtual_wh IS NOT NULL",
-                           (meter, t))
+        meter, t, raw, channel = reading.meter, reading.t_ms, reading.register_wh, reading.channel
+        key = (meter, channel)
+        same = await _rows(db, "SELECT register_wh FROM readings WHERE meter=? AND channel=? AND t_ms=? "
+                               "AND virtual_wh IS NOT NULL", (meter, channel.value, t))
         if same:
             await self._refuse(db, reading, "duplicate" if same[0][0] == raw else "conflict")
             return
-        before = await _rows(db, "SELECT t_ms, register_wh, virtual_wh FROM readings WHERE meter=? AND t_ms<? "
-                                 "AND virtual_wh IS NOT NULL ORDER BY t_ms DESC LIMIT 1", (meter, t))
-        after = await _rows(db, "SELECT t_ms, register_wh, virtual_wh FROM readings WHERE meter=? AND t_ms>? "
-                                "AND virtual_wh IS NOT NULL ORDER BY t_ms LIMIT 1", (meter, t))
+        before, after = await _neighbours(db, reading)
         if not after:
             await self._refuse(db, reading, "too_late")
             return
         a_t, a_raw, a_v = after[0]
         offset = a_v - a_raw
         prior = before[0] if before else None
-        if prior is None and await self._covered(db, meter, a_t):
+        if prior is None and await self._covered(db, key, a_t):
             # Its lower neighbour was pruned (retention or low disk): the intervals up to the reading
             # it would be interpolated to were built from readings no longer here; re-deriving them
             # from one side would overwrite measured values with a straight line.
@@ -251,13 +264,13 @@ class IngestBatch:
             return
         values = reinterpolate((prior[0], prior[2]) if prior else None, (t, virtual), (a_t, a_v),
                                estimate_gap_ms=self.ledger.estimate_gap_ms)
-        state = self.states[meter]
+        state = self.states[key]
         lo = (values[0].t_s if values else t // 1000) - INTERVAL_S
         hi = (values[-1].t_s if values else t // 1000) + INTERVAL_S
         rows = await _rows(db, 'SELECT start, "end", wh, quality, register_start_wh, register_end_wh, method, '
                                "reason, start_grade, end_grade, credit_seq FROM intervals "
-                               "WHERE meter=? AND start BETWEEN ? AND ?", (meter, lo, hi))
-        stored = {int(r[0]): _stored_interval(meter, r[:10]) for r in rows}
+                               "WHERE meter=? AND channel=? AND start BETWEEN ? AND ?", (meter, channel.value, lo, hi))
+        stored = {int(r[0]): _stored_interval(meter, channel, r[:10]) for r in rows}
         seqs = {int(r[0]): int(r[10]) for r in rows}
         known: dict[int, BoundaryValue] = {}
         for interval in stored.values():
@@ -272,29 +285,30 @@ class IngestBatch:
             # re-deriving them from the neighbours would overwrite values built from lost readings.
             await self._refuse(db, reading, "before_retention")
             return
-        changes, anchor = plan_changes(meter, values, known, stored, state.anchor_s)
+        changes, anchor = plan_changes(meter, values, known, stored, state.anchor_s, channel=channel)
         if any(change.interval.wh < 0 for change in changes):
             await self._refuse(db, reading, "late_inconsistent")
             return
         self.result.dispositions.append((reading, "late"))
-        await db.execute("INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh) "
-                         "VALUES (?,?,?,?,?,?)", (meter, t, raw, reading.source, "late", virtual))
+        await db.execute("INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh, channel) "
+                         "VALUES (?,?,?,?,?,?,?)", (meter, t, raw, reading.source, "late", virtual, channel.value))
         for change in changes:
             await self._apply(db, change, seqs)
         merged = {**known, **{v.t_s: v for v in values}}
         if anchor is not None and anchor in merged:
             fixed = merged[anchor]
-            self.states[meter] = replace(state, anchor_s=anchor, anchor_wh=fixed.wh, anchor_grade=fixed.grade)
-            self._touched.add(meter)
+            self.states[key] = replace(state, anchor_s=anchor, anchor_wh=fixed.wh, anchor_grade=fixed.grade)
+            self._touched.add(key)
 
-    async def _covered(self, db: aiosqlite.Connection, meter: str, after_ms: int) -> bool:
-        """Does the meter have a fixed boundary before ``after_ms``, its oldest stored reading?
+    async def _covered(self, db: aiosqlite.Connection, key: SeriesKey, after_ms: int) -> bool:
+        """Does the series have a fixed boundary before ``after_ms``, its oldest stored reading?
 
         Such a boundary can only have come from a reading older than every stored one, i.e. a
         pruned one; a boundary on ``after_ms`` itself is that reading's own value.
         """
-        (first,) = await _rows(db, "SELECT MIN(start) FROM intervals WHERE meter=?", (meter,))
-        anchor = self.states[meter].anchor_s
+        (first,) = await _rows(db, "SELECT MIN(start) FROM intervals WHERE meter=? AND channel=?",
+                               (key[0], key[1].value))
+        anchor = self.states[key].anchor_s
         fixed = [int(x) for x in (first[0], anchor) if x is not None]
         return bool(fixed) and min(fixed) * 1000 < after_ms
 
@@ -304,52 +318,60 @@ class IngestBatch:
             await self._insert_new(db, [interval])
             return
         seq = seqs[interval.start]
+        key, channel = (interval.meter, interval.channel), interval.channel.value
         await db.execute(
             'UPDATE intervals SET wh=?, quality=?, register_start_wh=?, register_end_wh=?, method=?, reason=?, '
-            "start_grade=?, end_grade=? WHERE meter=? AND start=?",
+            "start_grade=?, end_grade=? WHERE meter=? AND channel=? AND start=?",
             (interval.wh, interval.quality.value, interval.register_start_wh, interval.register_end_wh,
              interval.method, interval.reason, interval.start_grade.encode(), interval.end_grade.encode(),
-             interval.meter, interval.start))
-        (credit_id,) = (await _rows(db, "SELECT id FROM credits WHERE meter=? AND seq=?", (interval.meter, seq)))[0]
+             interval.meter, channel, interval.start))
+        (credit_id,) = (await _rows(db, "SELECT id FROM credits WHERE meter=? AND channel=? AND seq=?",
+                                    (interval.meter, channel, seq)))[0]
         if credit_id > await _sent_horizon(db):
             await self._revise_unsent(db, interval, seq)
             self.result.revised += 1
             return
         delta = interval.wh - change.previous.wh
-        signed, tip = self.ledger._sign(interval, self.tips[interval.meter], self.now_ms, corrects=seq, wh=delta)
-        self.tips[interval.meter] = tip
-        self._touched.add(interval.meter)
+        signed, tip = self.ledger._sign(interval, self.tips[key], self.now_ms, corrects=seq, wh=delta)
+        self.tips[key] = tip
+        self._touched.add(key)
         await db.execute(
-            "INSERT INTO credits (meter, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?)",
-            (interval.meter, tip.seq, interval.start, delta, signed.hash,
+            "INSERT INTO credits (meter, channel, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?,?)",
+            (interval.meter, channel, tip.seq, interval.start, delta, signed.hash,
              signed.wire_json(), self.now_ms))
         self._credits_written = True
         self.result.corrections += 1
 
     async def _revise_unsent(self, db: aiosqlite.Connection, interval: Interval, seq: int) -> None:
         """Put an unsent credit's new values in place; it and its successors are re-signed once, at the end."""
-        (wire,) = (await _rows(db, "SELECT wire FROM credits WHERE meter=? AND seq=?", (interval.meter, seq)))[0]
+        key, channel = (interval.meter, interval.channel), interval.channel.value
+        (wire,) = (await _rows(db, "SELECT wire FROM credits WHERE meter=? AND channel=? AND seq=?",
+                               (interval.meter, channel, seq)))[0]
         item = json.loads(wire)
         item["credit"].update(wh=interval.wh, quality=interval.quality.value,
                               register_start_wh=interval.register_start_wh, register_end_wh=interval.register_end_wh)
-        await db.execute("UPDATE credits SET wire=?, wh=? WHERE meter=? AND seq=?",
-                         (json.dumps(item, separators=(",", ":")), interval.wh, interval.meter, seq))
-        self._rechain[interval.meter] = min(seq, self._rechain.get(interval.meter, seq))
+        await db.execute("UPDATE credits SET wire=?, wh=? WHERE meter=? AND channel=? AND seq=?",
+                         (json.dumps(item, separators=(",", ":")), interval.wh, interval.meter, channel, seq))
+        self._rechain[key] = min(seq, self._rechain.get(key, seq))
 
     async def _rechain_all(self, db: aiosqlite.Connection) -> None:
-        for meter, seq in self._rechain.items():
-            await self._rewrite_chain(db, meter, seq)
+        for key, seq in self._rechain.items():
+            await self._rewrite_chain(db, key, seq)
 
-    async def _rewrite_chain(self, db: aiosqlite.Connection, meter: str, seq: int) -> None:
-        """Re-sign a meter's credits from ``seq`` on and re-link their chain.
+    async def _rewrite_chain(self, db: aiosqlite.Connection, key: SeriesKey, seq: int) -> None:
+        """Re-sign a series' credits from ``seq`` on and re-link their chain.
 
-        Everything from ``seq`` on is unsent (an uplink sends a meter's credits in
+        Everything from ``seq`` on is unsent (an uplink sends a series' credits in
         order, and nothing past the sent horizon has left), so no credit that left
-        the box is touched. Done once per meter per batch, however many intervals moved.
+        the box is touched. Done once per series per batch, however many intervals moved.
+        A credit keeps its encoding version (a v1 import credit is re-signed as v1).
         """
-        prev = await _rows(db, "SELECT hash FROM credits WHERE meter=? AND seq=?", (meter, seq - 1))
+        meter, channel = key[0], key[1].value
+        prev = await _rows(db, "SELECT hash FROM credits WHERE meter=? AND channel=? AND seq=?",
+                           (meter, channel, seq - 1))
         prev_hash = prev[0][0] if prev else GENESIS_HASH
-        rows = await _rows(db, "SELECT id, seq, wire FROM credits WHERE meter=? AND seq>=? ORDER BY seq", (meter, seq))
+        rows = await _rows(db, "SELECT id, seq, wire FROM credits WHERE meter=? AND channel=? AND seq>=? ORDER BY seq",
+                           (meter, channel, seq))
         last_seq = seq
         for credit_id, credit_seq, wire in rows:
             body = json.loads(wire)["credit"]
@@ -358,22 +380,24 @@ class IngestBatch:
             await db.execute("UPDATE credits SET hash=?, wire=? WHERE id=?",
                              (signed.hash, signed.wire_json(), credit_id))
             prev_hash, last_seq = signed.hash, credit_seq
-        self.tips[meter] = Tip(last_seq, prev_hash)
-        self._touched.add(meter)
+        self.tips[key] = Tip(last_seq, prev_hash)
+        self._touched.add(key)
 
     # ---- state ----------------------------------------------------------------
 
     async def _save_states(self, db: aiosqlite.Connection) -> None:
         rows = []
-        for meter in self._touched:
-            s, tip = self.states.get(meter) or MeterState(meter), self.tips.get(meter, Tip())
-            rows.append((meter, s.last_t_ms, s.last_wh, s.anchor_s, s.anchor_wh, s.anchor_grade.quality.value,
+        for key in self._touched:
+            meter, channel = key
+            s, tip = self.states.get(key) or MeterState(meter, channel=channel), self.tips.get(key, Tip())
+            rows.append((meter, channel.value, s.last_t_ms, s.last_wh, s.anchor_s, s.anchor_wh,
+                         s.anchor_grade.quality.value,
                          tip.seq, tip.hash, s.anchor_grade.encode(), s.offset_wh, s.last_raw_wh,
                          json.dumps([list(p) for p in s.pending]) if s.pending else "[]"))
         await db.executemany(
-            "INSERT INTO meters (meter, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, last_hash, "
-            "anchor_grade, register_offset_wh, last_raw_wh, pending) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT(meter) DO UPDATE SET last_t_ms=excluded.last_t_ms, last_wh=excluded.last_wh, "
+            "INSERT INTO meters (meter, channel, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, "
+            "last_hash, anchor_grade, register_offset_wh, last_raw_wh, pending) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "ON CONFLICT(meter, channel) DO UPDATE SET last_t_ms=excluded.last_t_ms, last_wh=excluded.last_wh, "
             "anchor_s=excluded.anchor_s, anchor_wh=excluded.anchor_wh, anchor_quality=excluded.anchor_quality, "
             "last_seq=excluded.last_seq, last_hash=excluded.last_hash, anchor_grade=excluded.anchor_grade, "
             "register_offset_wh=excluded.register_offset_wh, last_raw_wh=excluded.last_raw_wh, "
@@ -422,13 +446,13 @@ def _continues(state: MeterState, quick: _Quick | None, reading: Reading) -> boo
 def _caught_up(state: MeterState, quick: _Quick) -> MeterState:
     """The state :func:`feed` would have reached through the fast-path readings."""
     return MeterState(state.meter, quick.t_ms, quick.virtual_wh, state.anchor_s, state.anchor_wh,
-                      state.anchor_grade, state.offset_wh, quick.raw_wh, (), ())
+                      state.anchor_grade, state.offset_wh, quick.raw_wh, (), (), state.channel)
 
 
 def _interval_row(interval: Interval, seq: int) -> tuple[Any, ...]:
     return (interval.meter, interval.start, interval.end, interval.wh, interval.quality.value,
             interval.register_start_wh, interval.register_end_wh, seq, interval.method, interval.reason,
-            interval.start_grade.encode(), interval.end_grade.encode())
+            interval.start_grade.encode(), interval.end_grade.encode(), interval.channel.value)
 
 
 def _bridged_by(before: tuple[int, int], after: tuple[int, int], known: dict[int, BoundaryValue],
@@ -453,6 +477,24 @@ def _bridged_by(before: tuple[int, int], after: tuple[int, int], known: dict[int
         if (value.grade.quality is Quality.ACTUAL) != (expected.quality is Quality.ACTUAL):
             return False
     return True
+
+
+def _of_channel(event: Event, channel: Channel) -> Event:
+    """An export series' event says so (the events table keys by meter only; import reads as before)."""
+    if channel is Channel.IMPORT:
+        return event
+    return Event(event.kind, f"{channel} channel: {event.detail}")
+
+
+async def _neighbours(db: aiosqlite.Connection,
+                      reading: Reading) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The stored readings of the reading's series just before and just after it (used ones only)."""
+    params = (reading.meter, reading.channel.value, reading.t_ms)
+    before = await _rows(db, "SELECT t_ms, register_wh, virtual_wh FROM readings WHERE meter=? AND channel=? "
+                             "AND t_ms<? AND virtual_wh IS NOT NULL ORDER BY t_ms DESC LIMIT 1", params)
+    after = await _rows(db, "SELECT t_ms, register_wh, virtual_wh FROM readings WHERE meter=? AND channel=? "
+                            "AND t_ms>? AND virtual_wh IS NOT NULL ORDER BY t_ms LIMIT 1", params)
+    return before, after
 
 
 async def _sent_horizon(db: aiosqlite.Connection) -> int:

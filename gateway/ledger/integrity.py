@@ -45,7 +45,8 @@ bigger ones get the bounded check at start and the full one in the background.""
 TAIL_ROWS = 500
 """Newest rows read from each big table and index at start: the last commits' pages and more."""
 TAIL_PER_METER = 8
-"""Newest intervals and credits read per meter at start: the last leaf page of each meter's range."""
+"""Newest intervals and credits read per (meter, channel) at start: the last leaf page of each series' range
+(the keys are (meter, channel, start) and (meter, channel, seq): each series is one stretch of its index)."""
 SMALL_TABLES = ("sqlite_schema", "meters", "uplink_cursor", "uplink_batches", "events")
 DAMAGED_MARKER = "ledger.damaged"
 """Left next to the ledger when a check or a write found it damaged; holds the finding."""
@@ -99,8 +100,9 @@ async def _tail_probes(db: aiosqlite.Connection) -> None:
                 f"ORDER BY t_ms DESC LIMIT {n})",
                 f"SELECT SUM(length(wire) + seq) FROM (SELECT * FROM credits ORDER BY id DESC LIMIT {n})",
                 f"SELECT SUM((SELECT SUM(wh + register_end_wh) FROM (SELECT * FROM intervals i WHERE i.meter = m.meter "
-                f"ORDER BY start DESC LIMIT {k})) + (SELECT SUM(seq) FROM (SELECT seq FROM credits c "
-                f"WHERE c.meter = m.meter ORDER BY seq DESC LIMIT {k}))) FROM meters m",
+                f"AND i.channel = m.channel ORDER BY start DESC LIMIT {k})) + (SELECT SUM(seq) FROM (SELECT seq "
+                f"FROM credits c WHERE c.meter = m.meter AND c.channel = m.channel ORDER BY seq DESC LIMIT {k}))) "
+                "FROM meters m",
                 "SELECT SUM(seq) FROM sqlite_sequence"):
         await db.execute_fetchall(sql)
 

@@ -1,20 +1,22 @@
-"""Continue every meter's credit chain from the billing system, when the gateway's ledger is lost.
+"""Continue every meter's credit chains from the billing system, when the gateway's ledger is lost.
 
 ``meter-gateway recover-chains --config FILE`` asks the billing API for each configured meter's
 credits (``GET /v1/gateways/{gateway}/meters/{meter}/credits``), takes the last accepted one,
-checks it (shape, hash, and signature when this key signed it) and creates a new ledger in which:
+checks it (shape, hash, and signature when this key signed it) and creates a new ledger in which,
+for each of the meter's channels (import, export: each has a chain of its own, and a v1 credit is
+import):
 
-* the meter's chain goes on from that credit: the next one has ``seq + 1`` and links its hash,
+* the channel's chain goes on from that credit: the next one has ``seq + 1`` and links its hash,
   so the billing system accepts it as the next of the chain;
-* the meter's interval engine goes on from that credit's end boundary and register value, so
+* the channel's interval engine goes on from that credit's end boundary and register value, so
   the energy since then (the credits the lost ledger had not delivered, and the time the gateway
   was down) is counted from the register at the next reading: nothing is lost, nothing counted
   twice. That span is filled and flagged by the usual gap rules (``S`` for a long one).
 
 What it cannot recover: credits the lost ledger held but never delivered are issued again under
 new sequence numbers (with the same energy, from the register); raw readings and the local
-history (bills, exports for past periods) are gone with the file. A meter the billing system has
-no credit for starts at seq 1. A meter whose register went through an epoch change (reset or
+history (bills, exports for past periods) are gone with the file. A (meter, channel) the billing
+system has no credit for starts at seq 1. A meter whose register went through an epoch change (reset or
 replaced) is continued from its virtual register: its first readings are then held as suspect
 and confirmed as a new epoch, with zero energy assumed across the span, never more.
 
@@ -36,8 +38,9 @@ from urllib.parse import quote
 
 import httpx
 
-from cloud_sync.credit import ChainTip, CreditRejected, canonical_bytes, credit_hash, parse_wire, verify
+from cloud_sync.credit import ChainTip, CreditRejected, canonical_bytes, channel_of, credit_hash, parse_wire, verify
 from cloud_sync.keys import Keypair
+from gateway.channels import Channel
 from gateway.credits import Tip
 from gateway.errors import ConfigError, LedgerError
 from gateway.intervals import MeterState
@@ -65,14 +68,19 @@ class RecoveredTip:
     register_end_wh: int
     quality: str
     signed_by_this_key: bool
+    channel: Channel = Channel.IMPORT
 
 
 def _grade(quality: str) -> Grade:
     return {"A": ACTUAL, "E": ESTIMATED_GAP}.get(quality, SUBSTITUTED_GAP)
 
 
-def tip_from_credits(meter: str, gateway_id: str, public_key: str, items: Sequence[Any]) -> RecoveredTip | None:
-    """The tip to continue from, out of a meter's credits as the billing API lists them."""
+def tip_from_credits(meter: str, gateway_id: str, public_key: str, items: Sequence[Any], *,
+                     channel: Channel = Channel.IMPORT) -> RecoveredTip | None:
+    """The tip of ``channel``'s chain to continue from, out of a meter's credits as the billing API lists them.
+
+    Credits of the meter's other channel are checked like the rest and otherwise passed over.
+    """
     best: tuple[int, dict[str, Any], str] | None = None
     newest: tuple[int, int, dict[str, Any]] | None = None
     for item in items:
@@ -85,6 +93,8 @@ def tip_from_credits(meter: str, gateway_id: str, public_key: str, items: Sequen
                                 f"{body['meter']}; check [uplinks.billing_api] url")
         if credit_hash(canonical_bytes(body)) != digest:
             raise RecoveryError(f"meter {meter}: credit seq {body['seq']} does not match its hash")
+        if channel_of(body) != channel.value:
+            continue
         if best is None or body["seq"] > best[0]:
             best = (body["seq"], item, digest)
         # The energy goes on from the newest boundary; of credits for it, the last issued is the latest value.
@@ -101,22 +111,26 @@ def tip_from_credits(meter: str, gateway_id: str, public_key: str, items: Sequen
             raise RecoveryError(f"meter {meter}: the last credit (seq {seq}) does not verify ({exc})") from None
     body = newest[2]
     return RecoveredTip(meter, seq, digest, int(body["end"]), int(body["register_end_wh"]), str(body["quality"]),
-                        signed_here)
+                        signed_here, channel)
 
 
 def seed_for(tip: RecoveredTip) -> ChainSeed:
     end_ms = tip.end * 1000
     state = MeterState(tip.meter, last_t_ms=end_ms, last_wh=tip.register_end_wh, anchor_s=tip.end,
                        anchor_wh=tip.register_end_wh, anchor_grade=_grade(tip.quality), offset_wh=0,
-                       last_raw_wh=tip.register_end_wh)
+                       last_raw_wh=tip.register_end_wh, channel=tip.channel)
     return ChainSeed(Tip(tip.seq, tip.hash), state)
 
 
 async def fetch_tips(url: str, token: str | None, gateway_id: str, meters: Sequence[str], public_key: str, *,
-                     transport: httpx.AsyncBaseTransport | None = None) -> dict[str, RecoveredTip | None]:
-    """Each meter's last accepted credit at the billing API (None: it has none)."""
+                     transport: httpx.AsyncBaseTransport | None = None) -> dict[str, list[RecoveredTip]]:
+    """Each meter's last accepted credit per channel at the billing API (none: the meter has no credit).
+
+    One request per meter, for all its channels (a receiver from before channels lists its v1
+    credits, which are import).
+    """
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    out: dict[str, RecoveredTip | None] = {}
+    out: dict[str, list[RecoveredTip]] = {}
     async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=RECOVERY_TIMEOUT_S,
                                  transport=transport) as http:
         for meter in meters:
@@ -137,12 +151,13 @@ async def fetch_tips(url: str, token: str | None, gateway_id: str, meters: Seque
                 raise RecoveryError(f"the billing API's answer for meter {meter} is not a credit list") from None
             if not isinstance(items, list):
                 raise RecoveryError(f"the billing API's answer for meter {meter} is not a credit list")
-            out[meter] = tip_from_credits(meter, gateway_id, public_key, items)
+            found = (tip_from_credits(meter, gateway_id, public_key, items, channel=channel) for channel in Channel)
+            out[meter] = [tip for tip in found if tip is not None]
     return out
 
 
 async def create_recovered_ledger(data_dir: Path, gateway_id: str, keypair: Keypair,
-                                  tips: dict[str, RecoveredTip | None], *, now_ms: int) -> Path:
+                                  tips: dict[str, list[RecoveredTip]], *, now_ms: int) -> Path:
     """Build the new ledger aside, then move it into place; returns its path."""
     target = data_dir / DB_FILE
     if lineage.has_ledger(target):
@@ -154,7 +169,7 @@ async def create_recovered_ledger(data_dir: Path, gateway_id: str, keypair: Keyp
     try:
         ledger = await Ledger.open(work, gateway_id=gateway_id, keypair=keypair)
         try:
-            await ledger.start_chains({m: seed_for(t) for m, t in tips.items() if t is not None}, now_ms=now_ms)
+            await ledger.start_chains([seed_for(t) for found in tips.values() for t in found], now_ms=now_ms)
         finally:
             await ledger.close()
         built = work / DB_FILE
@@ -174,12 +189,17 @@ async def create_recovered_ledger(data_dir: Path, gateway_id: str, keypair: Keyp
     return target
 
 
-def describe(tip: RecoveredTip | None, meter: str) -> str:
-    if tip is None:
-        return f"{meter}: no credit at the billing system; its chain starts at seq 1"
-    key = "" if tip.signed_by_this_key else " (signed by an earlier key)"
-    return (f"{meter}: continues after seq {tip.seq} ({tip.hash[:12]}...){key}, counting energy from "
-            f"{tip.register_end_wh} Wh at {tip.end}")
+def describe(tips: Sequence[RecoveredTip], meter: str) -> str:
+    """One line per channel the billing system holds credits of (one line when it has none)."""
+    if not tips:
+        return f"{meter}: no credit at the billing system; its chains start at seq 1"
+    lines = []
+    for tip in tips:
+        key = "" if tip.signed_by_this_key else " (signed by an earlier key)"
+        series = meter if tip.channel is Channel.IMPORT else f"{meter} {tip.channel}"
+        lines.append(f"{series}: continues after seq {tip.seq} ({tip.hash[:12]}...){key}, counting "
+                     f"energy from {tip.register_end_wh} Wh at {tip.end}")
+    return "\n".join(lines)
 
 
 def api_settings(cfg_url: str | None, token_file: os.PathLike[str] | None) -> tuple[str, str | None]:

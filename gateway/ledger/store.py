@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import structlog
 
 from cloud_sync.credit import SignedCredit
 from cloud_sync.keys import Keypair
+from gateway.channels import Channel
 from gateway.credits import Tip, credit_for_interval
 from gateway.errors import LedgerError, LedgerIntegrityError
 from gateway.intervals import Interval, MeterState, Reading
@@ -42,13 +42,15 @@ from gateway.ledger import integrity, lineage
 from gateway.ledger.connection import SCHEMA_VERSION, open_connections, settled
 from gateway.ledger.connection import rows as _rows
 from gateway.ledger.faults import DAMAGED_ADVICE, translate
-from gateway.ledger.ingest import IngestBatch
+from gateway.ledger.ingest import IngestBatch, SeriesKey
 from gateway.ledger.lineage import DB_FILE
+from gateway.ledger.outbox import OutboxMixin, PendingBatch, UplinkSummary
+from gateway.ledger.queries import QueriesMixin, StoredInterval
 
 log = structlog.get_logger("gateway.ledger")
 
-__all__ = ["DB_FILE", "SCHEMA_VERSION", "ChainSeed", "CommitResult", "Ledger", "PendingBatch", "StoredInterval",
-           "UplinkSummary"]
+__all__ = ["DB_FILE", "SCHEMA_VERSION", "ChainSeed", "CommitResult", "Ledger", "PendingBatch", "SeriesKey",
+           "StoredInterval", "UplinkSummary"]
 
 AUTO_VACUUM_INCREMENTAL = 2
 """``PRAGMA auto_vacuum`` value of incremental mode."""
@@ -61,7 +63,10 @@ VACUUM_CHUNK_PAGES = 256
 
 @dataclass(frozen=True, slots=True)
 class ChainSeed:
-    """Where a meter's chain and engine go on from in a new ledger (see :mod:`gateway.ledger.recovery`)."""
+    """Where a (meter, channel)'s chain and engine go on from in a new ledger (see :mod:`gateway.ledger.recovery`).
+
+    The channel is ``state.channel``; ``state.meter`` the meter.
+    """
 
     tip: Tip
     state: MeterState
@@ -86,47 +91,12 @@ class CommitResult:
         return self.intervals_closed + self.corrections
 
 
-@dataclass(frozen=True)
-class PendingBatch:
-    uplink: str
-    batch_key: str
-    first_id: int
-    last_id: int
-    wire: list[str]
-    """Each credit's stored wire JSON, sent byte for byte (never re-encoded)."""
-    attempts: int
-    refused: bool = False
-    """The receiver refused it before: it blocks the outbox until it is accepted."""
+class Ledger(OutboxMixin, QueriesMixin):
+    """Durable store of readings, intervals, credits and delivery state.
 
-
-@dataclass(frozen=True, slots=True)
-class StoredInterval:
-    """An interval as the ledger holds it (the source for bills, exports and the API)."""
-
-    meter: str
-    start: int
-    end: int
-    wh: int
-    quality: str
-    method: int | None
-    reason: int | None
-
-
-@dataclass(frozen=True)
-class UplinkSummary:
-    uplink: str
-    delivered_id: int
-    backlog: int
-    oldest_pending_ms: int | None
-    last_success_ms: int | None
-    last_error: str | None
-    last_error_ms: int | None
-    dead_batches: int
-    dead_credits: int
-
-
-class Ledger:
-    """Durable store of readings, intervals, credits and delivery state."""
+    Every series is a (meter, channel) (:mod:`gateway.channels`): its engine state, its intervals,
+    and its credits' sequence and hash chain are its own; the outbox holds all of them in id order.
+    """
 
     def __init__(self, path: Path, write: aiosqlite.Connection, read: aiosqlite.Connection,
                  gateway_id: str, keypair: Keypair, estimate_gap_s: float = 3600.0) -> None:
@@ -137,8 +107,8 @@ class Ledger:
         self._keypair = keypair
         self._public_key = keypair.public_key
         self.estimate_gap_ms = int(estimate_gap_s * 1000)
-        self._states: dict[str, MeterState] = {}
-        self._tips: dict[str, Tip] = {}
+        self._states: dict[SeriesKey, MeterState] = {}
+        self._tips: dict[SeriesKey, Tip] = {}
         self._max_credit_id = 0
         self._vacuum_tried = False
         self.fully_checked = False
@@ -233,13 +203,14 @@ class Ledger:
 
     async def _load_states(self) -> None:
         rows = await _rows(self._w,
-            "SELECT meter, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_grade, register_offset_wh, last_raw_wh, "
-            "pending, last_seq, last_hash FROM meters")
-        for meter, t, wh, a_s, a_wh, a_grade, offset, raw, pending, seq, digest in rows:
-            self._states[meter] = MeterState(
+            "SELECT meter, channel, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_grade, register_offset_wh, "
+            "last_raw_wh, pending, last_seq, last_hash FROM meters")
+        for meter, channel_name, t, wh, a_s, a_wh, a_grade, offset, raw, pending, seq, digest in rows:
+            channel = Channel(channel_name)
+            self._states[meter, channel] = MeterState(
                 meter, t, wh, a_s, a_wh, Grade.decode(a_grade), offset, raw,
-                tuple((int(pt), int(pr)) for pt, pr in json.loads(pending)))
-            self._tips[meter] = Tip(seq, digest)
+                tuple((int(pt), int(pr)) for pt, pr in json.loads(pending)), channel=channel)
+            self._tips[meter, channel] = Tip(seq, digest)
         (max_id,) = (await _rows(self._w, "SELECT COALESCE(MAX(id), 0) FROM credits"))[0]
         self._max_credit_id = max_id
 
@@ -263,8 +234,13 @@ class Ledger:
 
     # ---- ingest (the single writer) ------------------------------------------
 
-    def meter_state(self, meter: str) -> MeterState:
-        return self._states.get(meter, MeterState(meter))
+    def meter_state(self, meter: str, channel: Channel = Channel.IMPORT) -> MeterState:
+        """The engine state of one (meter, channel) as committed."""
+        return self._states.get((meter, channel), MeterState(meter, channel=channel))
+
+    def series_states(self) -> list[MeterState]:
+        """The committed engine state of every (meter, channel) the ledger holds."""
+        return list(self._states.values())
 
     @property
     def max_credit_id(self) -> int:
@@ -315,161 +291,42 @@ class Ledger:
         except sqlite3.Error as exc:
             raise translate(exc, self.path, f"record event {kind}") from None
 
-    async def start_chains(self, seeds: Mapping[str, ChainSeed], *, now_ms: int) -> None:
-        """Give a new ledger each meter's chain tip and engine state, in one transaction.
+    async def start_chains(self, seeds: Iterable[ChainSeed], *, now_ms: int) -> None:
+        """Give a new ledger each (meter, channel)'s chain tip and engine state, in one transaction.
 
-        For recovery only (:mod:`gateway.ledger.recovery`): the next credit of each meter links
+        For recovery only (:mod:`gateway.ledger.recovery`): the next credit of each series links
         on to ``seed.tip``, and its energy is counted from ``seed.state``'s anchor.
         """
         if self._tips or self._max_credit_id:
             raise LedgerError(f"{self.path} already holds chains; they can only be started in a new ledger")
+        seeds = list(seeds)
         rows, events = [], []
-        for meter, seed in seeds.items():
+        for seed in seeds:
             s, tip = seed.state, seed.tip
-            rows.append((meter, s.last_t_ms, s.last_wh, s.anchor_s, s.anchor_wh, s.anchor_grade.quality.value,
-                         tip.seq, tip.hash, s.anchor_grade.encode(), s.offset_wh, s.last_raw_wh))
-            events.append((now_ms, meter, "chain_recovered",
-                           f"continues after seq {tip.seq} ({tip.hash}) from {s.anchor_wh} Wh at {s.anchor_s}"))
+            rows.append((s.meter, s.channel.value, s.last_t_ms, s.last_wh, s.anchor_s, s.anchor_wh,
+                         s.anchor_grade.quality.value, tip.seq, tip.hash, s.anchor_grade.encode(), s.offset_wh,
+                         s.last_raw_wh))
+            events.append((now_ms, s.meter, "chain_recovered",
+                           f"{s.channel} continues after seq {tip.seq} ({tip.hash}) from {s.anchor_wh} Wh at "
+                           f"{s.anchor_s}"))
         try:
             async with self._transaction() as db:
                 await db.executemany(
-                    "INSERT INTO meters (meter, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, "
-                    "last_hash, anchor_grade, register_offset_wh, last_raw_wh) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    "INSERT INTO meters (meter, channel, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, "
+                    "last_seq, last_hash, anchor_grade, register_offset_wh, last_raw_wh) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    rows)
                 await db.executemany("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)", events)
         except sqlite3.Error as exc:
             raise translate(exc, self.path, "start the recovered chains") from None
-        for meter, seed in seeds.items():
-            self._states[meter] = seed.state
-            self._tips[meter] = seed.tip
-
-    # ---- outbox side (uplinks) ---------------------------------------------
-
-    async def register_uplink(self, uplink: str) -> None:
-        async with self._transaction() as db:
-            await db.execute("INSERT OR IGNORE INTO uplink_cursor (uplink) VALUES (?)", (uplink,))
-
-    async def _delivered_id(self, uplink: str) -> int:
-        rows = await _rows(self._r, "SELECT delivered_id FROM uplink_cursor WHERE uplink=?", (uplink,))
-        return int(rows[0][0]) if rows else 0
-
-    async def pending_count(self, uplink: str) -> tuple[int, int | None]:
-        """Credits not yet settled for ``uplink`` and the creation time of the oldest.
-
-        O(1) whatever the backlog: credit ids are contiguous (AUTOINCREMENT, a
-        rolled-back insert does not consume an id, and credits are never
-        deleted), so the backlog is the distance between the newest id and
-        the uplink's cursor.
-        """
-        cursor = await self._delivered_id(uplink)
-        count = max(0, self._max_credit_id - cursor)
-        if not count:
-            return 0, None
-        rows = await _rows(self._r, "SELECT created_ms FROM credits WHERE id = ?", (cursor + 1,))
-        return count, (int(rows[0][0]) if rows else None)
-
-    async def pull(self, after_id: int, limit: int) -> list[tuple[int, str]]:
-        """Credits for the pull API, in id order: (cursor, wire JSON text).
-
-        Read and marked as "may have left the box" in one write transaction, so
-        no late-reading revision can slip in between serving a credit and
-        protecting it from being rewritten.
-        """
-        async with self._transaction() as db:
-            rows = await _rows(db, "SELECT id, wire FROM credits WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
-            if rows:
-                await db.execute("INSERT OR IGNORE INTO uplink_cursor (uplink) VALUES ('pull')")
-                await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?) WHERE uplink='pull'",
-                                 (int(rows[-1][0]),))
-        return [(int(i), str(w)) for i, w in rows]
-
-    async def next_batch(self, uplink: str, limit: int, *, now_ms: int,
-                         after_id: int | None = None) -> PendingBatch | None:
-        """The batch to send now: an unsettled one from before (in flight or refused), or a new one.
-
-        A new batch is recorded before it is returned, so its key and contents
-        are fixed from the first attempt on, across restarts. A refused batch
-        stays first in line: the credits after it cannot be accepted before it
-        (each meter's chain must arrive in order), so nothing skips past it.
-
-        ``after_id``: the batch that follows one still in flight (ending at that id), fixed while
-        it travels, so that the next POST does not wait for this transaction's fsync.
-        """
-        async with self._transaction() as db:
-            rows = await _rows(db,
-                "SELECT batch_key, first_id, last_id, attempts, state FROM uplink_batches "
-                "WHERE uplink=? AND state IN ('inflight', 'dead') AND first_id > ? ORDER BY first_id LIMIT 1",
-                (uplink, after_id or 0))
-            if rows:
-                key, first, last, attempts, state = rows[0]
-            else:
-                (cursor,) = (await _rows(db,
-                    "SELECT delivered_id FROM uplink_cursor WHERE uplink=?", (uplink,)))[0]
-                cursor = max(int(cursor), after_id or 0)
-                ids = await _rows(db,
-                    "SELECT MIN(id), MAX(id), COUNT(*) FROM "
-                    "(SELECT id FROM credits WHERE id > ? ORDER BY id LIMIT ?)", (cursor, limit))
-                first, last, n = ids[0]
-                if not n:
-                    return None
-                # The ids alone repeat in a ledger started anew under the same key (recover-chains): the
-                # receiver would take its first batch for a reused Idempotency-Key with another body.
-                hashes = await _rows(db, "SELECT hash FROM credits WHERE id IN (?, ?) ORDER BY id", (first, last))
-                tag = hashlib.sha256("".join(str(h) for (h,) in hashes).encode()).hexdigest()[:16]
-                key = f"{self._gateway_id}:{uplink}:{first}-{last}:{tag}"
-                attempts, state = 0, "inflight"
-                await db.execute(
-                    "INSERT INTO uplink_batches (uplink, batch_key, first_id, last_id, n_credits, state, "
-                    "created_ms) VALUES (?,?,?,?,?, 'inflight', ?)", (uplink, key, first, last, n, now_ms))
-            wire_rows = await _rows(db,
-                "SELECT wire FROM credits WHERE id BETWEEN ? AND ? ORDER BY id", (first, last))
-        return PendingBatch(uplink, key, first, last, [str(w) for (w,) in wire_rows], attempts, state == "dead")
-
-    async def settle_batch(self, batch: PendingBatch, *, now_ms: int) -> None:
-        """Mark a batch delivered and move the cursor past it, atomically."""
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE uplink_batches SET state='delivered', settled_ms=?, detail=NULL, attempts=attempts+1 "
-                "WHERE uplink=? AND batch_key=?", (now_ms, batch.uplink, batch.batch_key))
-            await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?), last_success_ms=? "
-                             "WHERE uplink=?", (batch.last_id, now_ms, batch.uplink))
-
-    async def mark_refused(self, batch: PendingBatch, *, now_ms: int, detail: str) -> None:
-        """The receiver refused the batch for a reason a retry soon will not fix.
-
-        It is dead-lettered — shown in status with the reason, offered again only
-        at the slowest retry pace — but never skipped and never dropped.
-        """
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE uplink_batches SET state='dead', attempts=attempts+1, detail=? WHERE uplink=? AND batch_key=?",
-                (detail, batch.uplink, batch.batch_key))
-            await db.execute("UPDATE uplink_cursor SET last_error=?, last_error_ms=? WHERE uplink=?",
-                             (f"refused {batch.batch_key}: {detail}", now_ms, batch.uplink))
-
-    async def note_attempt_failed(self, batch: PendingBatch, *, now_ms: int, error: str) -> None:
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE uplink_batches SET attempts=attempts+1, detail=? WHERE uplink=? AND batch_key=?",
-                (error, batch.uplink, batch.batch_key))
-            await db.execute("UPDATE uplink_cursor SET last_error=?, last_error_ms=? WHERE uplink=?",
-                             (error, now_ms, batch.uplink))
-
-    async def uplink_summary(self, uplink: str) -> UplinkSummary:
-        rows = await _rows(self._r,
-            "SELECT delivered_id, last_success_ms, last_error, last_error_ms FROM uplink_cursor WHERE uplink=?",
-            (uplink,))
-        cursor, success, error, error_ms = rows[0] if rows else (0, None, None, None)
-        backlog, oldest = await self.pending_count(uplink)
-        (dead,) = await _rows(self._r,
-            "SELECT COUNT(*), COALESCE(SUM(n_credits), 0) FROM uplink_batches WHERE uplink=? AND state='dead'",
-            (uplink,))
-        return UplinkSummary(uplink, int(cursor), backlog, oldest, success, error, error_ms,
-                             int(dead[0]), int(dead[1]))
+        for seed in seeds:
+            self._states[seed.state.meter, seed.state.channel] = seed.state
+            self._tips[seed.state.meter, seed.state.channel] = seed.tip
 
     # ---- retention ---------------------------------------------------------
 
     async def prune_readings(self, *, older_than_ms: int, keep_latest: bool = False) -> int:
-        """Delete raw readings older than a time; with ``keep_latest``, keep each meter's newest.
+        """Delete raw readings older than a time; with ``keep_latest``, keep each (meter, channel)'s newest.
 
         "Newest" is by reading time among the readings the engine used (not the row inserted
         last, which may be an old late reading): so what is pruned is always everything before
@@ -483,7 +340,8 @@ class Ledger:
         if keep_latest:
             # One backward probe of the time index per meter, not a scan of all readings.
             victims = ("SELECT rowid FROM readings WHERE t_ms < ? AND rowid NOT IN (SELECT keep FROM "
-                       "(SELECT (SELECT r.rowid FROM readings r WHERE r.meter = m.meter AND r.virtual_wh IS NOT NULL "
+                       "(SELECT (SELECT r.rowid FROM readings r WHERE r.meter = m.meter AND r.channel = m.channel "
+                       "AND r.virtual_wh IS NOT NULL "
                        "ORDER BY r.t_ms DESC LIMIT 1) AS keep FROM meters m) WHERE keep IS NOT NULL) "
                        f"ORDER BY t_ms LIMIT {PRUNE_CHUNK}")
         else:
@@ -583,37 +441,3 @@ class Ledger:
                 return False
             (mode,) = (await _rows(self._w, "PRAGMA auto_vacuum"))[0]
         return int(mode) == AUTO_VACUUM_INCREMENTAL
-
-    # ---- queries for the web and CLI -------------------------------------------
-
-    async def last_intervals(self) -> dict[str, tuple[int, int, str]]:
-        """Each meter's newest interval: one index probe per meter, not a scan of the history."""
-        out: dict[str, tuple[int, int, str]] = {}
-        for meter in await self.meter_ids():
-            rows = await _rows(self._r, "SELECT start, wh, quality FROM intervals WHERE meter=? "
-                                        "ORDER BY start DESC LIMIT 1", (meter,))
-            if rows:
-                out[meter] = (int(rows[0][0]), int(rows[0][1]), str(rows[0][2]))
-        return out
-
-    async def intervals(self, meter: str, start: int, end: int) -> list[tuple[int, int, int, str]]:
-        rows = await _rows(self._r,
-            'SELECT start, "end", wh, quality FROM intervals WHERE meter=? AND start>=? AND start<? ORDER BY start',
-            (meter, start, end))
-        return [(int(a), int(b), int(c), str(d)) for a, b, c, d in rows]
-
-    async def stored_intervals(self, meter: str, start: int, end: int) -> list[StoredInterval]:
-        """Intervals of ``meter`` starting in [start, end) (Unix seconds), in time order."""
-        rows = await _rows(self._r,
-            'SELECT meter, start, "end", wh, quality, method, reason FROM intervals '
-            "WHERE meter=? AND start>=? AND start<? ORDER BY start", (meter, start, end))
-        return [StoredInterval(m, int(a), int(b), int(w), str(q), mt, rs) for m, a, b, w, q, mt, rs in rows]
-
-    async def meter_ids(self) -> list[str]:
-        """Every meter the ledger has seen, sorted."""
-        return [str(m) for (m,) in await _rows(self._r, "SELECT meter FROM meters ORDER BY meter")]
-
-    async def credit_count(self) -> int:
-        (row,) = await _rows(self._r, "SELECT COUNT(*) FROM credits")
-        return int(row[0])
-

@@ -35,7 +35,11 @@ def test_the_contract_states_the_limits_and_domains_the_code_enforces() -> None:
     assert schemas["WireCredit"]["properties"]["signature"]["pattern"] == credit.SIGNATURE_PATTERN
     fields = schemas["Credit"]["properties"]
     assert fields["gateway_key"]["pattern"] == credit.KEY_PATTERN
-    assert set(schemas["Credit"]["required"]) == {f.name for f in dataclasses.fields(CreditBody)} == set(fields)
+    body_fields = {f.name for f in dataclasses.fields(CreditBody)}
+    assert {*schemas["Credit"]["required"], *schemas["Credit"]["then"]["required"]} == body_fields == set(fields)
+    assert body_fields - set(schemas["Credit"]["required"]) == {"channel"}, "v1 has every field but the channel"
+    assert tuple(fields["channel"]["enum"]) == credit.CHANNELS
+    assert tuple(fields["v"]["enum"]) == credit.VERSIONS
     assert tuple(fields["kind"]["enum"]) == credit.KINDS
     assert tuple(fields["quality"]["enum"]) == credit.QUALITIES
     assert (schemas["Int64"]["minimum"], schemas["Int64"]["maximum"]) == (credit.INT64_MIN, credit.INT64_MAX)
