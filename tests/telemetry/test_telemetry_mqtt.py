@@ -329,8 +329,9 @@ async def test_the_daemon_publishes_and_its_last_will_says_offline_when_it_is_ki
     try:
         async with running(sub.run()):
             try:
-                await sub.wait(lambda: all(sub.latest(f"{prefix}/flat-1/{q}") for q in QUANTITIES)
-                               and len({str(m.topic) for m in sub.on("homeassistant/")}) == len(QUANTITIES) + 2,
+                # Discovery: flat-1's polled quantities, the plug's registers (import, Tasmota's export) and power.
+                await sub.wait(lambda: all(sub.latest(f"{prefix}/flat-1/{q}") for q in POLLED)
+                               and len({str(m.topic) for m in sub.on("homeassistant/")}) == len(POLLED) + 3,
                                "the daemon's telemetry")
             except BaseException:
                 print(log.read_text()[-3000:])
