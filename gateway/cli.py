@@ -108,10 +108,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     meters = cfg.all_meter_ids()
     print(f"{args.file}: OK — gateway {cfg.gateway_id!r}, {len(cfg.buses)} bus(es), {len(meters)} meter(s), "
           f"data dir {cfg.data_dir}")
+    from gateway.config.channels_report import channel_report
     from gateway.config.lines import line_report
 
     base_dir = Path(args.file).resolve().parent
-    for line in [*ceiling_report(cfg, base_dir), *line_report(cfg, base_dir)]:
+    for line in [*ceiling_report(cfg, base_dir), *channel_report(cfg, base_dir), *line_report(cfg, base_dir)]:
         print(f"  {line}")
     return EXIT_OK
 
