@@ -152,8 +152,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                               else None, stellar=not args.no_stellar, horizon_url=args.horizon,
                               rehearse=Rehearsal(args.late_mqtt, args.min_free_mb)),
         deadline_s=DEMO_STOP_DEADLINE_S, bound_own_stop=False)
-    bad = [m for m, r in result.meters.items() if not (r["exact"] and r["contiguous"])]
+    bad = [m for m, r in result.series.items() if not (r["exact"] and r["contiguous"])]
     bad += [m for m, r in result.stellar.items() if not r["exact"]]
+    bad += [r for r in result.p2p.get("records", []) if r["state"] == "dead"]
     return EXIT_FAILURE if bad else EXIT_OK
 
 
