@@ -20,7 +20,6 @@ from cloud_sync.credit import ChainTip, Credited, channel_of, is_id, is_int64
 from cloud_sync.fast_json import dumps_compact, loads_text
 from cloud_sync.receiver_intake import echoed_channel
 
-
 Series = tuple[str, str]
 """(meter, channel): one chain."""
 

@@ -77,7 +77,8 @@ async def test_a_credit_of_one_channel_never_extends_or_corrects_the_other(clien
     first_export = resign(imports[0], channel="export")
     # A correction in the export chain of an interval only the import chain credited.
     correction = resign(imports[0], channel="export", kind="correction", seq=2, corrects=1,
-                        prev_hash=first_export["hash"], wh=5, register_end_wh=imports[0]["credit"]["register_end_wh"] + 5)
+                        prev_hash=first_export["hash"], wh=5,
+                        register_end_wh=imports[0]["credit"]["register_end_wh"] + 5)
     answer = await client.send([follows, first_export, correction], "k2")
     assert _results(answer) == [("m1", "export", 3, "rejected", "gap"), ("m1", "export", 1, "accepted", None),
                                 ("m1", "export", 2, "accepted", None)]

@@ -65,7 +65,8 @@ async def test_one_credit_with_a_seq_beyond_64_bits_is_rejected_alone(client: Cl
     assert response.status_code == 200, response.text
     answer = response.json()
     assert _statuses(answer) == ["accepted", "rejected", "accepted"]
-    assert answer["results"][1] == {"meter": "m1", "channel": "import", "seq": None, "status": "rejected", "reason": "malformed",
+    assert answer["results"][1] == {"meter": "m1", "channel": "import", "seq": None, "status": "rejected",
+                                    "reason": "malformed",
                                     "detail": answer["results"][1]["detail"]}
     assert "seq" in answer["results"][1]["detail"]
 
