@@ -86,6 +86,9 @@ def _sd_notify(message: str) -> None:
     if address.startswith("@"):
         address = "\0" + address[1:]
     with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        # Never blocks the event loop: a receiver that does not read (its queue is full) loses a
+        # ping, which systemd's watchdog tolerates; a blocking send would stop every task.
+        sock.setblocking(False)
         sock.sendto(message.encode(), address)
 
 

@@ -60,8 +60,9 @@ install -d -m 0750 -g "$user" "$etc"
 install -d -m 0700 -o "$user" -g "$user" "$state"
 # ... including what an earlier run left in it as root: a key made by 'sudo meter-gateway identity'
 # before this install, a ledger from a daemon started by hand as root. Links are not followed.
+# Its owner gets read and write back too (a key left at mode 0000 or 0200), everyone else nothing.
 chown -R --no-dereference "$user:$user" "$state"
-chmod -R go-rwx "$state"
+chmod -R u+rwX,go-rwx "$state"
 install -m 0644 "$src/systemd/meter-gateway.service" "$unit"
 
 as_service() { runuser -u "$user" -- "$@"; }
