@@ -12,8 +12,9 @@ The verdict is per (meter, channel): each channel of a meter (import; export
 where the meter reads an export register) is a chain of its own, with its own
 seqs, so "lost" and "duplicated" are counted per series, every series' chain is
 verified on its own, and each channel's credits must add up to that channel's
-register (import: the load model's register; export: what the simulator serves,
-``energy_export``, constant 0 today; see :func:`true_register`).
+register (import: the load model's register; export: the model's ``export_wh``, what the
+simulator serves as ``energy_export``, or 0 where the simulator has no export model yet; see
+:func:`true_register`).
 """
 
 from __future__ import annotations
@@ -322,7 +323,7 @@ def true_register(meter: str, channel: str, epoch: float) -> Callable[[float], i
         return model.register_wh
     # TODO(channels): the demo's simulated meters serve energy_export = 0 (gateway/sim/modbus_sim.py); a model
     # with panels (the demo's solar house) gives its own export register, used here once it has one.
-    exported: Callable[[float], int] | None = getattr(model, "export_register_wh", None)
+    exported: Callable[[float], int] | None = getattr(model, "export_wh", None)
     return exported if exported is not None else (lambda t: 0)
 
 
