@@ -25,11 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloud_sync.credit import (
+    CHANNELS,
+    DEFAULT_CHANNEL,
     ChainTip,
     Credited,
     CreditRejected,
     Rejection,
     authenticate,
+    channel_of,
     check_chain,
     check_domain,
     check_history,
@@ -166,35 +169,45 @@ def parse_batch(doc: Any, key: str) -> Batch:
 class CreditView(Protocol):
     """One gateway's accepted credits, as a store sees them inside the batch's transaction.
 
-    A credit passed to :meth:`add` must be visible to the following calls: later
+    Every question is about one (meter, channel): each is a chain of its own (a v1 credit is
+    import). A credit passed to :meth:`add` must be visible to the following calls: later
     credits of the same batch link onto it.
     """
 
-    def stored(self, meter: str, seq: int) -> dict[str, Any] | None:
-        """The wire credit accepted under (meter, seq), if any."""
+    def stored(self, meter: str, channel: str, seq: int) -> dict[str, Any] | None:
+        """The wire credit accepted under (meter, channel, seq), if any."""
 
-    def tip(self, meter: str) -> ChainTip | None:
-        """The meter's last accepted credit."""
+    def tip(self, meter: str, channel: str) -> ChainTip | None:
+        """The last accepted credit of the meter's channel."""
 
-    def credited(self, meter: str, start: int) -> Sequence[Credited]:
-        """The meter's accepted credits for the interval starting at ``start``."""
+    def credited(self, meter: str, channel: str, start: int) -> Sequence[Credited]:
+        """The accepted credits of the meter's channel for the interval starting at ``start``."""
 
     def add(self, body: dict[str, Any], digest: str, item: dict[str, Any]) -> None:
         """Store a verified credit."""
 
 
+def echoed_channel(body: Any) -> str | None:
+    """The channel a credit body names, for lookups and results: a v1 body's is import; None when not well-formed."""
+    if type(body) is not dict:
+        return None
+    channel = body.get("channel", DEFAULT_CHANNEL)
+    return channel if type(channel) is str and channel in CHANNELS else None
+
+
 def _echo(item: Any) -> dict[str, Any]:
-    """meter and seq of an item for its result: only when they are well-formed, else null."""
+    """meter, channel and seq of an item for its result: only when they are well-formed, else null."""
     body = item.get("credit") if type(item) is dict else None
     meter = body.get("meter") if type(body) is dict else None
     seq = body.get("seq") if type(body) is dict else None
-    return {"meter": meter if is_id(meter) else None, "seq": seq if is_int64(seq) else None}
+    return {"meter": meter if is_id(meter) else None, "channel": echoed_channel(body),
+            "seq": seq if is_int64(seq) else None}
 
 
 def examine(item: Any, *, gateway: str, expected_key: str | None, view: CreditView) -> dict[str, Any]:
     """The result for one credit of ``gateway``'s batch; an accepted one is added to ``view``.
 
-    A credit stored before under the same (meter, seq) is a ``duplicate`` only
+    A credit stored before under the same (meter, channel, seq) is a ``duplicate`` only
     when it equals the stored one field for field, signature and hash included,
     and names the gateway's enrolled key: then its signature is the one verified
     by that key when it was stored. Otherwise it is rejected (``bad_signature``
@@ -205,22 +218,22 @@ def examine(item: Any, *, gateway: str, expected_key: str | None, view: CreditVi
         if body["gateway"] != gateway:
             raise CreditRejected(Rejection.MALFORMED, f"credit names gateway {body['gateway']!r}, its batch "
                                                       f"{gateway!r}")
-        meter, seq = body["meter"], body["seq"]
-        stored = view.stored(meter, seq)
+        meter, channel, seq = body["meter"], channel_of(body), body["seq"]
+        stored = view.stored(meter, channel, seq)
         if stored is not None and stored == item and body["gateway_key"] == expected_key:
             # Byte for byte the credit stored, whose signature was verified by this key when it was
             # stored: verifying it again would prove nothing more (and cost ~60 µs per resent credit).
-            return {"meter": meter, "seq": seq, "status": "duplicate"}
+            return {"meter": meter, "channel": channel, "seq": seq, "status": "duplicate"}
         authenticate(body, digest, signature, expected_key)
         if stored is not None:
             raise CreditRejected(Rejection.REPLAY, f"seq {seq} was already accepted with different content")
         check_domain(body)
-        check_chain(body, view.tip(meter))
-        check_history(body, view.credited(meter, body["start"]))
+        check_chain(body, view.tip(meter, channel))
+        check_history(body, view.credited(meter, channel, body["start"]))
     except CreditRejected as exc:
         return {**_echo(item), "status": "rejected", "reason": exc.reason.value, "detail": exc.detail}
     view.add(body, digest, item)
-    return {"meter": meter, "seq": seq, "status": "accepted"}
+    return {"meter": meter, "channel": channel, "seq": seq, "status": "accepted"}
 
 
 def batch_result(key: str, results: list[dict[str, Any]]) -> dict[str, Any]:

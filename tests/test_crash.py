@@ -139,7 +139,8 @@ def test_kills_of_gateway_and_receiver_lose_and_duplicate_nothing(tmp_path: Path
           f"{vacuums_cut}, low-disk passes {low_disk_passes}), receiver kills {rig.receiver.kills}; "
           f"late MQTT {late}; {verdict.credits} credits ({verdict.corrections} corrections), "
           f"readings {built['readings']:.0f} -> {readings_left}; children left by killed demos "
-          f"{rig.children_seen}; final runs {final_runs}; seconds {({k: round(v) for k, v in phases.items()})}")
+          f"{rig.children_seen}; final runs {final_runs}; seconds {({k: round(v) for k, v in phases.items()})}; "
+          f"per (meter, channel) {({f'{m} {c}': v for (m, c), v in verdict.series.items()})}")
     assert rig.orphans == [], f"processes outlived the demo that started them: {rig.orphans}"
     assert rig.children_seen >= rig.kills // 2, "most demo runs had started their broker when killed"
     assert upgrades_cut >= 1, "at least one kill landed inside the schema upgrade"

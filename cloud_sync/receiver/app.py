@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cloud_sync.credit import is_id
+from cloud_sync.credit import CHANNELS, is_id, shown
 from cloud_sync.fast_json import dumps_utf8
 from cloud_sync.receiver.enrolment import OPERATOR, Principal, refused_other_gateway, refused_revoked
 from cloud_sync.receiver.store import RETRY_AFTER_S, CreditStore, ReceiverConfigError, StoreUnavailable
@@ -139,9 +139,12 @@ def create_app(store: CreditStore | ReceiverStore, token: str | None = None, *,
             principal = await authenticate(request)
             if principal.gateway is not None and gateway != principal.gateway:
                 return _error(403, refused_other_gateway(principal.gateway, gateway))
+            channel = request.query_params.get("channel")
+            if channel is not None and channel not in CHANNELS:
+                return _error(400, f"channel must be one of {', '.join(CHANNELS)}, got {shown(channel)}")
             if not (is_id(gateway) and is_id(meter)):
                 return JSONResponse({"credits": []})  # no credit is ever stored under such ids
-            return JSONResponse({"credits": await backend.credits(gateway, meter)})
+            return JSONResponse({"credits": await backend.credits(gateway, meter, channel)})
         except _Denied as denied:
             return denied.response
         except StoreUnavailable as exc:

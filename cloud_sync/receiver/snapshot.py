@@ -3,8 +3,9 @@
 ``cloud_sync.receiver_intake.examine_batch`` asks its :class:`~cloud_sync.receiver_intake.CreditView`
 credit by credit. A store on the same machine (SQLite) can answer each question with a query; a
 store across a network (PostgreSQL) would pay a round trip per question. So such a store first
-fetches everything a batch can ask about — each meter's chain tip, the stored credits under the
-batch's (meter, seq) pairs, the credits of the batch's quarter-hours — in three queries, hands
+fetches everything a batch can ask about — each (meter, channel)'s chain tip, the stored credits
+under the batch's (meter, channel, seq) keys, the credits of the batch's quarter-hours — in three
+queries, hands
 :class:`MemoryView` to ``examine_batch``, and inserts :attr:`MemoryView.added` in one go. Run
 inside the transaction that holds the gateway's lock, nothing it fetched can change meanwhile.
 """
@@ -15,27 +16,34 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from cloud_sync.credit import ChainTip, Credited, is_id, is_int64
+from cloud_sync.credit import ChainTip, Credited, channel_of, is_id, is_int64
 from cloud_sync.fast_json import dumps_compact, loads_text
+from cloud_sync.receiver_intake import echoed_channel
+
+Series = tuple[str, str]
+"""(meter, channel): one chain."""
 
 
 @dataclass(frozen=True, slots=True)
 class Wanted:
-    """What a batch may ask about: only items whose meter, seq and start are well-formed can ask at all."""
+    """What a batch may ask about: only items whose meter, channel, seq and start are well-formed can ask at all.
 
-    meters: list[str]
-    pairs: list[tuple[str, int]]
-    starts: list[tuple[str, int]]
+    Series are (meter, channel); keys are (meter, channel, seq) and (meter, channel, start).
+    """
 
-    def stored_pairs(self, tips: dict[str, ChainTip]) -> list[tuple[str, int]]:
-        """The pairs that can be stored: a meter's credits are exactly seq 1..tip (the chain rule)."""
-        return [(m, s) for m, s in self.pairs if m in tips and 1 <= s <= tips[m].seq]
+    series: list[Series]
+    keys: list[tuple[str, str, int]]
+    starts: list[tuple[str, str, int]]
+
+    def stored_keys(self, tips: dict[Series, ChainTip]) -> list[tuple[str, str, int]]:
+        """The keys that can be stored: a series' credits are exactly seq 1..tip (the chain rule)."""
+        return [(m, c, s) for m, c, s in self.keys if (m, c) in tips and 1 <= s <= tips[m, c].seq]
 
 
 def wanted(credits: Iterable[Any]) -> Wanted:
-    meters: dict[str, None] = {}
-    pairs: dict[tuple[str, int], None] = {}
-    starts: dict[tuple[str, int], None] = {}
+    series: dict[Series, None] = {}
+    keys: dict[tuple[str, str, int], None] = {}
+    starts: dict[tuple[str, str, int], None] = {}
     for item in credits:
         body = item.get("credit") if type(item) is dict else None
         if type(body) is not dict:
@@ -43,14 +51,14 @@ def wanted(credits: Iterable[Any]) -> Wanted:
         meter: Any = body.get("meter")
         seq: Any = body.get("seq")
         start: Any = body.get("start")
-        if not (is_id(meter) and is_int64(seq)):
+        channel = echoed_channel(body)
+        if not (is_id(meter) and is_int64(seq)) or channel is None:
             continue
-        m, s = meter, seq
-        meters[m] = None
-        pairs[(m, s)] = None
+        series[meter, channel] = None
+        keys[meter, channel, seq] = None
         if is_int64(start):
-            starts[(m, start)] = None
-    return Wanted(list(meters), list(pairs), list(starts))
+            starts[meter, channel, start] = None
+    return Wanted(list(series), list(keys), list(starts))
 
 
 class Row(NamedTuple):
@@ -58,6 +66,7 @@ class Row(NamedTuple):
     dataclass's ``__init__`` costs several times a tuple's)."""
 
     meter: str
+    channel: str
     seq: int
     kind: str
     start: int
@@ -70,29 +79,29 @@ class Row(NamedTuple):
 class MemoryView:
     """:class:`~cloud_sync.receiver_intake.CreditView` over fetched rows, collecting what is added."""
 
-    tips: dict[str, ChainTip]
-    stored_wire: dict[tuple[str, int], str]
-    history: dict[tuple[str, int], list[Credited]]
+    tips: dict[Series, ChainTip]
+    stored_wire: dict[tuple[str, str, int], str]
+    history: dict[tuple[str, str, int], list[Credited]]
     added: list[Row] = field(default_factory=list)
-    _added_items: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    _added_items: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
 
-    def stored(self, meter: str, seq: int) -> dict[str, Any] | None:
-        item = self._added_items.get((meter, seq))
+    def stored(self, meter: str, channel: str, seq: int) -> dict[str, Any] | None:
+        item = self._added_items.get((meter, channel, seq))
         if item is not None:
             return item
-        wire = self.stored_wire.get((meter, seq))
+        wire = self.stored_wire.get((meter, channel, seq))
         return loads_text(wire) if wire is not None else None
 
-    def tip(self, meter: str) -> ChainTip | None:
-        return self.tips.get(meter)
+    def tip(self, meter: str, channel: str) -> ChainTip | None:
+        return self.tips.get((meter, channel))
 
-    def credited(self, meter: str, start: int) -> Sequence[Credited]:
-        return self.history.get((meter, start), ())
+    def credited(self, meter: str, channel: str, start: int) -> Sequence[Credited]:
+        return self.history.get((meter, channel, start), ())
 
     def add(self, body: dict[str, Any], digest: str, item: dict[str, Any]) -> None:
-        meter, seq, start = body["meter"], body["seq"], body["start"]
-        self.added.append(Row(meter, seq, body["kind"], start, body["wh"], digest,
+        meter, channel, seq, start = body["meter"], channel_of(body), body["seq"], body["start"]
+        self.added.append(Row(meter, channel, seq, body["kind"], start, body["wh"], digest,
                               dumps_compact(item)))
-        self._added_items[(meter, seq)] = item
-        self.tips[meter] = ChainTip(seq, digest)
-        self.history.setdefault((meter, start), []).append(Credited(seq, body["kind"], body["wh"]))
+        self._added_items[meter, channel, seq] = item
+        self.tips[meter, channel] = ChainTip(seq, digest)
+        self.history.setdefault((meter, channel, start), []).append(Credited(seq, body["kind"], body["wh"]))

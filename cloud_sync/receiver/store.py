@@ -56,11 +56,14 @@ class CreditStore(Protocol):
         :class:`StoreUnavailable` when nothing could be stored now.
         """
 
-    async def credits(self, gateway: str, meter: str) -> list[dict[str, Any]]:
-        """The meter's stored credits in seq order."""
+    async def credits(self, gateway: str, meter: str, channel: str | None = None) -> list[dict[str, Any]]:
+        """The meter's stored credits (of ``channel`` only, when given): import first, each channel in seq order."""
 
     async def summary(self, gateway: str | None = None) -> list[dict[str, Any]]:
-        """Per (gateway, meter): count, first and last seq, net Wh; one gateway's or all."""
+        """Per (gateway, meter, channel): count, first and last seq, net Wh; one gateway's or all.
+
+        Each channel is its own row (an export Wh is never netted against consumption).
+        """
 
     async def enrol(self, gateway: str, public_key: str, token_sha256: str | None, now_ms: int) -> None:
         """Enrol a gateway (or enrol a revoked one again); ``EnrolmentError`` when it is enrolled already."""

@@ -46,7 +46,7 @@ from cloud_sync.receiver.enrolment import (
     token_digest,
 )
 from cloud_sync.receiver.migrations import migrations
-from cloud_sync.receiver.snapshot import MemoryView, wanted
+from cloud_sync.receiver.snapshot import MemoryView, Series, wanted
 from cloud_sync.receiver.store import (
     PullOutcome,
     ReceiverConfigError,
@@ -86,7 +86,7 @@ _RETRYABLE = (asyncpg.SerializationError, asyncpg.DeadlockDetectedError, asyncpg
 _UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                 asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.LockNotAvailableError,
                 asyncpg.QueryCanceledError, asyncpg.AdminShutdownError, asyncpg.InsufficientResourcesError)
-_COLUMNS = ("gateway", "meter", "seq", "kind", "start", "wh", "hash", "wire", "received_ms")
+_COLUMNS = ("gateway", "meter", "channel", "seq", "kind", "start", "wh", "hash", "wire", "received_ms")
 
 
 def _now_ms() -> int:
@@ -183,29 +183,33 @@ class PgStore:
 
     async def _snapshot(self, conn: Conn, gateway: str, credits: list[Any]) -> MemoryView:
         want = wanted(credits)
-        tips: dict[str, ChainTip] = {}
-        if want.meters:
+        tips: dict[Series, ChainTip] = {}
+        if want.series:
             for r in await conn.fetch(
-                    "SELECT m.meter, t.seq, t.hash FROM unnest($2::text[]) AS m(meter) CROSS JOIN LATERAL "
-                    "(SELECT seq, hash FROM credits c WHERE c.gateway = $1 AND c.meter = m.meter "
-                    "ORDER BY seq DESC LIMIT 1) t", gateway, want.meters):
-                tips[r["meter"]] = ChainTip(r["seq"], r["hash"])
-        stored: dict[tuple[str, int], str] = {}
-        pairs = want.stored_pairs(tips)
-        if pairs:
+                    "SELECT m.meter, m.channel, t.seq, t.hash FROM unnest($2::text[], $3::text[]) AS m(meter, channel) "
+                    "CROSS JOIN LATERAL (SELECT seq, hash FROM credits c WHERE c.gateway = $1 AND c.meter = m.meter "
+                    "AND c.channel = m.channel ORDER BY seq DESC LIMIT 1) t",
+                    gateway, [m for m, _ in want.series], [c for _, c in want.series]):
+                tips[r["meter"], r["channel"]] = ChainTip(r["seq"], r["hash"])
+        stored: dict[tuple[str, str, int], str] = {}
+        keys = want.stored_keys(tips)
+        if keys:
             for r in await conn.fetch(
-                    "SELECT c.meter, c.seq, c.wire FROM unnest($2::text[], $3::bigint[]) AS k(meter, seq) "
-                    "JOIN credits c ON c.gateway = $1 AND c.meter = k.meter AND c.seq = k.seq",
-                    gateway, [m for m, _ in pairs], [s for _, s in pairs]):
-                stored[(r["meter"], r["seq"])] = r["wire"]
-        history: dict[tuple[str, int], list[Credited]] = {}
-        starts = [(m, s) for m, s in want.starts if m in tips]  # a meter with no credit has no history
+                    "SELECT c.meter, c.channel, c.seq, c.wire FROM unnest($2::text[], $3::text[], $4::bigint[]) "
+                    "AS k(meter, channel, seq) JOIN credits c ON c.gateway = $1 AND c.meter = k.meter "
+                    "AND c.channel = k.channel AND c.seq = k.seq",
+                    gateway, [m for m, _, _ in keys], [c for _, c, _ in keys], [s for _, _, s in keys]):
+                stored[r["meter"], r["channel"], r["seq"]] = r["wire"]
+        history: dict[tuple[str, str, int], list[Credited]] = {}
+        starts = [(m, c, s) for m, c, s in want.starts if (m, c) in tips]  # a series with no credit has no history
         if starts:
             for r in await conn.fetch(
-                    "SELECT c.meter, c.start, c.seq, c.kind, c.wh FROM unnest($2::text[], $3::bigint[]) "
-                    "AS k(meter, start) JOIN credits c ON c.gateway = $1 AND c.meter = k.meter AND c.start = k.start "
-                    "ORDER BY c.seq", gateway, [m for m, _ in starts], [s for _, s in starts]):
-                history.setdefault((r["meter"], r["start"]), []).append(Credited(r["seq"], r["kind"], r["wh"]))
+                    "SELECT c.meter, c.channel, c.start, c.seq, c.kind, c.wh FROM unnest($2::text[], $3::text[], "
+                    "$4::bigint[]) AS k(meter, channel, start) JOIN credits c ON c.gateway = $1 AND c.meter = k.meter "
+                    "AND c.channel = k.channel AND c.start = k.start ORDER BY c.seq",
+                    gateway, [m for m, _, _ in starts], [c for _, c, _ in starts], [s for _, _, s in starts]):
+                history.setdefault((r["meter"], r["channel"], r["start"]), []).append(
+                    Credited(r["seq"], r["kind"], r["wh"]))
         return MemoryView(tips, stored, history)
 
     async def _examine(self, conn: Conn, batch: Batch, key: str) -> dict[str, Any]:
@@ -219,7 +223,7 @@ class PgStore:
         if view.added:
             now_ms = _now_ms()
             await conn.copy_records_to_table("credits", columns=_COLUMNS, records=[
-                (batch.gateway, r.meter, r.seq, r.kind, r.start, r.wh, r.hash, r.wire, now_ms)
+                (batch.gateway, r.meter, r.channel, r.seq, r.kind, r.start, r.wh, r.hash, r.wire, now_ms)
                 for r in view.added])
         return response
 
@@ -311,17 +315,19 @@ class PgStore:
             return await conn.fetch("SELECT * FROM gateways ORDER BY gateway")
         return [_enrolment(r) for r in await self._run(work, transaction=False)]
 
-    async def credits(self, gateway: str, meter: str) -> list[dict[str, Any]]:
+    async def credits(self, gateway: str, meter: str, channel: str | None = None) -> list[dict[str, Any]]:
         async def work(conn: Conn) -> list[asyncpg.Record]:
-            return await conn.fetch("SELECT wire FROM credits WHERE gateway = $1 AND meter = $2 ORDER BY seq",
-                                    gateway, meter)
+            return await conn.fetch("SELECT wire FROM credits WHERE gateway = $1 AND meter = $2 "
+                                    "AND ($3::text IS NULL OR channel = $3) ORDER BY channel DESC, seq",
+                                    gateway, meter, channel)
         return [loads_text(r["wire"]) for r in await self._run(work, transaction=False)]
 
     async def summary(self, gateway: str | None = None) -> list[dict[str, Any]]:
         async def work(conn: Conn) -> list[asyncpg.Record]:
             return await conn.fetch(
-                "SELECT gateway, meter, COUNT(*) AS n, MIN(seq) AS a, MAX(seq) AS b, SUM(wh)::bigint AS wh "
-                "FROM credits WHERE $1::text IS NULL OR gateway = $1 GROUP BY gateway, meter "
-                "ORDER BY gateway, meter", gateway)
-        return [{"gateway": r["gateway"], "meter": r["meter"], "credits": r["n"], "first_seq": r["a"],
-                 "last_seq": r["b"], "wh": r["wh"]} for r in await self._run(work, transaction=False)]
+                "SELECT gateway, meter, channel, COUNT(*) AS n, MIN(seq) AS a, MAX(seq) AS b, SUM(wh)::bigint AS wh "
+                "FROM credits WHERE $1::text IS NULL OR gateway = $1 GROUP BY gateway, meter, channel "
+                "ORDER BY gateway, meter, channel DESC", gateway)
+        return [{"gateway": r["gateway"], "meter": r["meter"], "channel": r["channel"], "credits": r["n"],
+                 "first_seq": r["a"], "last_seq": r["b"], "wh": r["wh"]}
+                for r in await self._run(work, transaction=False)]

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cloud_sync.credit import ChainTip, Credited
+from cloud_sync.credit import ChainTip, Credited, channel_of
 from cloud_sync.receiver.enrolment import (
     Enrolment,
     EnrolmentError,
@@ -54,28 +54,28 @@ class _SqliteView:
     def __init__(self, db: sqlite3.Connection, gateway: str, now_ms: int) -> None:
         self._db, self._gateway, self._now_ms = db, gateway, now_ms
 
-    def stored(self, meter: str, seq: int) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT wire FROM credits WHERE gateway=? AND meter=? AND seq=?",
-                               (self._gateway, meter, seq)).fetchone()
+    def stored(self, meter: str, channel: str, seq: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT wire FROM credits WHERE gateway=? AND meter=? AND channel=? AND seq=?",
+                               (self._gateway, meter, channel, seq)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def tip(self, meter: str) -> ChainTip | None:
+    def tip(self, meter: str, channel: str) -> ChainTip | None:
         row = self._db.execute(
-            "SELECT seq, hash FROM credits WHERE gateway=? AND meter=? ORDER BY seq DESC LIMIT 1",
-            (self._gateway, meter)).fetchone()
+            "SELECT seq, hash FROM credits WHERE gateway=? AND meter=? AND channel=? ORDER BY seq DESC LIMIT 1",
+            (self._gateway, meter, channel)).fetchone()
         return ChainTip(row[0], row[1]) if row else None
 
-    def credited(self, meter: str, start: int) -> Sequence[Credited]:
-        rows = self._db.execute("SELECT seq, kind, wh FROM credits WHERE gateway=? AND meter=? AND start=?",
-                                (self._gateway, meter, start)).fetchall()
+    def credited(self, meter: str, channel: str, start: int) -> Sequence[Credited]:
+        rows = self._db.execute("SELECT seq, kind, wh FROM credits WHERE gateway=? AND meter=? AND channel=? "
+                                "AND start=?", (self._gateway, meter, channel, start)).fetchall()
         return [Credited(seq, kind, wh) for seq, kind, wh in rows]
 
     def add(self, body: dict[str, Any], digest: str, item: dict[str, Any]) -> None:
         self._db.execute(
-            "INSERT INTO credits (gateway, meter, seq, kind, start, wh, hash, wire, received_ms) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
-            (self._gateway, body["meter"], body["seq"], body["kind"], body["start"], body["wh"], digest,
-             json.dumps(item, separators=(",", ":")), self._now_ms))
+            "INSERT INTO credits (gateway, meter, channel, seq, kind, start, wh, hash, wire, received_ms) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (self._gateway, body["meter"], channel_of(body), body["seq"], body["kind"], body["start"], body["wh"],
+             digest, json.dumps(item, separators=(",", ":")), self._now_ms))
 
 
 def _enrolment(row: tuple[Any, ...]) -> Enrolment:
@@ -220,18 +220,20 @@ class ReceiverStore:
     def gateways(self) -> list[Enrolment]:
         return [_enrolment(r) for r in self._db.execute("SELECT * FROM gateways ORDER BY gateway").fetchall()]
 
-    def credits(self, gateway: str, meter: str) -> list[dict[str, Any]]:
+    def credits(self, gateway: str, meter: str, channel: str | None = None) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            "SELECT wire FROM credits WHERE gateway=? AND meter=? ORDER BY seq", (gateway, meter)).fetchall()
+            "SELECT wire FROM credits WHERE gateway=? AND meter=? AND (? IS NULL OR channel = ?) "
+            "ORDER BY channel DESC, seq", (gateway, meter, channel, channel)).fetchall()
         return [json.loads(w) for (w,) in rows]
 
     def summary(self, gateway: str | None = None) -> list[dict[str, Any]]:
         rows = self._db.execute(
-            "SELECT gateway, meter, COUNT(*), MIN(seq), MAX(seq), SUM(wh) FROM credits "
-            "WHERE ? IS NULL OR gateway = ? GROUP BY gateway, meter ORDER BY gateway, meter", (gateway, gateway)
+            "SELECT gateway, meter, channel, COUNT(*), MIN(seq), MAX(seq), SUM(wh) FROM credits "
+            "WHERE ? IS NULL OR gateway = ? GROUP BY gateway, meter, channel "
+            "ORDER BY gateway, meter, channel DESC", (gateway, gateway)
         ).fetchall()
-        return [{"gateway": g, "meter": m, "credits": n, "first_seq": a, "last_seq": b, "wh": wh}
-                for g, m, n, a, b, wh in rows]
+        return [{"gateway": g, "meter": m, "channel": c, "credits": n, "first_seq": a, "last_seq": b, "wh": wh}
+                for g, m, c, n, a, b, wh in rows]
 
 
 class SqliteStore:
@@ -246,8 +248,8 @@ class SqliteStore:
     async def ingest(self, gateway: str, batch_key: str, raw: bytes, credits: list[Any]) -> dict[str, Any]:
         return await asyncio.to_thread(self.sync.ingest, gateway, batch_key, raw, credits)
 
-    async def credits(self, gateway: str, meter: str) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.sync.credits, gateway, meter)
+    async def credits(self, gateway: str, meter: str, channel: str | None = None) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.sync.credits, gateway, meter, channel)
 
     async def summary(self, gateway: str | None = None) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.sync.summary, gateway)

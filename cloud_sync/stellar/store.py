@@ -13,6 +13,12 @@ the gateway account's sequence numbers are used one after another, never raced.
 Credit batches use the ledger's common uplink tables (``uplink='stellar'``): a batch is a
 contiguous range of outbox ids recorded before its payments are built, so the ingest's
 "sent horizon" protects those credits from being revised from then on.
+
+Only import credits are paid: the asset credited to a meter's account is for its consumption,
+and an export Wh (energy fed in, :mod:`gateway.channels`) is never consumption. A batch's lines
+(its payments and its memo) are the import credits of its id range; export credits in the range
+are passed over, and a range of export credits alone is delivered with nothing to pay. Feed-in
+reaches the utility through the billing API, and P2P deliveries through the Soroban uplink.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from gateway.errors import LedgerError
 UPLINK: Final = "stellar"
 PENDING, APPLIED, FAILED, VOID = "pending", "applied", "failed", "void"
 CREDIT, ACCOUNT = "credit", "account"
+PAID_CHANNEL: Final = "import"
+"""The one channel whose credits are paid (see the module docstring)."""
 SCAN_LIMIT: Final = 1000
 """Credits looked at per new batch (zero-energy credits have no payment, so a batch may span more than 100)."""
 
@@ -154,7 +162,8 @@ class StellarStore:
 
     async def batch_credits(self, first_id: int, last_id: int) -> list[CreditLine]:
         rows = await self._db.read_rows(
-            "SELECT id, meter, wh, hash FROM credits WHERE id BETWEEN ? AND ? ORDER BY id", (first_id, last_id))
+            "SELECT id, meter, wh, hash FROM credits WHERE id BETWEEN ? AND ? AND channel = ? ORDER BY id",
+            (first_id, last_id, PAID_CHANNEL))
         return [CreditLine(int(i), str(m), int(w), str(h)) for i, m, w, h in rows]
 
     # ---- writes --------------------------------------------------------------------------
@@ -277,17 +286,21 @@ class StellarStore:
             if rows:
                 key, first, last, state = rows[0]
                 lines = await _rows(db, "SELECT id, meter, wh, hash FROM credits WHERE id BETWEEN ? AND ? "
-                                        "ORDER BY id", (first, last))
+                                        "AND channel = ? ORDER BY id", (first, last, PAID_CHANNEL))
                 return Batch(key, int(first), int(last), state == "dead",
                              [CreditLine(int(i), str(m), int(w), str(h)) for i, m, w, h in lines]), None
             await db.execute("INSERT OR IGNORE INTO uplink_cursor (uplink) VALUES (?)", (UPLINK,))
             (cursor,) = (await _rows(db, "SELECT delivered_id FROM uplink_cursor WHERE uplink=?", (UPLINK,)))[0]
-            candidates = await _rows(db, "SELECT id, meter, wh, hash FROM credits WHERE id > ? ORDER BY id LIMIT ?",
-                                     (cursor, SCAN_LIMIT))
+            candidates = await _rows(db, "SELECT id, meter, wh, hash, channel FROM credits WHERE id > ? "
+                                         "ORDER BY id LIMIT ?", (cursor, SCAN_LIMIT))
             taken: list[CreditLine] = []
             ops = 0
             waiting: str | None = None
-            for i, m, w, h in candidates:
+            span: list[int] = []  # the range's ids, import and export: an export credit joins it, never its lines
+            for i, m, w, h, channel in candidates:
+                if channel != PAID_CHANNEL:
+                    span.append(int(i))
+                    continue
                 if m not in active:
                     waiting = str(m)
                     break
@@ -296,13 +309,14 @@ class StellarStore:
                         break
                     ops += 1
                 taken.append(CreditLine(int(i), str(m), int(w), str(h)))
-            if not taken:
+                span.append(int(i))
+            if not span:
                 return None, waiting
-            first, last = taken[0].id, taken[-1].id
+            first, last = span[0], span[-1]
             key = f"{UPLINK}:{first}-{last}"
             await db.execute(
                 "INSERT INTO uplink_batches (uplink, batch_key, first_id, last_id, n_credits, state, created_ms) "
-                "VALUES (?,?,?,?,?, 'inflight', ?)", (UPLINK, key, first, last, len(taken), now_ms))
+                "VALUES (?,?,?,?,?, 'inflight', ?)", (UPLINK, key, first, last, len(span), now_ms))
         return Batch(key, first, last, False, taken), None
 
     @atomic

@@ -117,7 +117,7 @@ class IngestBatch:
                 virtual = reading.register_wh + state.offset_wh
                 quick[key] = _Quick(reading.t_ms, reading.register_wh, virtual,
                                     (meter, reading.t_ms, reading.register_wh, reading.source, ACCEPTED, virtual,
-                                     channel.value))
+                                     channel))  # a StrEnum binds as its text
                 dispositions.append((reading, ACCEPTED))
                 continue
             if q is not None:  # the slow path needs the state as it stands, and the row before it
@@ -132,7 +132,7 @@ class IngestBatch:
                 continue
             dispositions.append((reading, step.disposition.value))
             reading_rows.append((meter, reading.t_ms, reading.register_wh, reading.source,
-                                 step.disposition.value, step.virtual_wh, channel.value))
+                                 step.disposition.value, step.virtual_wh, channel))
             for event in step.events:
                 event = _of_channel(event, channel)
                 event_rows.append((self.now_ms, meter, event.kind, event.detail))
@@ -184,7 +184,7 @@ class IngestBatch:
             self.tips[key] = tip
             self._touched.add(key)
             interval_rows.append(_interval_row(interval, tip.seq))
-            credit_rows.append((interval.meter, interval.channel.value, tip.seq, interval.start, interval.wh,
+            credit_rows.append((interval.meter, interval.channel, tip.seq, interval.start, interval.wh,
                                 signed.hash, signed.wire_json(), self.now_ms))
             self.result.intervals_closed += 1
             if len(self.result.intervals) < KEPT_INTERVALS:
@@ -452,7 +452,7 @@ def _caught_up(state: MeterState, quick: _Quick) -> MeterState:
 def _interval_row(interval: Interval, seq: int) -> tuple[Any, ...]:
     return (interval.meter, interval.start, interval.end, interval.wh, interval.quality.value,
             interval.register_start_wh, interval.register_end_wh, seq, interval.method, interval.reason,
-            interval.start_grade.encode(), interval.end_grade.encode(), interval.channel.value)
+            interval.start_grade.encode(), interval.end_grade.encode(), interval.channel)
 
 
 def _bridged_by(before: tuple[int, int], after: tuple[int, int], known: dict[int, BoundaryValue],

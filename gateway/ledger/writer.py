@@ -267,8 +267,7 @@ class ReadingWriter:
     async def _load_known_time(self) -> None:
         """The ledger's newest reading is a time known to be real: a battery clock must not read before it."""
         self._known_loaded = True
-        newest = [t for meter in await self._ledger.meter_ids()
-                  if (t := self._ledger.meter_state(meter).last_t_ms) is not None]
+        newest = [t for state in self._ledger.series_states() if (t := state.last_t_ms) is not None]
         if newest:
             self._trust.remember(max(newest) / 1000)
 

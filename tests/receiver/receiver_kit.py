@@ -16,6 +16,7 @@ from referencing.jsonschema import DRAFT202012
 from stellar_sdk import Keypair
 
 from cloud_sync.credit import CreditBody, sign
+from gateway.channels import Channel
 from gateway.credits import Tip, credit_for_interval
 from gateway.intervals import Interval, Quality
 
@@ -26,14 +27,18 @@ CREDITS_PATH = "/v1/gateways/{gateway}/meters/{meter}/credits"
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z, a quarter-hour boundary (s)
 
 
-def honest_chain(n: int, meter: str = "m1", keypair: Keypair = KEY) -> list[dict[str, Any]]:
-    """n consecutive interval credits of one meter, as the gateway makes them, in wire form."""
-    tip = Tip()
+def honest_chain(n: int, meter: str = "m1", keypair: Keypair = KEY, *, channel: Channel = Channel.IMPORT,
+                 tip: Tip | None = None) -> list[dict[str, Any]]:
+    """n consecutive interval credits of one meter's channel, as the gateway makes them, in wire form
+    (going on from ``tip``: a chain's last credit)."""
+    first = tip.seq if tip else 0
+    tip = tip or Tip()
     out = []
-    register = 50_000
-    for k in range(n):
+    register = 50_000 + sum(100 + k for k in range(first))
+    for k in range(first, first + n):
         wh = 100 + k
-        interval = Interval(meter, T0 + 900 * k, T0 + 900 * (k + 1), wh, Quality.ACTUAL, register, register + wh)
+        interval = Interval(meter, T0 + 900 * k, T0 + 900 * (k + 1), wh, Quality.ACTUAL, register, register + wh,
+                            channel=channel)
         register += wh
         signed, tip = credit_for_interval(interval, tip, gateway_id=GW, keypair=keypair, created_ms=T0 * 1000)
         out.append(json.loads(signed.wire_json()))

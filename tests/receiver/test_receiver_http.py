@@ -65,7 +65,8 @@ async def test_one_credit_with_a_seq_beyond_64_bits_is_rejected_alone(client: Cl
     assert response.status_code == 200, response.text
     answer = response.json()
     assert _statuses(answer) == ["accepted", "rejected", "accepted"]
-    assert answer["results"][1] == {"meter": "m1", "seq": None, "status": "rejected", "reason": "malformed",
+    assert answer["results"][1] == {"meter": "m1", "channel": "import", "seq": None, "status": "rejected",
+                                    "reason": "malformed",
                                     "detail": answer["results"][1]["detail"]}
     assert "seq" in answer["results"][1]["detail"]
 
@@ -194,8 +195,8 @@ async def test_the_summary_adds_up_what_was_accepted(client: Client) -> None:
     chain = honest_chain(3)
     await client.send(chain, "k1")
     answer = await client.get("/v1/summary", "/v1/summary")
-    assert answer.json() == {"meters": [{"gateway": GW, "meter": "m1", "credits": 3, "first_seq": 1, "last_seq": 3,
-                                         "wh": 100 + 101 + 102}]}
+    assert answer.json() == {"meters": [{"gateway": GW, "meter": "m1", "channel": "import", "credits": 3,
+                                         "first_seq": 1, "last_seq": 3, "wh": 100 + 101 + 102}]}
 
 
 async def test_storage_that_is_locked_is_a_503_to_retry_and_nothing_is_stored(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from cloud_sync.horizon.server import RunningLedger, serve_ledger
 from cloud_sync.stellar.amounts import rate_stroops, to_stroops
 from cloud_sync.stellar.store import UPLINK
 from cloud_sync.stellar.uplink import StellarUplink
+from gateway.channels import Channel
 from gateway.clock import Clock, SimulatedClock, SystemClock
 from gateway.config import StellarConfig
 from gateway.intervals import Reading
@@ -41,9 +42,10 @@ SETTLE_S = 60.0
 
 
 def readings(meter: str, n_intervals: int, *, start_wh: int = 10_000, per_min: int = 7,
-             t0: int = T0) -> list[Reading]:
+             t0: int = T0, channel: Channel = Channel.IMPORT) -> list[Reading]:
     """One reading a minute: ``per_min × 15`` Wh per interval."""
-    return [Reading(meter, t0 + k * 60_000, start_wh + per_min * k) for k in range(n_intervals * 15 + 1)]
+    return [Reading(meter, t0 + k * 60_000, start_wh + per_min * k, channel=channel)
+            for k in range(n_intervals * 15 + 1)]
 
 
 def stellar_config(url: str, utility: Utility, passphrase: str, **overrides: Any) -> StellarConfig:
@@ -110,9 +112,10 @@ class Tenant:
                              serials=serials or serial_of, alarms=self.alarms)
 
     async def credits(self) -> dict[str, tuple[int, int, int]]:
-        """Per meter in the outbox: (sum of Wh, positive credits, negative credits)."""
+        """Per meter, of the import credits in the outbox (the only ones paid): (sum of Wh, positive credits,
+        negative credits)."""
         rows = await self.ledger.read_rows(
-            "SELECT meter, SUM(wh), SUM(wh > 0), SUM(wh < 0) FROM credits GROUP BY meter")
+            "SELECT meter, SUM(wh), SUM(wh > 0), SUM(wh < 0) FROM credits WHERE channel = 'import' GROUP BY meter")
         return {str(m): (int(s), int(p), int(n)) for m, s, p, n in rows}
 
     async def accounts(self) -> dict[str, str]:
