@@ -8,6 +8,7 @@ checked against the simulated meters' true registers, to the Wh.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -20,8 +21,10 @@ from pathlib import Path
 
 import httpx
 
+from gateway.channels import Channel
 from gateway.sim import children
-from gateway.sim.demo import DemoState, check_conservation, receiver_summary
+from gateway.sim.demo import DemoState, models
+from gateway.sim.demo_check import check_series, receiver_series
 from tests.stellar.demo_checks import assert_stellar_report, check_status_api
 
 DEMO = [sys.executable, "-m", "gateway", "demo", "--speed", "900", "--web-port", "0"]
@@ -32,33 +35,56 @@ def _run(data_dir: Path, duration: float) -> subprocess.CompletedProcess[str]:
                         capture_output=True, text=True, timeout=duration + 60, check=False)
 
 
-def _ledger(data_dir: Path) -> dict[str, tuple[int, int, list[int]]]:
-    """Per meter: first and last accepted reading time (ms) and the credit seqs in the outbox."""
+Series = tuple[str, Channel]
+METERS = {"flat-1", "flat-2", "shop", "heat-pump", "pv-house"}
+
+
+def _ledger(data_dir: Path) -> dict[Series, tuple[int, int, list[int]]]:
+    """Per (meter, channel): first and last accepted reading time (ms) and the credit seqs in the outbox."""
     out = {}
     with contextlib.closing(sqlite3.connect(data_dir / "ledger.db")) as db:
-        for meter, first, last in db.execute(
-                "SELECT meter, MIN(t_ms), MAX(t_ms) FROM readings WHERE disposition='accepted' GROUP BY meter"):
-            seqs = [s for (s,) in db.execute("SELECT seq FROM credits WHERE meter=? ORDER BY seq", (meter,))]
-            out[meter] = (first, last, seqs)
+        for meter, channel, first, last in db.execute(
+                "SELECT meter, channel, MIN(t_ms), MAX(t_ms) FROM readings WHERE disposition='accepted' "
+                "GROUP BY meter, channel"):
+            seqs = [s for (s,) in db.execute("SELECT seq FROM credits WHERE meter=? AND channel=? ORDER BY seq",
+                                             (meter, channel))]
+            out[(meter, Channel(channel))] = (first, last, seqs)
     return out
 
 
-def _assert_complete_and_exact(data_dir: Path) -> dict[str, list[int]]:
+def _assert_complete_and_exact(data_dir: Path) -> dict[Series, list[int]]:
+    """Every meter's import and export, each its own series: complete, exactly once, equal to its register."""
     epoch = DemoState.load_or_create(data_dir, 0).epoch
-    report = check_conservation(data_dir / "receiver.db", epoch)
+    report = check_series(data_dir / "receiver.db", models(epoch))
     ledger = _ledger(data_dir)
-    held = receiver_summary(data_dir / "receiver.db")
-    assert set(report) == set(ledger) == {"flat-1", "flat-2", "shop", "heat-pump", "pv-house"}
+    held = receiver_series(data_dir / "receiver.db")
+    assert set(report) == set(ledger) == {(m, c) for m in METERS for c in Channel}
     seqs = {}
-    for meter, (first_ms, last_ms, outbox) in ledger.items():
+    for series, (first_ms, last_ms, outbox) in ledger.items():
         closed = math.floor(last_ms / 900_000) - math.ceil(first_ms / 900_000)
-        received = [c["seq"] for c in held[meter]]
-        assert received == list(range(1, closed + 1)), f"{meter}: one credit per closed interval, no gap"
-        assert outbox == received, f"{meter}: everything in the outbox reached the receiver exactly once"
-        r = report[meter]
-        assert r["exact"], f"{meter}: credited {r['credited_wh']} Wh != register delta {r['register_delta_wh']} Wh"
-        seqs[meter] = received
+        received = [c["seq"] for c in held[series]]
+        assert received == list(range(1, closed + 1)), f"{series}: one credit per closed interval, no gap"
+        assert outbox == received, f"{series}: everything in the outbox reached the receiver exactly once"
+        r = report[series]
+        assert r["exact"], f"{series}: credited {r['credited_wh']} Wh != register delta {r['register_delta_wh']} Wh"
+        seqs[series] = received
+    pv_export = report[("pv-house", Channel.EXPORT)]["credited_wh"]
+    assert pv_export > 2000, f"the solar house fed in by day: {pv_export} Wh"
+    assert all(report[(m, Channel.EXPORT)]["credited_wh"] == 0 for m in METERS - {"pv-house"})
     return seqs
+
+
+def _assert_shared_once(out: str, data_dir: Path) -> None:
+    """The agreement with the neighbour: one delivery record, sent, and the contract says Delivered."""
+    assert "on the contract: status Delivered, delivered 2 of 2 kWh" in out, out[-2000:]
+    with contextlib.closing(sqlite3.connect(data_dir / "ledger.db")) as db:
+        records = db.execute("SELECT agreement_id, kwh, state FROM p2p_deliveries").fetchall()
+    assert records == [(1, 2, "delivered")], records
+    with contextlib.closing(sqlite3.connect(data_dir / "horizon" / "soroban.sqlite3")) as db:
+        (state,) = db.execute("SELECT value FROM meta WHERE key='contract'").fetchone()
+    deliveries = [t for t in json.loads(state)["transactions"] if t["agreement_id"] == 1]
+    assert len(deliveries) == 1, deliveries
+    assert deliveries[0]["energy_delivered_kwh"] == 2, deliveries
 
 
 def _sign_in_as_printed(log: Path) -> None:
@@ -83,6 +109,7 @@ def test_demo_run_restart_and_sigterm(tmp_path: Path) -> None:
     seqs_1 = _assert_complete_and_exact(data)
     assert all(len(s) >= 30 for s in seqs_1.values()), "40 s at 900x is about 40 quarter-hours"
     assert_stellar_report(first.stdout, data)  # every meter's on-chain balance = credited Wh x rate, exact
+    _assert_shared_once(first.stdout, data)
 
     # Restart on the same data dir: every sequence continues, no gap, no duplicate.
     second = _run(data, 8)
@@ -114,3 +141,4 @@ def test_demo_run_restart_and_sigterm(tmp_path: Path) -> None:
     seqs_3 = _assert_complete_and_exact(data)
     assert all(len(seqs_3[m]) > len(seqs_2[m]) for m in seqs_3)
     assert_stellar_report(third.stdout, data)
+    _assert_shared_once(third.stdout, data)  # restarts never deliver twice
