@@ -22,6 +22,7 @@ from stellar_sdk import Keypair
 
 from cloud_sync.credit import ChainTip, CreditBody, sign, verify
 from gateway import identity
+from gateway.channels import Channel
 from gateway.cli import main
 from gateway.errors import LedgerMissing
 from gateway.intervals import Reading
@@ -124,10 +125,13 @@ def _demo(data: Path, url: str, token: Path, duration: float) -> subprocess.Comp
 
 
 def _received(db_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per series as recover-chains names it (``flat-1``, ``flat-1 export``): the wire items in seq order."""
     with contextlib.closing(sqlite3.connect(db_path)) as db:
         out: dict[str, list[dict[str, Any]]] = {}
         for meter, wire in db.execute("SELECT meter, wire FROM credits ORDER BY meter, seq"):
-            out.setdefault(meter, []).append(json.loads(wire))
+            item = json.loads(wire)
+            channel = item["credit"].get("channel", "import")
+            out.setdefault(meter if channel == "import" else f"{meter} {channel}", []).append(item)
     return out
 
 
@@ -149,7 +153,7 @@ def test_recovery_from_a_real_receiver_continues_every_chain(tmp_path: Path,
             first = _demo(data, url, token, 3)
             assert first.returncode == 0, first.stderr[-3000:]
             before = {m: [c["credit"]["seq"] for c in cs] for m, cs in _received(receiver_db).items()}
-            assert len(before) == 5
+            assert len(before) == 10, "five meters, each with an import and an export chain"
             assert all(before.values()), "every meter has credits at the receiver"
 
             _move_ledger_aside(data)  # as the advice for a damaged ledger says
@@ -182,6 +186,9 @@ def test_recovery_from_a_real_receiver_continues_every_chain(tmp_path: Path,
         for item in credits:  # one chain, verified link by link across the recovery
             body, digest = verify(item, expected_key=key, tip=tip)
             tip = ChainTip(body["seq"], digest)
-    report = check_conservation(receiver_db, DemoState.load_or_create(data, 0).epoch)
-    for meter, r in report.items():
-        assert r["exact"], f"{meter}: {r['credited_wh']} Wh credited, register moved {r['register_delta_wh']} Wh"
+    for channel in Channel:
+        report = check_conservation(receiver_db, DemoState.load_or_create(data, 0).epoch, channel)
+        assert len(report) == 5
+        for meter, r in report.items():
+            assert r["exact"], (f"{meter} {channel}: {r['credited_wh']} Wh credited, register moved "
+                                f"{r['register_delta_wh']} Wh")
