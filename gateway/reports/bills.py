@@ -289,10 +289,8 @@ class _Intervals:
         self.fetched: list[StoredInterval] = []
 
     async def stored_intervals(self, meter: str, start: int, end: int) -> list[StoredInterval]:
-        # Import only (consumption): since ledger schema 5 a meter's export intervals are rows of their own.
         found = await rows(self._db, 'SELECT meter, start, "end", wh, quality, method, reason FROM intervals '
-                                     "WHERE meter=? AND channel='import' AND start>=? AND start<? ORDER BY start",
-                           (meter, start, end))
+                                     "WHERE meter=? AND start>=? AND start<? ORDER BY start", (meter, start, end))
         self.fetched = [StoredInterval(str(m), int(a), int(b), int(w), str(q), mt, rs)
                         for m, a, b, w, q, mt, rs in found]
         return self.fetched

@@ -25,9 +25,6 @@ from gateway.ledger.store import DB_FILE, StoredInterval
 MIN_SCHEMA_VERSION = 2
 """First ledger schema with the interval ``method`` and ``reason`` columns that exports need."""
 
-CHANNELS_SCHEMA_VERSION = 5
-"""First ledger schema whose intervals carry a channel (import and export rows of one meter)."""
-
 BUSY_TIMEOUT_MS = 5000
 
 
@@ -42,11 +39,9 @@ class IntervalSource(Protocol):
 class ReadOnlyLedger:
     """A read-only connection to an existing ledger file (see module docstring for why)."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection, *, channels: bool = True) -> None:
+    def __init__(self, path: Path, db: aiosqlite.Connection) -> None:
         self.path = path
         self._db = db
-        self._import_only = " AND channel='import'" if channels else ""
-        """Since ledger schema 5 intervals have a channel; these are import (consumption) intervals."""
 
     @classmethod
     async def open(cls, data_dir: Path) -> ReadOnlyLedger:
@@ -76,13 +71,13 @@ class ReadOnlyLedger:
                 f"ledger {path} has schema version {version}; reports need version {MIN_SCHEMA_VERSION} or "
                 "later: start the daemon once with this gateway version so it migrates the ledger"
             )
-        return cls(path, db, channels=version >= CHANNELS_SCHEMA_VERSION)
+        return cls(path, db)
 
     async def stored_intervals(self, meter: str, start: int, end: int) -> list[StoredInterval]:
         try:
             rows = await self._db.execute_fetchall(
                 'SELECT meter, start, "end", wh, quality, method, reason FROM intervals '
-                f"WHERE meter=?{self._import_only} AND start>=? AND start<? ORDER BY start", (meter, start, end))
+                "WHERE meter=? AND start>=? AND start<? ORDER BY start", (meter, start, end))
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read intervals of {meter} from {self.path}: {exc}") from exc
         return [StoredInterval(str(m), int(a), int(b), int(w), str(q), mt, rs) for m, a, b, w, q, mt, rs in rows]
