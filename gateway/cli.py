@@ -108,10 +108,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     meters = cfg.all_meter_ids()
     print(f"{args.file}: OK — gateway {cfg.gateway_id!r}, {len(cfg.buses)} bus(es), {len(meters)} meter(s), "
           f"data dir {cfg.data_dir}")
+    from gateway.config.channels_report import channel_report
     from gateway.config.lines import line_report
 
     base_dir = Path(args.file).resolve().parent
-    for line in [*ceiling_report(cfg, base_dir), *line_report(cfg, base_dir)]:
+    for line in [*ceiling_report(cfg, base_dir), *channel_report(cfg, base_dir), *line_report(cfg, base_dir)]:
         print(f"  {line}")
     return EXIT_OK
 
@@ -151,8 +152,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                               else None, stellar=not args.no_stellar, horizon_url=args.horizon,
                               rehearse=Rehearsal(args.late_mqtt, args.min_free_mb)),
         deadline_s=DEMO_STOP_DEADLINE_S, bound_own_stop=False)
-    bad = [m for m, r in result.meters.items() if not (r["exact"] and r["contiguous"])]
+    bad = [m for m, r in result.series.items() if not (r["exact"] and r["contiguous"])]
     bad += [m for m, r in result.stellar.items() if not r["exact"]]
+    bad += [r for r in result.p2p.get("records", []) if r["state"] == "dead"]
     return EXIT_FAILURE if bad else EXIT_OK
 
 

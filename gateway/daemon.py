@@ -259,6 +259,16 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
 
             stellar = for_daemon(cfg, ledger, clock, keypair.to_sdk(), status, profiles, {b.cfg.name: b for b in buses},
                                  wakeup=lambda: writer.credits_committed)
+        p2p = soroban = None
+        if cfg.p2p:  # P2P deliveries (issue 9): the planner, and their uplink with [soroban] (stellar-sdk)
+            from gateway.p2p.task import DeliveryPlanner
+
+            p2p = DeliveryPlanner(cfg.p2p, ledger, clock, keypair, gateway_id=cfg.gateway_id,
+                                  wakeup=lambda: writer.credits_committed)
+        if cfg.soroban:
+            from cloud_sync.soroban.uplink import for_daemon as soroban_uplink
+
+            soroban = soroban_uplink(cfg, ledger, clock, keypair, status, (lambda: p2p.made) if p2p else None)
         uplink_names = (*((BILLING_API,) if uplink else ()), *((STELLAR,) if stellar else ()))
         web_token = ""
         server: EmbeddedServer | None = None
@@ -287,6 +297,9 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
                 workers.append(tg.create_task(_supervise("telemetry", telemetry.run), name="telemetry"))
             if stellar:
                 workers.append(tg.create_task(_supervise(STELLAR, stellar.run), name=STELLAR))
+            for name, task in (("p2p", p2p), ("soroban", soroban)):
+                if task is not None:
+                    workers.append(tg.create_task(_supervise(name, task.run), name=name))
             progress = [writer.progress, *(b.progress for b in buses)]
             workers.append(tg.create_task(_watchdog(progress, status), name="watchdog"))
             workers.append(tg.create_task(
@@ -317,7 +330,7 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             writer_task.cancel()
             await asyncio.gather(writer_task, return_exceptions=True)
             if final_sync_s > 0:  # both uplinks at once: neither's last batch waits for the other's
-                await asyncio.gather(*(u.drain(final_sync_s) for u in (uplink, stellar) if u is not None))
+                await asyncio.gather(*(u.drain(final_sync_s) for u in (uplink, stellar, soroban) if u is not None))
             if server and web_task:
                 server.should_exit = True
         log.info("gateway_stopped", readings=status.readings_committed, credits=status.credits_created)

@@ -110,6 +110,6 @@ host = "127.0.0.1"
     out = capsys.readouterr().out.splitlines()
     assert "  meter flat-1: power ceiling 83,000 W (profile eastron-sdm630 max_power_w)" in out
     assert "  meter heater: power ceiling 3,700 W (config max_power_w)" in out
-    [warning] = [line for line in out if "plug" in line]
+    [warning] = [line for line in out if "plug" in line and "ceiling" in line]
     assert warning.startswith("  warning: meter plug: power ceiling 100,000 W (default)")
     assert "set max_power_w" in warning

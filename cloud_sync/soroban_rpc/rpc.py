@@ -7,6 +7,8 @@ optionally random with a fixed seed (repeatable). Modes:
 * ``try_again_later`` — ``sendTransaction`` answers TRY_AGAIN_LATER, nothing applied;
 * ``timeout_after`` — the request is applied, then the answer is replaced by HTTP 504 (the
   client never learns that the contract applied);
+* ``hang_after`` — the request is applied, then the answer is held :data:`HANG_S` seconds (a client
+  with a shorter timeout gives up first) and finally replaced by HTTP 504;
 * ``ok`` — a gap in a script.
 
 Configure with ``RpcFaults([...])``, ``--faults FILE`` (JSON list of
@@ -16,6 +18,7 @@ with the JSON-RPC methods ``_faults.add`` / ``_faults.clear`` / ``_faults.get``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 import threading
@@ -36,7 +39,9 @@ from cloud_sync.soroban_rpc.node import RpcInvalidParams, SorobanNode
 
 log = structlog.get_logger("cloud_sync.soroban_rpc.rpc")
 
-MODES = ("ok", "503", "try_again_later", "timeout_after")
+MODES = ("ok", "503", "try_again_later", "timeout_after", "hang_after")
+HANG_S = 3.0
+"""How long ``hang_after`` holds an answer: longer than the client timeouts the tests set."""
 RETENTION_LEDGERS = 17_280
 
 
@@ -79,6 +84,8 @@ class RpcFaults:
         self._lock = threading.Lock()
         self.rules = list(rules or [])
         self.delivered: Counter[str] = Counter()
+        self.calls: list[str] = []
+        """Every method asked for, in order (so a test can tell what a client did first after a restart)."""
 
     def add(self, rule: FaultRule) -> None:
         with self._lock:
@@ -90,6 +97,7 @@ class RpcFaults:
 
     def next(self, method: str) -> str:
         with self._lock:
+            self.calls.append(method)
             for rule in self.rules:
                 if rule.method == method and (mode := rule.next()) is not None:
                     if mode != "ok":
@@ -178,8 +186,10 @@ def create_rpc_app(node: SorobanNode, faults: RpcFaults) -> Starlette:
             return _err(rid, -32601, f"method {method!r} not found")
         except RpcInvalidParams as exc:
             return _err(rid, -32602, str(exc))
-        if mode == "timeout_after":
+        if mode in ("timeout_after", "hang_after"):
             log.info("soroban.fault", method=method, mode=mode)
+            if mode == "hang_after":
+                await asyncio.sleep(HANG_S)
             return Response("gateway timeout", status_code=504)
         return _ok(rid, result)
 

@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from gateway.acquisition.energy import ENERGY_REGISTERS, ChannelSeries, channel_series, judge, polled_quantities
 from gateway.acquisition.line_stats import LineStats
 from gateway.acquisition.one_off import BusBusy, OneOffQueue
-from gateway.acquisition.plausibility import implausible as _implausible
-from gateway.acquisition.plausibility import modulus_wh as _modulus_wh
 from gateway.acquisition.portlock import PortBusy, PortLock, endpoint_key
-from gateway.acquisition.read_plan import plan_reads, split_block
+from gateway.acquisition.read_once import read_once
+from gateway.acquisition.read_plan import ReadBlock, ReadPlan, plan_reads, split_block
 from gateway.acquisition.schedule import (
     OverloadChange,
     PollJob,
@@ -52,12 +52,12 @@ from gateway.acquisition.transport import (
     wire_cost,
 )
 from gateway.acquisition.waits import first_of as _first_of
+from gateway.channels import CHANNEL_OF_REGISTER, Channel
 from gateway.clock import Clock
 from gateway.config import BusConfig, ModbusMeterConfig
 from gateway.config.ceiling import modbus_ceiling
 from gateway.errors import AcquisitionError, ConfigError, DeviceException, DeviceTimeout, ValueRejected
 from gateway.intervals import Reading
-from gateway.intervals.engine import CONFIRM_READINGS
 from gateway.liveness import BUS_STALL_S, Progress
 from gateway.profiles import Profile, Quantity, decode
 from gateway.status import OFFLINE_AFTER, GatewayStatus, LineStatus, MeterHealth, MeterStatus
@@ -96,9 +96,12 @@ RATE_WINDOW_S = 60
 
 WANTED = ("energy_import", "power_total", "voltage_l1")
 """Quantities polled for a meter whose config lists none (``quantities``): the energy register, plus two for
-the status page. With a separate instantaneous period, energy_* quantities go on the energy grid, the rest
-on the other."""
+the status page; the export register too where the profile maps one (:func:`polled_quantities`). With a
+separate instantaneous period, energy_* quantities go on the energy grid, the rest on the other."""
 ENERGY_IMPORT = "energy_import"
+ENERGY_EXPORT = "energy_export"
+ILLEGAL_DATA_ADDRESS = 2
+"""Modbus exception 2: the device has no such register (some EM24 variants for their export register)."""
 
 Submit = Callable[[Reading], Awaitable[None]]
 
@@ -110,9 +113,10 @@ class _Meter:
     quantities: dict[str, Quantity]
     status: MeterStatus
     order: int
-    last: Reading | None = None
-    new_series: list[Reading] = field(default_factory=list)
-    """Consecutive readings off the series of ``last`` (rejected so far): a reset or a new meter if they persist."""
+    series: dict[Channel, ChannelSeries] = field(default_factory=dict)
+    """One per energy channel the meter has (import; export where its profile maps the register)."""
+    refused: list[Quantity] = field(default_factory=list)
+    """Registers this unit turned out to lack (its export register): no read may cover them."""
     device_failures: int = 0
     """Failures the device is to blame for (not line outages): drives its backoff."""
 
@@ -162,6 +166,7 @@ class ModbusBus:
             meter_status = status.meters.setdefault(
                 meter_cfg.id, MeterStatus(meter_cfg.id, "modbus", where, profile.id))
             meter = _Meter(meter_cfg, profile, quantities, meter_status, order)
+            meter.series = channel_series(meter_cfg.id, quantities, meter.max_power_w)
             self._meters.append(meter)
             for names, period, energy in job_specs(meter_cfg, tuple(quantities)):
                 self._add_job(meter, names, period, now, energy=energy)
@@ -170,13 +175,17 @@ class ModbusBus:
         self.line.needed_period_s = self._schedule.needed_period_s
 
     def _add_job(self, meter: _Meter, names: tuple[str, ...], period: float, now: float, *, energy: bool) -> None:
-        qs = [meter.quantities[n] for n in names]
-        cost = wire_cost(self.cfg, meter.cfg.turnaround_s)
-        plan = plan_reads(qs, max_registers=meter.profile.max_registers_per_read,
-                          even_only=meter.profile.registers_even_only, cost=cost)
-        wire_s = poll_wire_s(plan, cost, self.cfg.inter_frame_gap_s or 0.0, self.cfg.device_switch_delay_s)
+        plan, wire_s = self._plan(meter, names)
         self._schedule.add(_Job(meter, names, plan, period, next_slot(now, period), energy, meter.order,
                                 cost_s=wire_s))
+
+    def _plan(self, meter: _Meter, names: tuple[str, ...]) -> tuple[ReadPlan, float]:
+        """The read plan of a job and its wire time. The planner puts the export register in the import
+        register's block wherever one block costs less wire time than two (an SDM630's 0x48 and 0x4A)."""
+        cost = wire_cost(self.cfg, meter.cfg.turnaround_s)
+        plan = plan_reads([meter.quantities[n] for n in names], max_registers=meter.profile.max_registers_per_read,
+                          even_only=meter.profile.registers_even_only, cost=cost, avoid=meter.refused)
+        return plan, poll_wire_s(plan, cost, self.cfg.inter_frame_gap_s or 0.0, self.cfg.device_switch_delay_s)
 
     # ---- public API for one-off reads -------------------------------------------------
 
@@ -211,33 +220,14 @@ class ModbusBus:
 
     async def _read_values(self, unit: int, profile: Profile,
                            names: Iterable[str] | None) -> tuple[dict[str, float], dict[str, str]]:
-        wanted = [profile.quantities[n] for n in (names or profile.quantities)]
         # A configured meter's turnaround applies to one-off reads too, or they time out where polls do not.
         turnaround = next((m.cfg.turnaround_s for m in self._meters if m.cfg.unit_id == unit), 0.0)
-        plan = plan_reads(wanted, max_registers=profile.max_registers_per_read,
-                          even_only=profile.registers_even_only, cost=wire_cost(self.cfg, turnaround))
-        by_name = {q.name: q for q in wanted}
-        values: dict[str, float] = {}
-        problems: dict[str, str] = {}
-        for i, block in enumerate(plan.blocks):
-            try:
-                registers = await self.request(unit, block.function, block.start, block.count,
-                                               turnaround_s=turnaround)
-                chunks = split_block(block, registers)
-            except AcquisitionError as exc:
-                problems.update({name: str(exc) for name in block.quantities})
-                if isinstance(exc, PortUnavailable | DeviceTimeout):
-                    # The rest would wait out the same timeout; say so for each of them.
-                    for later in plan.blocks[i + 1:]:
-                        problems.update(dict.fromkeys(later.quantities, f"not tried: {exc}"))
-                    break
-                continue
-            for name, chunk in chunks.items():
-                try:
-                    values[name] = decode(by_name[name], chunk)
-                except ValueRejected as exc:
-                    problems[name] = f"{exc.reason}: {exc}"
-        return values, problems
+
+        async def request(function: int, start: int, count: int) -> list[int]:
+            return await self.request(unit, function, start, count, turnaround_s=turnaround)
+
+        wanted = [profile.quantities[n] for n in (names or profile.quantities)]
+        return await read_once(request, profile, wanted, wire_cost(self.cfg, turnaround))
 
     # ---- the scheduler loop -------------------------------------------------------------
 
@@ -491,7 +481,7 @@ class ModbusBus:
         if job.retries_used == 0:
             self._schedule.begin(job, self._clock.monotonic())
         try:
-            values, raw, decode_failed = await self._read(job)
+            values, raw = await self._read(job)
         except PortUnavailable as exc:
             job.retries_used = 0
             meter.status.read_failed(str(exc))
@@ -509,7 +499,7 @@ class ModbusBus:
             self._failed(meter, exc, log_ctx)
             return True
         job.retries_used = 0
-        await self._use(job, values, raw, decode_failed, before, log_ctx)
+        await self._use(job, values, raw, before, log_ctx)
         return True
 
     def _failed(self, meter: _Meter, exc: AcquisitionError, log_ctx: dict[str, object]) -> None:
@@ -520,9 +510,14 @@ class ModbusBus:
         (log.warning if first else log.debug)("read_failed", error=str(exc),
                                               failures=meter.status.consecutive_failures, **log_ctx)
 
-    async def _use(self, job: _Job, values: dict[str, float], raw: dict[str, list[int]], decode_failed: set[str],
-                   before: float, log_ctx: dict[str, object]) -> None:
-        """Turn a successful read into status and, for an energy poll, a reading."""
+    async def _use(self, job: _Job, values: dict[str, float], raw: dict[str, list[int]], before: float,
+                   log_ctx: dict[str, object]) -> None:
+        """Turn a successful read into status and, for an energy poll, a reading per channel.
+
+        Each channel is judged on its own (:mod:`gateway.acquisition.energy`): a value of one that failed
+        decoding (counted and logged in :meth:`_read`) or is implausible is rejected, and the other's
+        reading of the same poll still goes on, with the same timestamp.
+        """
         meter = job.meter
         after = self._clock.now()
         t = (before + after) / 2
@@ -532,81 +527,96 @@ class ModbusBus:
         if "voltage_l1" in values:
             meter.status.last_voltage_v = values["voltage_l1"]
         for name, value in values.items():
-            if name != ENERGY_IMPORT:  # the import register is shown once its reading is accepted, below
+            if name not in ENERGY_REGISTERS:  # a register is shown once its reading is accepted, below
                 meter.status.set_value(name, value, meter.quantities[name].unit, t)
         if not job.energy:
             return
         if after - before > MAX_STAMP_UNCERTAINTY_S:
             self._reject(meter, "slow_read", f"read took {after - before:.1f} s", raw, log_ctx)
             return
-        energy = values.get("energy_import")
-        if energy is None:
-            if "energy_import" not in decode_failed:
-                self._reject(meter, "no_energy", "profile has no readable energy_import", raw, log_ctx)
-            return
-        wh = round(energy)
-        reading = Reading(meter.cfg.id, round(t * 1000), wh, "modbus",
-                          register_modulus_wh=_modulus_wh(meter.quantities.get("energy_import")),
-                          max_power_w=meter.max_power_w)
-        problem = _implausible(meter.last, reading, meter.max_power_w)
-        if problem:
-            self._reject(meter, problem[0], problem[1], raw, log_ctx)
-            if await self._confirm_new_series(meter, reading, log_ctx):
-                meter.status.read_ok(t)
-                meter.status.last_register_wh = wh
-                meter.status.set_value(ENERGY_IMPORT, float(wh), "Wh", t)
-            return
-        meter.new_series.clear()
-        meter.last = reading
-        meter.status.read_ok(t)
-        meter.status.last_register_wh = wh
-        meter.status.set_value(ENERGY_IMPORT, float(wh), "Wh", t)
-        await self._submit(reading)
-
-    async def _confirm_new_series(self, meter: _Meter, reading: Reading, log_ctx: dict[str, object]) -> bool:
-        """A register that stays off its old series (below it, or far above) was reset or replaced.
-
-        Each such value is rejected as it comes; once CONFIRM_READINGS of them
-        in a row form a consistent series of their own, they are handed on, in
-        order, and the interval engine starts a new register epoch from them.
-        """
-        series = meter.new_series
-        if series and _implausible(series[-1], reading, meter.max_power_w):
-            series.clear()
-        series.append(reading)
-        if len(series) < CONFIRM_READINGS:
-            return False
-        log.warning("register_reset_detected", old_wh=meter.last.register_wh if meter.last else None,
-                    new_wh=series[0].register_wh, **log_ctx)
-        for confirmed in series:
-            await self._submit(confirmed)
-        meter.last = series[-1]
-        series.clear()
-        return True
+        if Channel.IMPORT not in meter.series:
+            self._reject(meter, "no_energy", "profile has no readable energy_import", raw, log_ctx)
+        offers = judge(meter.series.values(), values, round(t * 1000), "modbus")
+        for series, offered, old_wh in offers:
+            ctx = {**log_ctx, "channel": series.channel.value}
+            if offered.problem:
+                self._reject(meter, *offered.problem, raw, ctx)
+            if offered.new_series:
+                log.warning("register_reset_detected", old_wh=old_wh, new_wh=offered.submit[0].register_wh, **ctx)
+        if any(offered.accepted for _, offered, _ in offers):
+            meter.status.read_ok(t)
+        for series, offered, _ in offers:
+            if offered.accepted:
+                wh = offered.submit[-1].register_wh
+                if series.channel is Channel.IMPORT:
+                    meter.status.last_register_wh = wh
+                meter.status.set_value(series.register, float(wh), "Wh", t)
+        for _, offered, _ in offers:
+            for reading in offered.submit:
+                await self._submit(reading)
 
     def _reject(self, meter: _Meter, reason: str, detail: str, raw: dict[str, list[int]],
                 log_ctx: dict[str, object]) -> None:
         meter.status.rejected[reason] += 1
         log.warning("value_rejected", reason=reason, detail=detail, raw=raw, **log_ctx)
 
-    async def _read(self, job: _Job) -> tuple[dict[str, float], dict[str, list[int]], set[str]]:
+    async def _read(self, job: _Job) -> tuple[dict[str, float], dict[str, list[int]]]:
         meter = job.meter
         values: dict[str, float] = {}
         raw: dict[str, list[int]] = {}
-        failed: set[str] = set()
         for block in job.plan.blocks:
-            registers = await self._transact(meter.cfg.unit_id, block.function, block.start, block.count,
-                                             meter.cfg.turnaround_s, attempts=1)
+            try:
+                registers = await self._transact(meter.cfg.unit_id, block.function, block.start, block.count,
+                                                 meter.cfg.turnaround_s, attempts=1)
+            except DeviceException as exc:
+                if not await self._export_unavailable(meter, block, exc):
+                    raise
+                if block.quantities == (ENERGY_EXPORT,):
+                    continue
+                return await self._read(job)  # the block without the export register, on the new plan
             for name, chunk in split_block(block, registers).items():
                 raw[name] = chunk
                 try:
                     values[name] = decode(meter.quantities[name], chunk)
                 except ValueRejected as exc:
-                    failed.add(name)
                     meter.status.rejected[exc.reason] += 1
+                    channel = {"channel": CHANNEL_OF_REGISTER[name].value} if name in CHANNEL_OF_REGISTER else {}
                     log.warning("value_rejected", bus=self.cfg.name, meter=meter.cfg.id, quantity=name,
-                                reason=exc.reason, raw=chunk)
-        return values, raw, failed
+                                reason=exc.reason, raw=chunk, **channel)
+        return values, raw
+
+    async def _export_unavailable(self, meter: _Meter, block: ReadBlock, exc: DeviceException) -> bool:
+        """Whether exception 2 on a block means this unit has no export register; if so, it is read without one.
+
+        Some variants of a model lack the register its profile maps (an EM24's 0x5C, see its profile).
+        When the block held other quantities too, the export register alone is asked once: only if that is
+        refused as well is the export channel dropped (until the gateway restarts), so a wrong address
+        elsewhere in a custom profile does not cost the meter its export channel.
+        """
+        if exc.code != ILLEGAL_DATA_ADDRESS or ENERGY_EXPORT not in block.quantities:
+            return False
+        q = meter.quantities[ENERGY_EXPORT]
+        if block.quantities != (ENERGY_EXPORT,):
+            try:
+                await self._transact(meter.cfg.unit_id, q.function, q.address, q.register_count,
+                                     meter.cfg.turnaround_s, attempts=1)
+            except DeviceException as alone:
+                if alone.code != ILLEGAL_DATA_ADDRESS:
+                    return False
+            else:
+                return False  # it answers alone: the fault is elsewhere in the block
+        meter.refused.append(meter.quantities.pop(ENERGY_EXPORT))
+        meter.series.pop(Channel.EXPORT, None)
+        for job in self._schedule.jobs:
+            if job.meter is meter and ENERGY_EXPORT in job.names:
+                job.names = tuple(n for n in job.names if n != ENERGY_EXPORT)
+                job.plan, job.cost_s = self._plan(meter, job.names)
+        meter.status.rejected["export_unavailable"] += 1
+        log.warning("export_register_unavailable", bus=self.cfg.name, meter=meter.cfg.id,
+                    unit_id=meter.cfg.unit_id, address=f"{q.address:#06x}", error=str(exc),
+                    hint="this unit has no export register (some hardware variants lack it): it is read without "
+                         "an export channel from now on; restart the gateway if its firmware changed")
+        return True
 
 
 def _fail(future: asyncio.Future[list[int]], exc: BaseException) -> None:
@@ -614,11 +624,4 @@ def _fail(future: asyncio.Future[list[int]], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-def polled_quantities(names: Iterable[str], profile: Profile) -> dict[str, Quantity]:
-    """The profile quantities a meter polls: those asked for that its profile maps, the import register
-    always (check-config refuses names the profile lacks; a profile without the register reads nothing)."""
-    wanted = dict.fromkeys((ENERGY_IMPORT, *names))
-    return {name: profile.quantities[name] for name in wanted if name in profile.quantities}
-
-
-__all__ = ["BusBusy", "ModbusBus", "ModbusTcpTransport", "RtuTransport", "wire_cost"]
+__all__ = ["BusBusy", "ModbusBus", "ModbusTcpTransport", "RtuTransport", "polled_quantities", "wire_cost"]

@@ -18,6 +18,12 @@ QoS 1 is at-least-once: a redelivered copy of one of a meter's recent messages
 dropped as a duplicate rather than quarantined; an older one (after the
 gateway restarted) is recognised by the ledger as already stored.
 
+A payload carries one value per channel (:mod:`gateway.channels`): the import register at the mapping's
+value path and, where the mapping has one (``export_path``; Tasmota's ``ENERGY.ExportActive`` by default),
+the export register, each handed on as a reading of its own with the payload's timestamp. A malformed
+value of one channel is quarantined and counted like a malformed payload, and the other channel's value
+of the same payload still counts.
+
 A meter's own timestamp is not judged here but by the writer, against the
 gateway's *trusted* clock (a Pi that booted in 1970 would otherwise call every
 correct meter clock "in the future"): too far ahead of or behind the moment it
@@ -38,6 +44,7 @@ import structlog
 
 from gateway.acquisition.payloads import parse_payload
 from gateway.brokers import Broker
+from gateway.channels import REGISTER_OF, Channel
 from gateway.clock import Clock
 from gateway.config import MqttConfig, MqttMeterConfig
 from gateway.config.ceiling import mqtt_ceiling
@@ -59,9 +66,9 @@ RECENT_MESSAGES = 100
 """Messages per meter remembered to recognise redeliveries: more than a broker keeps in flight
 (mosquitto: 20 by default)."""
 
-ENERGY_IMPORT = "energy_import"
 POWER_TOTAL = "power_total"
-"""The live values an MQTT meter gives, named as profile quantities are (the register; power when sent)."""
+"""The live values an MQTT meter gives are named as profile quantities are: its registers (energy_import,
+energy_export), and power when sent."""
 
 Submit = Callable[[Reading], Awaitable[None]]
 
@@ -76,10 +83,12 @@ class MqttSource:
         self._client_id = cfg.client_id or client_id
         self._meters = list(cfg.meters)
         self._patterns = [(aiomqtt.Wildcard(m.topic), m) for m in cfg.meters]
-        self._recent: dict[str, deque[tuple[float, int]]] = {m.id: deque(maxlen=RECENT_MESSAGES) for m in cfg.meters}
-        """Each meter's recent (time, Wh) passed on, to drop QoS 1 redeliveries. Not an order: a
-        bogus stamp far ahead must not make the honest ones that follow look old."""
+        self._recent: dict[str, deque[tuple[float, int | None, int | None]]] = {
+            m.id: deque(maxlen=RECENT_MESSAGES) for m in cfg.meters}
+        """Each meter's recent (time, import Wh, export Wh) passed on, to drop QoS 1 redeliveries. Not an
+        order: a bogus stamp far ahead must not make the honest ones that follow look old."""
         self._rejections = RejectionLog(log, "payload_rejected", clock)
+        self._export_rejections = RejectionLog(log, "payload_rejected", clock)
         self._ceilings: Mapping[str, float] = {m.id: mqtt_ceiling(m).watts for m in cfg.meters}
         for m in cfg.meters:
             status.meters.setdefault(m.id, MeterStatus(m.id, "mqtt", m.topic))
@@ -141,32 +150,46 @@ class MqttSource:
         except PayloadError as exc:
             self._quarantine(topic, exc.reason, raw, meter.id, str(exc))
             return
-        wh, stamp = parsed.wh, parsed.stamp
+        stamp = parsed.stamp
         t = stamp if stamp is not None else self._clock.now()
         recent = self._recent[meter.id]
-        if stamp is not None and (t, wh) in recent:
+        key = (t, parsed.registers.get(Channel.IMPORT), parsed.registers.get(Channel.EXPORT))
+        if stamp is not None and key in recent:
             self._status.payloads_rejected["duplicate"] += 1
             log.debug("payload_duplicate", topic=topic, meter=meter.id)
             return
-        recent.append((t, wh))
-        self._rejections.accepted(meter.id)
+        recent.append(key)
+        for channel, problem in parsed.problems.items():
+            # One channel's value is unusable: the payload is kept for it, the other channel's value counts.
+            self._quarantine(topic, problem.reason, raw, meter.id, str(problem), channel=channel)
         status = self._status.meters[meter.id]
         # When the gateway heard from it, not what its clock says: a meter clock in the year 5138 must
         # not become the page's "last reading" (the writer judges the stamp, see the module docstring).
         heard = self._clock.now()
         status.read_ok(heard)
-        status.last_register_wh = wh
-        status.set_value(ENERGY_IMPORT, float(wh), "Wh", heard)
+        for channel, wh in parsed.registers.items():
+            self._log_for(channel).accepted(meter.id)
+            if channel is Channel.IMPORT:
+                status.last_register_wh = wh
+            status.set_value(REGISTER_OF[channel], float(wh), "Wh", heard)
         if parsed.power_w is not None:
             status.last_power_w = parsed.power_w
             status.set_value(POWER_TOTAL, parsed.power_w, "W", heard)
-        await self._submit(Reading(meter.id, round(t * 1000), wh, "mqtt", meter_clock=stamp is not None,
-                                   max_power_w=self._ceilings[meter.id]))
+        for channel, wh in parsed.registers.items():
+            await self._submit(Reading(meter.id, round(t * 1000), wh, "mqtt", meter_clock=stamp is not None,
+                                       max_power_w=self._ceilings[meter.id], channel=channel))
 
-    def _quarantine(self, topic: str, reason: str, raw: bytes, meter: str | None = None, detail: str = "") -> None:
+    def _log_for(self, channel: Channel) -> RejectionLog:
+        """Streaks of each channel's rejections end with a good value of that channel, not of the other."""
+        return self._export_rejections if channel is Channel.EXPORT else self._rejections
+
+    def _quarantine(self, topic: str, reason: str, raw: bytes, meter: str | None = None, detail: str = "", *,
+                    channel: Channel | None = None) -> None:
+        """Count, keep and log a rejected payload; ``channel`` when only that channel's value was unusable."""
         self._status.payloads_rejected[reason] += 1
         if meter:
             self._status.meters[meter].rejected[reason] += 1
         self._status.quarantine.append(QuarantinedPayload(self._clock.now(), topic, reason, raw[:QUARANTINE_BYTES]))
-        self._rejections.rejected(meter, reason, topic=topic, detail=detail,
-                                  payload=raw[:200].decode("utf-8", "replace"))
+        where = {} if channel is None else {"channel": channel.value}
+        self._log_for(channel or Channel.IMPORT).rejected(meter, reason, topic=topic, detail=detail,
+                                                          payload=raw[:200].decode("utf-8", "replace"), **where)

@@ -140,13 +140,15 @@ def _block_count(start: int, end: int, even_only: bool) -> int:
 
 
 def _optimal_runs(
-    qs: Sequence[Quantity], max_registers: int, even_only: bool, cost: WireCost
+    qs: Sequence[Quantity], max_registers: int, even_only: bool, cost: WireCost,
+    holes: Sequence[tuple[int, int]] = (),
 ) -> list[Sequence[Quantity]]:
     """Best partition of address-sorted quantities into contiguous runs (O(n²) DP).
 
     Restricting blocks to contiguous runs loses nothing: a quantity lying inside
     a block's span is read for free, and two blocks whose spans interleave can
-    always be uncrossed without lengthening either.
+    always be uncrossed without lengthening either. No run's span may cover a
+    hole (start, end): a register the device refuses to be read at all.
     """
     n = len(qs)
     best = [0.0] + [float("inf")] * n
@@ -158,7 +160,7 @@ def _optimal_runs(
         for j in range(i, n):
             end = max(end, qs[j].end)
             count = _block_count(qs[i].address, end, even_only)
-            if count > max_registers:
+            if count > max_registers or any(lo < qs[i].address + count and qs[i].address < hi for lo, hi in holes):
                 break  # spans only grow with j
             total = best[i] + cost.transaction_time(count)
             if total < best[j + 1]:
@@ -192,18 +194,25 @@ def _by_function(quantities: Iterable[Quantity]) -> dict[int, list[Quantity]]:
 
 
 def plan_reads(
-    quantities: Sequence[Quantity], *, max_registers: int, even_only: bool = False, cost: WireCost
+    quantities: Sequence[Quantity], *, max_registers: int, even_only: bool = False, cost: WireCost,
+    avoid: Iterable[Quantity] = (),
 ) -> ReadPlan:
     """The read plan with the least total transaction time for these quantities.
 
     Blocks never mix function codes, never split a value, never exceed
     `max_registers`, and with `even_only` always have an even count (possibly
-    reading one register past the last value, see `_make_block`).
+    reading one register past the last value, see `_make_block`). No block
+    covers the registers of an ``avoid`` quantity: one the device turned out
+    to refuse (exception 2 for an export register a variant lacks), which would
+    fail every block reading across it.
     """
     _validate(quantities, max_registers, even_only)
+    holes: dict[int, list[tuple[int, int]]] = {}
+    for q in avoid:
+        holes.setdefault(q.function, []).append((q.address, q.end))
     blocks: list[ReadBlock] = []
-    for qs in _by_function(quantities).values():
-        runs = _optimal_runs(qs, max_registers, even_only, cost)
+    for function, qs in _by_function(quantities).items():
+        runs = _optimal_runs(qs, max_registers, even_only, cost, holes.get(function, ()))
         blocks.extend(_make_block(run, even_only) for run in runs)
     return ReadPlan(tuple(blocks))
 

@@ -8,6 +8,7 @@ they are applied: ``money``, ``tariff``, ``period`` and ``projection``. The daem
 from __future__ import annotations
 
 from gateway.billing.errors import BillingError
+from gateway.billing.feed_in import FeedIn, FeedInWindow
 from gateway.billing.money import format_minor, round_half_away
 from gateway.billing.period import (
     INTERVAL,
@@ -58,6 +59,8 @@ __all__ = [
     "BillingPeriod",
     "BudgetAlert",
     "DailyUsage",
+    "FeedIn",
+    "FeedInWindow",
     "FixedCharge",
     "FixedSurcharge",
     "KwhSurcharge",

@@ -45,6 +45,16 @@ intervals only; 1.0 when none is expected yet). Why a product: the estimate can 
 the share of the period it has seen, and a day of missing data is no evidence at all. At day 15 of
 30 with full data it is 0.50, as in the seed's portal example.
 
+Export (feed-in). A meter with an export channel passes ``export_daily`` (the same ``DailyUsage`` per
+local day, from its export intervals, built with the same ``aggregate_daily``). Exported energy is
+projected *exactly like imported energy, separately*: the same estimator, method, weights and basis
+days applied to the export days alone, filling the export intervals the period is still missing, so a
+sunny first week projects a sunny month and night-only data projects nothing. The projected bill is
+``compute_bill(tariff, projected import, period, export=projected export)``: charges, the feed-in
+credit and the net amount. Confidence stays as above (import elapsed × coverage): the feed-in line is
+an estimate of the same kind, and one figure keeps budget alerts as they were. Without
+``export_daily`` nothing changes, key for key.
+
 Charges to date are the bill the utility would issue if the meter were read at ``as_of`` (a
 move-out bill): consumption days ``[period start, today)``, all usage so far, the tariff's normal
 proration for that stub period. ``None`` until one day is complete (a zero-day period cannot exist).
@@ -172,6 +182,9 @@ class PeriodToDate:
     elapsed_fraction: float
     coverage: float
     charges: Bill | None
+    export_wh: int | None = None
+    """Exported Wh so far, or ``None`` without export data (then every dict below is as before)."""
+    export_tou_wh: Mapping[str, int] | None = None
 
     @property
     def days_remaining(self) -> int:
@@ -189,6 +202,9 @@ class PeriodToDate:
             "elapsed_fraction": self.elapsed_fraction,
             "coverage": self.coverage,
             "charges": None if self.charges is None else self.charges.to_dict(),
+            **({} if self.export_wh is None else {
+                "export_wh": self.export_wh,
+                "export_tou_wh": None if self.export_tou_wh is None else dict(self.export_tou_wh)}),
         }
 
 
@@ -204,6 +220,9 @@ class Projection:
     projected_tou_wh: Mapping[str, int] | None
     projected_bill: Bill
     confidence: float
+    projected_export_wh: int | None = None
+    """Projected exported Wh for the whole period, or ``None`` without export data."""
+    projected_export_tou_wh: Mapping[str, int] | None = None
 
     @property
     def period(self) -> BillingPeriod:
@@ -220,6 +239,10 @@ class Projection:
             "projected_tou_wh": None if self.projected_tou_wh is None else dict(self.projected_tou_wh),
             "projected_bill": self.projected_bill.to_dict(),
             "confidence": self.confidence,
+            **({} if self.projected_export_wh is None else {
+                "projected_export_wh": self.projected_export_wh,
+                "projected_export_tou_wh": None if self.projected_export_tou_wh is None
+                else dict(self.projected_export_tou_wh)}),
         }
 
 
@@ -270,16 +293,18 @@ def _require_tou(usage: DailyUsage, day: date) -> Mapping[str, int]:
     return usage.tou_wh
 
 
-def period_to_date(
-    tariff: Tariff,
-    daily: Mapping[date, DailyUsage],
-    period: BillingPeriod,
-    as_of: datetime,
-    *,
-    interval: timedelta = INTERVAL,
-) -> PeriodToDate:
-    """Usage, coverage and charges so far in ``period`` as of ``as_of`` (rules in the module docstring)."""
-    clock = _resolve(daily, period, as_of, interval)
+@dataclass(frozen=True, slots=True)
+class _ToDate:
+    """One channel's period-to-date sums."""
+
+    wh: int
+    tou_wh: dict[str, int] | None
+    present: int
+    expected: int
+
+
+def _to_date(tariff: Tariff, daily: Mapping[date, DailyUsage], period: BillingPeriod, clock: _Clock,
+             interval: timedelta) -> _ToDate:
     zone = period.zone
     usage_wh = present = expected = 0
     tou_wh: dict[str, int] | None = None
@@ -299,24 +324,50 @@ def period_to_date(
         if tou_wh is not None:
             for label, wh in _require_tou(usage, day).items():
                 tou_wh[label] += wh
+    return _ToDate(usage_wh, tou_wh, present, expected)
+
+
+def _billable(part: _ToDate) -> int | dict[str, int]:
+    return part.wh if part.tou_wh is None else part.tou_wh
+
+
+def period_to_date(
+    tariff: Tariff,
+    daily: Mapping[date, DailyUsage],
+    period: BillingPeriod,
+    as_of: datetime,
+    *,
+    interval: timedelta = INTERVAL,
+    export_daily: Mapping[date, DailyUsage] | None = None,
+) -> PeriodToDate:
+    """Usage, coverage and charges so far in ``period`` as of ``as_of`` (rules in the module docstring)."""
+    clock = _resolve(daily, period, as_of, interval)
+    imported = _to_date(tariff, daily, period, clock, interval)
+    exported = None
+    if export_daily is not None:
+        _resolve(export_daily, period, as_of, interval)
+        exported = _to_date(tariff, export_daily, period, clock, interval)
     days_complete = (min(clock.today, period.end) - period.start).days
     charges = None
     if days_complete >= 1:
         stub = BillingPeriod(period.start, period.start + timedelta(days=days_complete), period.tz)
-        charges = compute_bill(tariff, usage_wh if tou_wh is None else tou_wh, stub)
+        charges = compute_bill(tariff, _billable(imported), stub,
+                               export=None if exported is None else _billable(exported))
     span = period.end_utc - period.start_utc
     return PeriodToDate(
         period=period,
         as_of=clock.as_of,
         today=clock.today,
         days_complete=days_complete,
-        usage_wh=usage_wh,
-        tou_wh=None if tou_wh is None else MappingProxyType(tou_wh),
-        intervals_present=present,
-        intervals_expected=expected,
+        usage_wh=imported.wh,
+        tou_wh=None if imported.tou_wh is None else MappingProxyType(imported.tou_wh),
+        intervals_present=imported.present,
+        intervals_expected=imported.expected,
         elapsed_fraction=min(1.0, max(0.0, (clock.effective - period.start_utc) / span)),
-        coverage=present / expected if expected else 1.0,
+        coverage=imported.present / imported.expected if imported.expected else 1.0,
         charges=charges,
+        export_wh=None if exported is None else exported.wh,
+        export_tou_wh=None if exported is None or exported.tou_wh is None else MappingProxyType(exported.tou_wh),
     )
 
 
@@ -324,28 +375,22 @@ def _half_up(value: float) -> int:
     return math.floor(value + 0.5)
 
 
-def project(
-    tariff: Tariff,
-    daily: Mapping[date, DailyUsage],
-    period: BillingPeriod,
-    as_of: datetime,
-    method: ProjectionMethod = ProjectionMethod.DAILY_AVERAGE,
-    *,
-    half_life_days: float = HALF_LIFE_DAYS,
-    lookback_days: int = LOOKBACK_DAYS,
-    interval: timedelta = INTERVAL,
-) -> Projection:
-    """Project the full-period usage and bill (estimator and confidence in the module docstring)."""
-    if not half_life_days > 0:
-        raise BillingError(f"half_life_days must be positive, got {half_life_days}")
-    if lookback_days < 1:
-        raise BillingError(f"lookback_days must be at least 1, got {lookback_days}")
-    ptd = period_to_date(tariff, daily, period, as_of, interval=interval)
+@dataclass(frozen=True, slots=True)
+class _Estimate:
+    """One channel's projection: the rate per interval, the basis, and the projected period totals."""
+
+    rate: float
+    basis_days: int
+    wh: int
+    tou_wh: dict[str, int] | None
+
+
+def _estimate(tariff: Tariff, daily: Mapping[date, DailyUsage], period: BillingPeriod, today: date,
+              to_date_wh: int, to_date_tou: Mapping[str, int] | None, weighted: bool, half_life_days: float,
+              lookback_days: int, interval: timedelta) -> _Estimate:
+    """The estimator of the module docstring applied to one channel's days."""
     zone = period.zone
     energy = tariff.energy
-    today = ptd.today
-
-    weighted = method is ProjectionMethod.WEIGHTED_AVERAGE
     first = today - timedelta(days=lookback_days) if weighted else period.start
     last_complete = today - timedelta(days=1)
     sum_wh = sum_n = 0.0
@@ -378,27 +423,62 @@ def project(
         missing += expected_intervals(day, zone, interval) - (usage.intervals if usage else 0)
     extra = rate * missing
 
-    projected_tou: dict[str, int] | None = None
     if isinstance(energy, TouEnergy):
-        assert ptd.tou_wh is not None
+        assert to_date_tou is not None
         projected_tou = {
-            label: ptd.tou_wh[label] + _half_up(extra * sum_tou.get(label, 0.0) / sum_wh if sum_wh else 0.0)
+            label: to_date_tou[label] + _half_up(extra * sum_tou.get(label, 0.0) / sum_wh if sum_wh else 0.0)
             for label in energy.labels()
         }
-        projected_wh = sum(projected_tou.values())
-        bill = compute_bill(tariff, projected_tou, period)
-    else:
-        projected_wh = ptd.usage_wh + _half_up(extra)
-        bill = compute_bill(tariff, projected_wh, period)
+        return _Estimate(rate, basis_days, sum(projected_tou.values()), projected_tou)
+    return _Estimate(rate, basis_days, to_date_wh + _half_up(extra), None)
+
+
+def project(
+    tariff: Tariff,
+    daily: Mapping[date, DailyUsage],
+    period: BillingPeriod,
+    as_of: datetime,
+    method: ProjectionMethod = ProjectionMethod.DAILY_AVERAGE,
+    *,
+    half_life_days: float = HALF_LIFE_DAYS,
+    lookback_days: int = LOOKBACK_DAYS,
+    interval: timedelta = INTERVAL,
+    export_daily: Mapping[date, DailyUsage] | None = None,
+) -> Projection:
+    """Project the full-period usage, feed-in and bill (estimator and confidence in the module docstring)."""
+    if not half_life_days > 0:
+        raise BillingError(f"half_life_days must be positive, got {half_life_days}")
+    if lookback_days < 1:
+        raise BillingError(f"lookback_days must be at least 1, got {lookback_days}")
+    ptd = period_to_date(tariff, daily, period, as_of, interval=interval, export_daily=export_daily)
+    weighted = method is ProjectionMethod.WEIGHTED_AVERAGE
+
+    def estimate(days: Mapping[date, DailyUsage], wh: int, tou: Mapping[str, int] | None) -> _Estimate:
+        return _estimate(tariff, days, period, ptd.today, wh, tou, weighted, half_life_days, lookback_days, interval)
+
+    imported = estimate(daily, ptd.usage_wh, ptd.tou_wh)
+    exported = None
+    if export_daily is not None:
+        assert ptd.export_wh is not None
+        exported = estimate(export_daily, ptd.export_wh, ptd.export_tou_wh)
+    bill = compute_bill(
+        tariff,
+        imported.wh if imported.tou_wh is None else imported.tou_wh,
+        period,
+        export=None if exported is None else (exported.wh if exported.tou_wh is None else exported.tou_wh),
+    )
     return Projection(
         method=method,
         to_date=ptd,
-        basis_days=basis_days,
-        daily_average_wh=_half_up(rate * (timedelta(days=1) / interval)),
-        projected_usage_wh=projected_wh,
-        projected_tou_wh=None if projected_tou is None else MappingProxyType(projected_tou),
+        basis_days=imported.basis_days,
+        daily_average_wh=_half_up(imported.rate * (timedelta(days=1) / interval)),
+        projected_usage_wh=imported.wh,
+        projected_tou_wh=None if imported.tou_wh is None else MappingProxyType(imported.tou_wh),
         projected_bill=bill,
         confidence=min(1.0, max(0.0, ptd.elapsed_fraction * ptd.coverage)),
+        projected_export_wh=None if exported is None else exported.wh,
+        projected_export_tou_wh=None if exported is None or exported.tou_wh is None
+        else MappingProxyType(exported.tou_wh),
     )
 
 

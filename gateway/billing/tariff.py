@@ -38,6 +38,10 @@ Rules this module applies (one place, so estimates and final bills agree):
   to whatever the bill already holds.
 * Taxes: each percentage applies to the sum of all rounded non-tax line items (not compounded on
   other taxes).
+* Feed-in (``gateway.billing.feed_in``): an optional ``feed_in`` rate credits exported energy, in
+  lines after the taxes that no charge or tax is computed on; ``total_minor`` is the net amount
+  (charges + credits, possibly negative). Without export data (``export=None``: the meter has no
+  export channel) a bill is exactly what it was before feed-in existed, line for line and key for key.
 * Time of use: an interval belongs to the window containing its *start* instant converted to the
   site's local time (zoneinfo), and to the consumption day of that local date. On a DST day the
   repeated or missing local hour is therefore handled by the zone database, not by assuming 24 hours.
@@ -58,12 +62,17 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
     StringConstraints,
+    ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
 from gateway.billing.errors import BillingError
+from gateway.billing.feed_in import FeedIn
 from gateway.billing.money import decimal_to_str, format_minor, fraction_to_str, round_half_away
 from gateway.billing.period import BillingPeriod
 
@@ -275,6 +284,27 @@ class Tariff(_Model):
     fixed_surcharges: tuple[FixedSurcharge, ...] = ()
     taxes: tuple[Tax, ...] = ()
     proration_basis_days: int = Field(default=30, ge=1, le=366)
+    feed_in: FeedIn | None = None
+    """What exported energy earns (``gateway.billing.feed_in``); ``None``: export is not remunerated."""
+
+    @field_validator("feed_in")
+    @classmethod
+    def _feed_in_windows_are_energy_windows(cls, feed_in: FeedIn | None, info: ValidationInfo) -> FeedIn | None:
+        # A field validator (not a model one) so a config error points at the feed_in table's line.
+        energy = info.data.get("energy")
+        if feed_in is not None and energy is not None:
+            feed_in.check_windows(energy.labels() if isinstance(energy, TouEnergy) else None)
+        return feed_in
+
+    @model_serializer(mode="wrap")
+    def _without_absent_feed_in(self, handler: SerializerFunctionWrapHandler,
+                                info: SerializationInfo) -> dict[str, object]:
+        # A tariff without feed-in dumps exactly as before the field existed: its SHA-256 fingerprint
+        # (gateway.reports.bills.tariff_fingerprint) and the "tariff_as_used" of issued bills must not change.
+        data: dict[str, object] = handler(self)
+        if self.feed_in is None:
+            data.pop("feed_in", None)
+        return data
 
     @model_validator(mode="after")
     def _whole_minor_units(self) -> Self:
@@ -297,11 +327,14 @@ class LineKind(StrEnum):
     ENERGY = "energy"
     SURCHARGE = "surcharge"
     TAX = "tax"
+    FEED_IN = "feed_in"
+    """A credit for exported energy: ``amount_minor`` is negative (see ``gateway.billing.feed_in``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class LineItem:
-    """One printed bill line; ``amount_minor == round_half_away(quantity × rate × 10**minor_units)``."""
+    """One printed bill line; ``amount_minor == round_half_away(quantity × rate × 10**minor_units)``, negated for
+    a ``FEED_IN`` credit (its quantity and rate stay positive: kWh exported, rate paid)."""
 
     kind: LineKind
     label: str
@@ -333,10 +366,42 @@ class Bill:
     energy_wh: int
     line_items: tuple[LineItem, ...]
     total_minor: int
+    """The net amount: charges plus feed-in credits; negative when the credits are larger."""
+    export_wh: int | None = None
+    """Exported Wh in the period, or ``None`` when the bill was priced without export data."""
 
     @property
     def days(self) -> int:
         return self.period.days
+
+    @property
+    def charges_minor(self) -> int:
+        """Everything but the feed-in credits (what the bill was before feed-in existed)."""
+        return sum(item.amount_minor for item in self.line_items if item.kind is not LineKind.FEED_IN)
+
+    @property
+    def feed_in_minor(self) -> int:
+        """The feed-in credit, as a non-positive amount (0 without a feed-in rate or export)."""
+        return sum(item.amount_minor for item in self.line_items if item.kind is LineKind.FEED_IN)
+
+    @property
+    def has_export(self) -> bool:
+        return self.export_wh is not None
+
+    @property
+    def feed_in_priced(self) -> bool:
+        """Whether the bill has feed-in lines (the tariff has a feed-in rate and export data was given)."""
+        return any(item.kind is LineKind.FEED_IN for item in self.line_items)
+
+    @property
+    def charges(self) -> str:
+        """``charges_minor`` in major units for humans."""
+        return format_minor(self.charges_minor, self.minor_units)
+
+    @property
+    def feed_in(self) -> str:
+        """``feed_in_minor`` in major units for humans ("-12.03")."""
+        return format_minor(self.feed_in_minor, self.minor_units)
 
     @property
     def total(self) -> str:
@@ -354,6 +419,19 @@ class Bill:
             "energy_wh": self.energy_wh,
             "line_items": [item.to_dict() for item in self.line_items],
             "total_minor": self.total_minor,
+            **self._export_dict(),
+        }
+
+    def _export_dict(self) -> dict[str, object]:
+        # Only for bills priced with export data, so an import-only bill's JSON (and the signed documents
+        # of issued bills) keep exactly the keys they had.
+        if self.export_wh is None:
+            return {}
+        return {
+            "export_wh": self.export_wh,
+            "charges_minor": self.charges_minor,
+            "feed_in_minor": self.feed_in_minor,
+            "net_minor": self.total_minor,
         }
 
 
@@ -449,15 +527,33 @@ def _energy_lines(
     return [line for line in lines if line[1] > 0] or lines[:1]
 
 
-def compute_bill(tariff: Tariff, usage: Usage, period: BillingPeriod) -> Bill:
-    """Price ``usage`` over ``period`` under ``tariff`` (rules in the module docstring)."""
+def _export_by_label(tariff: Tariff, export: Usage, period: BillingPeriod) -> dict[str, int]:
+    """Exported Wh per TOU window label (under "" when the tariff or the data has no windows)."""
+    energy = tariff.energy if isinstance(tariff.energy, TouEnergy) else None
+    if isinstance(export, int):
+        if tariff.feed_in is not None and tariff.feed_in.by_window:
+            raise BillingError("feed-in by TOU window needs export intervals or Wh per window, not a single total")
+        return {"": _check_wh(export, "export")}
+    if isinstance(export, Mapping):
+        if energy is None:
+            raise BillingError("export per TOU window needs a time-of-use tariff; give total Wh or intervals")
+        unknown = sorted(set(export) - set(energy.labels()))
+        if unknown:
+            raise BillingError(f"export names TOU windows {unknown} that the tariff does not define")
+        return {label: _check_wh(wh, f"export for window {label!r}") for label, wh in export.items()}
+    return _intervals_by_label(export, period, energy)
+
+
+def compute_bill(tariff: Tariff, usage: Usage, period: BillingPeriod, *, export: Usage | None = None) -> Bill:
+    """Price ``usage`` (imported energy) and ``export`` (exported energy, if the meter has an export
+    channel) over ``period`` under ``tariff`` (rules in the module docstring and ``feed_in``)."""
     factor = proration_factor(tariff, period)
     scale = 10**tariff.minor_units
     items: list[LineItem] = []
 
     def add(kind: LineKind, label: str, quantity: Fraction, unit: str, rate: Decimal) -> None:
         amount = round_half_away(quantity * Fraction(rate) * scale)
-        items.append(LineItem(kind, label, quantity, unit, rate, amount))
+        items.append(LineItem(kind, label, quantity, unit, rate, -amount if kind is LineKind.FEED_IN else amount))
 
     for charge in tariff.fixed_charges:
         add(LineKind.FIXED, charge.label, factor, "period", charge.amount)
@@ -472,6 +568,14 @@ def compute_bill(tariff: Tariff, usage: Usage, period: BillingPeriod) -> Bill:
     subtotal = sum(item.amount_minor for item in items)
     for tax in tariff.taxes:
         add(LineKind.TAX, tax.label, Fraction(subtotal, scale), tariff.currency, tax.percent.scaleb(-2))
+    export_wh: int | None = None
+    if export is not None:
+        by_label = _export_by_label(tariff, export, period)
+        export_wh = sum(by_label.values())
+        if tariff.feed_in is not None:
+            labels = tariff.energy.labels() if isinstance(tariff.energy, TouEnergy) else None
+            for label, wh, rate in tariff.feed_in.lines(by_label, labels):
+                add(LineKind.FEED_IN, label, Fraction(wh, 1000), "kWh", rate)
     return Bill(
         tariff_name=tariff.name,
         currency=tariff.currency,
@@ -481,4 +585,5 @@ def compute_bill(tariff: Tariff, usage: Usage, period: BillingPeriod) -> Bill:
         energy_wh=energy_wh,
         line_items=tuple(items),
         total_minor=sum(item.amount_minor for item in items),
+        export_wh=export_wh,
     )

@@ -8,8 +8,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from gateway.acquisition.energy import describe_channels, profile_channels
 from gateway.acquisition.modbus import ModbusBus
 from gateway.acquisition.portlock import PortBusy, PortLock, endpoint_key
+from gateway.channels import REGISTER_OF
 from gateway.clock import SystemClock
 from gateway.commissioning.plausible import implausible
 from gateway.commissioning.scan import ScanResult, parse_ids, scan
@@ -117,8 +119,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         return 1
     for f in result.found:
         model = f.model or "unknown model"
+        channels = f" (channels: {describe_channels(f.channels)})" if f.model else ""
         flag = "  !! LIKELY DUPLICATE ID" if f.duplicate_suspected else ""
-        print(f"id {f.unit:3d}: {model}{flag}")
+        print(f"id {f.unit:3d}: {model}{channels}{flag}")
         for note in f.notes:
             print(f"        {note}")
     if any(f.duplicate_suspected for f in result.found):
@@ -155,6 +158,10 @@ def cmd_read(args: argparse.Namespace) -> int:
             print(f"{name:<{width}}  {values[name]:>14.3f} {q.unit:<3}  ({where})")
         else:
             print(f"{name:<{width}}  {'-':>14} {q.unit:<3}  ({where}) {problems.get(name, '')}")
+    channels = profile_channels(profile)
+    unread = [c for c in channels if REGISTER_OF[c] not in values]
+    print(f"channels: {describe_channels(channels)}"
+          + (f" ({', '.join(c.value for c in unread)} not readable now: see above)" if unread else ""))
     if doubts := implausible(profile, values):
         print(f"warning: these values do not look like a {profile.manufacturer} {profile.model} measured them; "
               f"is {profile.id} the right profile (and word order)?", file=sys.stderr)

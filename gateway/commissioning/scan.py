@@ -26,8 +26,10 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from gateway.acquisition.energy import profile_channels
 from gateway.acquisition.modbus import ModbusBus
 from gateway.acquisition.transport import FrameError
+from gateway.channels import Channel
 from gateway.errors import AcquisitionError, DeviceException, DeviceTimeout
 from gateway.profiles import Profile, builtin_profiles, identity_matches
 
@@ -54,6 +56,9 @@ class Found:
     answered: bool = False
     """Some read got registers back: a device, not a stand-in's exception."""
     exception_codes: set[int] = field(default_factory=set)
+    channels: tuple[Channel, ...] = ()
+    """The energy channels a meter of the identified model has (import; export where its profile maps the
+    register); empty while the model is unknown."""
 
     @property
     def model(self) -> str | None:
@@ -141,6 +146,8 @@ async def identify(bus: ModbusBus, unit: int, profiles: Iterable[Profile]) -> Fo
             weak.append(profile.id)
     found.models = strong
     found.family = weak
+    if len(strong) == 1:
+        found.channels = profile_channels(next(p for p in candidates if p.id == strong[0]))
     if len(strong) > 1:
         found.notes.append("the identity registers fit several profiles; read the model off the label")
     elif not strong and weak:

@@ -29,6 +29,7 @@ from gateway.config.model import (
     MqttMeterConfig,
     WebConfig,
 )
+from gateway.config.p2p import p2p_problems
 from gateway.config.stellar import StellarConfig, stellar_problems
 from gateway.config.toml_lines import Path as KeyPath
 from gateway.config.toml_lines import key_lines, line_for
@@ -190,6 +191,7 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
                           "every meter needs its own id"))
     found.extend(_billing_problems(raw, [where for where, _ in where_ids]))
     found.extend(stellar_problems(raw, base_dir))
+    found.extend(p2p_problems(raw, {i for _, i in where_ids if isinstance(i, str)}))
     return found
 
 

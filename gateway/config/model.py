@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, mode
 
 from gateway.billing.projection import ProjectionMethod
 from gateway.billing.tariff import Tariff
+from gateway.config.p2p import P2PConfig, SorobanConfig
 from gateway.config.stellar import StellarConfig
 
 MeterId = Annotated[
@@ -72,7 +73,8 @@ class ModbusMeterConfig(_Model):
     quantities: tuple[QuantityName, ...] | None = Field(
         default=None, min_length=1,
         description="profile quantities to poll (energy_* every poll_s, the rest every poll_instant_s); "
-        "energy_import is always polled, listed or not. Default: energy_import, power_total, voltage_l1",
+        "energy_import (and energy_export where the profile maps it: the export channel) is always polled, "
+        "listed or not. Default: energy_import, power_total, voltage_l1",
     )
     max_power_w: float | None = Field(
         default=None, gt=0,
@@ -155,7 +157,12 @@ class MqttMeterConfig(_Model):
     topic: str = Field(min_length=1, description="topic or pattern with MQTT wildcards + and #")
     format: Literal["json", "number", "tasmota", "tasmota-sml"] = "json"
     value_path: str | None = Field(
-        default=None, description="dotted path to the cumulative energy in a JSON payload"
+        default=None, description="dotted path to the cumulative energy in a JSON payload (the import channel)"
+    )
+    export_path: str | None = Field(
+        default=None, min_length=1,
+        description="dotted path to the cumulative exported energy (feed-in) in the same payload, same unit: the "
+        "meter's export channel. Default for format 'tasmota': ENERGY.ExportActive, used when the device sends it",
     )
     time_path: str | None = Field(
         default=None, description="dotted path to a timestamp (Unix seconds or ISO 8601), optional"
@@ -187,6 +194,13 @@ class MqttMeterConfig(_Model):
     def _path_for_json(self) -> MqttMeterConfig:
         if self.format == "json" and not self.value_path:
             raise ValueError("format 'json' needs value_path, e.g. value_path = \"ENERGY.Total\"")
+        if self.format == "number" and self.export_path:
+            raise ValueError("format 'number' carries one value: export_path needs a JSON payload "
+                             "(format 'json', 'tasmota' or 'tasmota-sml')")
+        if self.export_path is not None and self.export_path == (self.value_path or (
+                "ENERGY.Total" if self.format == "tasmota" else None)):
+            raise ValueError(f"export_path {self.export_path!r} is the import value's path: an import Wh must never "
+                             "count as feed-in; give the payload's export field, e.g. \"SML.Total_out\"")
         if self.format == "tasmota-sml" and not self.value_path:
             raise ValueError("format 'tasmota-sml' needs value_path (sensor name and field), "
                              "e.g. value_path = \"SML.Total_in\"")
@@ -436,6 +450,9 @@ class GatewayConfig(_Model):
     billing: BillingConfig = BillingConfig()
     stellar: StellarConfig | None = Field(
         default=None, description="tokenize consumption on Stellar (custodial meter accounts); no section = off")
+    p2p: P2PConfig | None = Field(
+        default=None, description="energy-sharing agreements (seed 001) this box delivers for")
+    soroban: SorobanConfig | None = Field(default=None, description="the contract delivery records are sent to")
 
     @model_validator(mode="before")
     @classmethod

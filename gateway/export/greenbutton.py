@@ -7,8 +7,14 @@ Resources are tied together the ESPI way, by Atom ``self``/``up``/``related`` li
 
 Choices:
 
+* One ``MeterReading`` with its own ``ReadingType`` per channel (``gateway.channels``) of a meter:
+  import is ``MeterReading/1`` with ``ReadingType/<meter>`` and flowDirection 1 (forward: delivered
+  to the customer); export is ``MeterReading/2`` with ``ReadingType/<meter>/export`` and
+  flowDirection 19 (reverse: received from the customer). The numbers are fixed per channel, not
+  positions, so a resource keeps its id whether or not the other channel has data in a feed. A
+  meter without export data gives exactly the feed it gave before channels existed.
 * ReadingType: accumulationBehaviour 4 (delta data: each value is the energy *in* its interval),
-  commodity 1 (electricity, secondary metered), flowDirection 1 (delivered), intervalLength 900,
+  commodity 1 (electricity, secondary metered), flowDirection as above, intervalLength 900,
   kind 12 (energy), powerOfTenMultiplier 0 and uom 72 (Wh), so ``value`` is exactly the ledger's
   integer Wh with no scaling to get wrong.
 * IntervalBlock ``interval`` is the local day as a UTC range (``start`` the local midnight in epoch
@@ -36,10 +42,12 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from gateway.billing.period import local_midnight_utc, zone_for
+from gateway.channels import Channel
 from gateway.export.localtime import local_time_parameters
-from gateway.export.model import ExportError, ExportInterval, MeterExportInfo, group_by_meter
+from gateway.export.model import ExportError, ExportInterval, MeterExportInfo, group_by_stream
 from gateway.intervals.aggregate import local_day_of
 from gateway.intervals.engine import INTERVAL_S
 
@@ -47,16 +55,27 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 ESPI_NS = "http://naesb.org/espi"
 DEFAULT_BASE_URL = "https://gateway.invalid/espi/1_1/resource"
 
-READING_TYPE: tuple[tuple[str, int], ...] = (
-    ("accumulationBehaviour", 4),
-    ("commodity", 1),
-    ("flowDirection", 1),
-    ("intervalLength", INTERVAL_S),
-    ("kind", 12),
-    ("powerOfTenMultiplier", 0),
-    ("uom", 72),
-)
-"""ReadingType fields in ESPI schema order (the XSD is a sequence)."""
+FLOW_DIRECTION: dict[Channel, int] = {Channel.IMPORT: 1, Channel.EXPORT: 19}
+"""ESPI flowDirection per channel: 1 forward (delivered to the customer), 19 reverse (received from them)."""
+
+METER_READING_ID: dict[Channel, int] = {Channel.IMPORT: 1, Channel.EXPORT: 2}
+
+
+def reading_type(channel: Channel) -> tuple[tuple[str, int], ...]:
+    """ReadingType fields in ESPI schema order (the XSD is a sequence) for ``channel``."""
+    return (
+        ("accumulationBehaviour", 4),
+        ("commodity", 1),
+        ("flowDirection", FLOW_DIRECTION[channel]),
+        ("intervalLength", INTERVAL_S),
+        ("kind", 12),
+        ("powerOfTenMultiplier", 0),
+        ("uom", 72),
+    )
+
+
+READING_TYPE = reading_type(Channel.IMPORT)
+"""The import channel's ReadingType."""
 
 QUALITY_VALID = 0
 QUALITY_ESTIMATED_REFERENCE_DAY = 8
@@ -146,6 +165,25 @@ def _interval_block(content: ET.Element, day: date, zone_key: str, readings: lis
         _sub(reading, _e("value"), iv.wh)
 
 
+def _meter_reading(feed: _Feed, meter: str, up: str, channel: Channel, readings: list[ExportInterval],
+                   zone: ZoneInfo, tz: str) -> None:
+    """One channel of a meter: its MeterReading, ReadingType and one IntervalBlock per local day."""
+    mr = f"{up}/MeterReading/{METER_READING_ID[channel]}"
+    rt = f"ReadingType/{quote(meter, safe='')}" + ("" if channel is Channel.IMPORT else f"/{channel.value}")
+    what = "interval energy" if channel is Channel.IMPORT else "exported interval energy"
+    unit = "15-minute energy, Wh" if channel is Channel.IMPORT else "15-minute exported energy, Wh"
+    _sub(feed.entry(mr, f"{meter} {what}", [f"{mr}/IntervalBlock", rt]), _e("MeterReading"))
+    type_element = _sub(feed.entry(rt, f"{meter} {unit}"), _e("ReadingType"))
+    for name, value in reading_type(channel):
+        _sub(type_element, _e(name), value)
+    days: dict[date, list[ExportInterval]] = {}
+    for iv in readings:
+        days.setdefault(local_day_of(iv.start, zone), []).append(iv)
+    for day, day_readings in days.items():
+        content = feed.entry(f"{mr}/IntervalBlock/{day.isoformat()}", f"{meter} {day.isoformat()}")
+        _interval_block(content, day, tz, day_readings)
+
+
 def greenbutton_xml(
     intervals: Iterable[ExportInterval],
     meters: Mapping[str, MeterExportInfo],
@@ -158,9 +196,9 @@ def greenbutton_xml(
     if created.utcoffset() is None:
         raise ExportError(f"created {created!r} must be timezone-aware")
     zone = zone_for(tz)
-    grouped = group_by_meter(intervals, meters)
-    exported = {m: [iv for iv in data.values() if reading_quality(iv) is not None] for m, data in grouped.items()}
-    first_starts = [ivs[0].start for ivs in exported.values() if ivs]
+    grouped = group_by_stream(intervals, meters)
+    streams = {key: [iv for iv in data.values() if reading_quality(iv) is not None] for key, data in grouped.items()}
+    first_starts = [ivs[0].start for ivs in streams.values() if ivs]
     reference = datetime.fromtimestamp(min(first_starts), UTC) if first_starts else created
     feed = _Feed(base_url, _rfc3339(created))
 
@@ -172,25 +210,17 @@ def greenbutton_xml(
     _sub(ltp, _e("dstStartRule"), params.dst_start_rule)
     _sub(ltp, _e("tzOffset"), params.tz_offset)
 
-    for meter, readings in exported.items():
-        if not readings:
-            continue
+    by_meter: dict[str, list[tuple[Channel, list[ExportInterval]]]] = {}
+    for (meter, channel), readings in streams.items():
+        if readings:
+            by_meter.setdefault(meter, []).append((channel, readings))
+    for meter, channels in by_meter.items():
         info = meters[meter]
         up = f"UsagePoint/{quote(meter, safe='')}"
-        mr = f"{up}/MeterReading/1"
-        rt = f"ReadingType/{quote(meter, safe='')}"
         usage_point = _sub(feed.entry(up, f"{meter} (NMI {info.nmi})", [f"{up}/MeterReading", ltp_path]),
                            _e("UsagePoint"))
         _sub(_sub(usage_point, _e("ServiceCategory")), _e("kind"), 0)
-        _sub(feed.entry(mr, f"{meter} interval energy", [f"{mr}/IntervalBlock", rt]), _e("MeterReading"))
-        reading_type = _sub(feed.entry(rt, f"{meter} 15-minute energy, Wh"), _e("ReadingType"))
-        for name, value in READING_TYPE:
-            _sub(reading_type, _e(name), value)
-        days: dict[date, list[ExportInterval]] = {}
-        for iv in readings:
-            days.setdefault(local_day_of(iv.start, zone), []).append(iv)
-        for day, day_readings in days.items():
-            content = feed.entry(f"{mr}/IntervalBlock/{day.isoformat()}", f"{meter} {day.isoformat()}")
-            _interval_block(content, day, tz, day_readings)
+        for channel, readings in channels:
+            _meter_reading(feed, meter, up, channel, readings, zone, tz)
 
     return bytes(ET.tostring(feed.root, encoding="utf-8", xml_declaration=True))

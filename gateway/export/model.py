@@ -10,6 +10,9 @@ format constrains is checked here once, for both formats:
   method, e.g. 54 linear interpolation); A and N must not, because a method on them is meaningless
   and a receiving MDM rejects ``A54``.
 * ``reason`` is a NEM12 reason code (0-999); reason 0 is "free text" and so needs ``reason_text``.
+* ``channel`` says which series the value belongs to (``gateway.channels``): import energy is
+  written as NEM12 suffix E1 and ESPI flowDirection 1, export energy as B1 and flowDirection 19.
+  Both are non-negative Wh: the direction is carried by the channel, never by a sign.
 * ``reason_text`` and every identifier end up in a comma-separated file without quoting (NEM12
   has none) and in XML (which cannot carry control characters), so commas and control characters
   are refused rather than escaped.
@@ -20,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from gateway.channels import Channel
 from gateway.errors import GatewayError
 from gateway.intervals.aggregate import QUALITY_RANK
 from gateway.intervals.engine import INTERVAL_S
@@ -69,9 +73,13 @@ class ExportInterval:
     reason: int | None = None
     """NEM12 reason code (e.g. 76 communications fault, 43 power outage, 89 time reset)."""
     reason_text: str = ""
+    channel: Channel = Channel.IMPORT
+    """The series: imported (E1, flowDirection 1) or exported (B1, flowDirection 19) energy."""
 
     def __post_init__(self) -> None:
         _plain("meter", self.meter, max_len=200, required=True)
+        if not isinstance(self.channel, Channel):
+            raise ExportError(f"interval {self.meter}@{self.start}: channel must be a Channel, got {self.channel!r}")
         if isinstance(self.start, bool) or not isinstance(self.start, int) or self.start % INTERVAL_S:
             raise ExportError(f"interval start {self.start!r} must be integer Unix seconds on the {INTERVAL_S} s grid")
         if isinstance(self.wh, bool) or not isinstance(self.wh, int) or self.wh < 0:
@@ -102,7 +110,13 @@ class ExportInterval:
 
 @dataclass(frozen=True, slots=True)
 class MeterExportInfo:
-    """How a gateway meter is identified to the market: NMI, data stream suffix, register, serial."""
+    """How a gateway meter is identified to the market: NMI, data stream suffix, register, serial.
+
+    ``nmi_suffix``/``register_id`` name the import stream (E1: general consumption); a meter with an
+    export channel also has ``export_nmi_suffix``/``export_register_id`` (B1: energy exported to the
+    grid, AEMO's NMI suffix convention). ``export_nmi_suffix`` ``None`` means the meter has no export
+    channel, and then nothing about its file changes.
+    """
 
     meter: str
     nmi: str
@@ -110,6 +124,9 @@ class MeterExportInfo:
     nmi_suffix: str = "E1"
     serial: str = ""
     uom: str = "KWH"
+    export_nmi_suffix: str | None = None
+    export_register_id: str | None = None
+    """Defaults to ``export_nmi_suffix`` (B1), as ``register_id`` does for import."""
 
     def __post_init__(self) -> None:
         _plain("meter", self.meter, max_len=200, required=True)
@@ -119,6 +136,62 @@ class MeterExportInfo:
         _plain("serial", self.serial, max_len=12, required=False)
         if _plain("uom", self.uom, max_len=5, required=True).upper() not in ("KWH", "WH"):
             raise ExportError(f"uom {self.uom!r} is not supported: use 'KWH' (or 'WH')")
+        if self.export_nmi_suffix is None:
+            if self.export_register_id is not None:
+                raise ExportError(f"meter {self.meter!r} has an export_register_id but no export_nmi_suffix (B1)")
+            return
+        _plain("export_nmi_suffix", self.export_nmi_suffix, max_len=2, required=True)
+        if self.export_nmi_suffix == self.nmi_suffix:
+            raise ExportError(f"meter {self.meter!r}: import and export cannot share NMI suffix {self.nmi_suffix}")
+        if self.export_register_id is None:
+            object.__setattr__(self, "export_register_id", self.export_nmi_suffix)
+        _plain("export_register_id", self.export_register_id, max_len=10, required=True)
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        """The meter's channels, import first: the order of its suffixes in NMIConfiguration."""
+        return (Channel.IMPORT,) if self.export_nmi_suffix is None else (Channel.IMPORT, Channel.EXPORT)
+
+    def suffix(self, channel: Channel) -> str:
+        """The NMI suffix of ``channel``; an error for an export channel the meter does not have."""
+        if channel is Channel.IMPORT:
+            return self.nmi_suffix
+        if self.export_nmi_suffix is None:
+            raise ExportError(f"meter {self.meter!r} has export intervals but no export NMI suffix: "
+                              "give it export_nmi_suffix (B1)")
+        return self.export_nmi_suffix
+
+    def register(self, channel: Channel) -> str:
+        self.suffix(channel)  # same check
+        return self.register_id if channel is Channel.IMPORT else str(self.export_register_id)
+
+
+def _check_keys(meters: Mapping[str, MeterExportInfo]) -> None:
+    for key, info in meters.items():
+        if key != info.meter:
+            raise ExportError(f"meters[{key!r}] describes meter {info.meter!r}: the key must be the meter name")
+
+
+def group_by_stream(
+    intervals: Iterable[ExportInterval], meters: Mapping[str, MeterExportInfo]
+) -> dict[tuple[str, Channel], dict[int, ExportInterval]]:
+    """Intervals per (meter, channel) keyed by start, refusing unknown meters and duplicate starts.
+
+    Ordered by meter name, then import before export, so equal data gives an identical file.
+    """
+    _check_keys(meters)
+    out: dict[tuple[str, Channel], dict[int, ExportInterval]] = {}
+    for iv in intervals:
+        if not isinstance(iv, ExportInterval):
+            raise ExportError(f"expected ExportInterval, got {iv!r}")
+        if iv.meter not in meters:
+            raise ExportError(f"no MeterExportInfo for meter {iv.meter!r}: add its NMI to the export configuration")
+        per_stream = out.setdefault((iv.meter, iv.channel), {})
+        if iv.start in per_stream:
+            raise ExportError(f"interval {iv.meter}@{iv.start} ({iv.channel}) appears more than once")
+        per_stream[iv.start] = iv
+    order = {channel: index for index, channel in enumerate(Channel)}
+    return {key: dict(sorted(out[key].items())) for key in sorted(out, key=lambda k: (k[0], order[k[1]]))}
 
 
 def group_by_meter(
@@ -126,11 +199,10 @@ def group_by_meter(
 ) -> dict[str, dict[int, ExportInterval]]:
     """Intervals per meter keyed by start, refusing unknown meters and duplicate starts.
 
-    Meters are ordered by name so the same data always produces the same file byte for byte.
+    Meters are ordered by name so the same data always produces the same file byte for byte. One
+    channel only (see :func:`group_by_stream` for both).
     """
-    for key, info in meters.items():
-        if key != info.meter:
-            raise ExportError(f"meters[{key!r}] describes meter {info.meter!r}: the key must be the meter name")
+    _check_keys(meters)
     out: dict[str, dict[int, ExportInterval]] = {}
     for iv in intervals:
         if not isinstance(iv, ExportInterval):

@@ -6,9 +6,13 @@ Field choices, record by record (FIELD_NOTES "NEM12"):
     DateTime is ``created`` in NEM time (``YYYYMMDDhhmm``). Participant ids are the caller's
     (10 characters at most); the gateway does not guess market roles.
 ``200,NMI,NMIConfiguration,RegisterID,NMISuffix,MDMDataStreamIdentifier,MeterSerialNumber,UOM,15,``
-    One per meter that has data, ordered by NMI then suffix so equal input gives an identical file.
-    NMIConfiguration lists the suffixes of *every* configured meter on that NMI (e.g. ``E1B1``) in
-    the order of the ``meters`` mapping, because it describes the site, not this file's content.
+    One per data stream that has data — a meter's import channel (suffix and RegisterID ``E1``) and,
+    when it has one, its export channel (``B1``, energy exported to the grid, AEMO's suffix
+    convention) — each followed by its own 300/400 records, ordered by NMI then suffix so equal
+    input gives an identical file. NMIConfiguration lists the suffixes of *every* configured
+    stream on that NMI (e.g. ``E1B1``) in the order of the ``meters`` mapping, import before export
+    within a meter, because it describes the site, not this file's content. A meter without an
+    export channel is written exactly as before channels existed.
     MDMDataStreamIdentifier is ``N<k>``, k the suffix's 1-based position in NMIConfiguration, which
     keeps it unique per NMI as the procedure requires. IntervalLength is always 15 and
     NextScheduledReadDate blank (the gateway reads continuously; there is no scheduled read).
@@ -44,7 +48,8 @@ from datetime import date, datetime, timedelta, timezone
 from itertools import groupby
 from typing import TextIO
 
-from gateway.export.model import ExportError, ExportInterval, MeterExportInfo, group_by_meter
+from gateway.channels import Channel
+from gateway.export.model import ExportError, ExportInterval, MeterExportInfo, group_by_stream
 from gateway.intervals.engine import INTERVAL_S
 
 NEM_TIME = timezone(timedelta(hours=10), "NEM")
@@ -116,9 +121,9 @@ def _day_records(day: date, slots: list[ExportInterval | None], uom: str, update
         index += length
 
 
-def _meter_records(info: MeterExportInfo, configuration: str, stream: str, data: dict[int, ExportInterval],
-                   updated: str) -> Iterator[list[str]]:
-    yield ["200", info.nmi, configuration, info.register_id, info.nmi_suffix, stream, info.serial,
+def _stream_records(info: MeterExportInfo, channel: Channel, configuration: str, stream: str,
+                    data: dict[int, ExportInterval], updated: str) -> Iterator[list[str]]:
+    yield ["200", info.nmi, configuration, info.register(channel), info.suffix(channel), stream, info.serial,
            info.uom.upper(), str(INTERVAL_MINUTES), ""]
     days: dict[date, list[ExportInterval | None]] = {}
     for start, iv in data.items():
@@ -143,18 +148,23 @@ def nem12_records(
     suffixes: dict[str, list[str]] = {}
     for info in meters.values():
         nmi_suffixes = suffixes.setdefault(info.nmi, [])
-        if info.nmi_suffix in nmi_suffixes:
-            raise ExportError(f"two meters are configured as NMI {info.nmi} suffix {info.nmi_suffix}")
-        nmi_suffixes.append(info.nmi_suffix)
-    grouped = group_by_meter(intervals, meters)
-    ordered = sorted(grouped, key=lambda m: (meters[m].nmi, meters[m].nmi_suffix))
+        for channel in info.channels:
+            suffix = info.suffix(channel)
+            if suffix in nmi_suffixes:
+                raise ExportError(f"two meters are configured as NMI {info.nmi} suffix {suffix}")
+            nmi_suffixes.append(suffix)
+    grouped = group_by_stream(intervals, meters)
+    for meter, channel in grouped:
+        meters[meter].suffix(channel)  # an export stream needs an export suffix: refuse before the first byte
+    ordered = sorted(grouped, key=lambda key: (meters[key[0]].nmi, meters[key[0]].suffix(key[1])))
 
     yield header
-    for meter in ordered:
+    for meter, channel in ordered:
         info = meters[meter]
         nmi_suffixes = suffixes[info.nmi]
-        stream = f"N{nmi_suffixes.index(info.nmi_suffix) + 1}"
-        yield from _meter_records(info, "".join(nmi_suffixes), stream, grouped[meter], updated)
+        suffix = info.suffix(channel)
+        stream = f"N{nmi_suffixes.index(suffix) + 1}"
+        yield from _stream_records(info, channel, "".join(nmi_suffixes), stream, grouped[(meter, channel)], updated)
     yield ["900"]
 
 

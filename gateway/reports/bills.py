@@ -20,6 +20,11 @@ billing data for nothing the digest cannot show; so a bill is verified later (:f
 3. the digest of the intervals the ledger holds *now*: equal, or — a late reading revised an interval
    whose credit had not yet left the box — different, and the bill should be re-issued.
 
+**Export (feed-in).** A meter whose ledger holds export intervals for the period is billed with its feed-in
+(``gateway.billing.feed_in``); its document then also holds ``export_data`` — the export intervals' count by
+quality and their digest by the same rule — and verification re-prices and re-digests both channels. A
+bill without export intervals has exactly the document it had before channels existed (no new key).
+
 Digest rule, so that a system holding the credits can recompute it: SHA-256 over one ASCII line per
 stored interval of the period, in time order, ``"{start},{end},{wh},{quality}\\n"`` (Unix seconds).
 
@@ -51,6 +56,7 @@ import aiosqlite
 
 from cloud_sync.keys import Keypair, KeyPairError
 from gateway.billing import BillingError, BillingPeriod, Tariff, compute_bill, format_minor
+from gateway.channels import Channel
 from gateway.config import GatewayConfig
 from gateway.errors import LedgerError
 from gateway.ledger.connection import rows
@@ -124,11 +130,24 @@ def _iso_z(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _data_summary(intervals: Sequence[StoredInterval]) -> dict[str, Any]:
+    return {
+        "intervals": len(intervals),
+        "qualities": dict(sorted(Counter(iv.quality for iv in intervals).items())),
+        "sha256": intervals_digest(intervals),
+        "digest_rule": DIGEST_RULE,
+    }
+
+
 def bill_document(*, number: str, seq: int, gateway_id: str, gateway_key: str, meter: str, nmi: str | None,
                   priced: MeterBill, tariff: Tariff, intervals: Sequence[StoredInterval], issued: datetime,
-                  replaces: str | None) -> dict[str, Any]:
+                  replaces: str | None, export_intervals: Sequence[StoredInterval] = ()) -> dict[str, Any]:
     """The bill as issued, as plain JSON values (see the module docstring for what each part is for)."""
     bill = priced.bill
+    extra: dict[str, Any] = {}
+    if priced.export_data is not None:
+        extra["export_data"] = {**_data_summary(export_intervals), "intervals_expected": priced.export_data.expected,
+                                "intervals_priced": priced.export_data.present}
     return {
         "v": DOCUMENT_VERSION,
         "kind": "bill",
@@ -151,6 +170,7 @@ def bill_document(*, number: str, seq: int, gateway_id: str, gateway_key: str, m
             "sha256": intervals_digest(intervals),
             "digest_rule": DIGEST_RULE,
         },
+        **extra,
     }
 
 
@@ -286,14 +306,16 @@ class _Intervals:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
-        self.fetched: list[StoredInterval] = []
+        self.fetched: dict[Channel, list[StoredInterval]] = {}
 
-    async def stored_intervals(self, meter: str, start: int, end: int) -> list[StoredInterval]:
+    async def stored_intervals(self, meter: str, start: int, end: int, *,
+                               channel: Channel = Channel.IMPORT) -> list[StoredInterval]:
         found = await rows(self._db, 'SELECT meter, start, "end", wh, quality, method, reason FROM intervals '
-                                     "WHERE meter=? AND start>=? AND start<? ORDER BY start", (meter, start, end))
-        self.fetched = [StoredInterval(str(m), int(a), int(b), int(w), str(q), mt, rs)
-                        for m, a, b, w, q, mt, rs in found]
-        return self.fetched
+                                     "WHERE meter=? AND channel=? AND start>=? AND start<? ORDER BY start",
+                           (meter, channel.value, start, end))
+        self.fetched[channel] = [StoredInterval(str(m), int(a), int(b), int(w), str(q), mt, rs, channel)
+                                 for m, a, b, w, q, mt, rs in found]
+        return self.fetched[channel]
 
 
 async def _choose_replaced(db: aiosqlite.Connection, meter: str, period: BillingPeriod,
@@ -346,13 +368,15 @@ async def issue_bill(ledger: Ledger, cfg: GatewayConfig, meter: str, period: Bil
                 priced = await meter_bill(source, cfg, meter, period)
             except BillingError as exc:
                 raise BillRefused(f"meter {meter!r}: {exc}") from None
+            imported = source.fetched.get(Channel.IMPORT, [])
             replaced = await _choose_replaced(db, meter, period, replaces)
             (last,) = (await rows(db, "SELECT COALESCE(MAX(seq), 0) FROM bills WHERE meter=?", (meter,)))[0]
             seq = int(last) + 1
             number = bill_number(month, meter, seq)
             doc = bill_document(number=number, seq=seq, gateway_id=cfg.gateway_id, gateway_key=keypair.public_key,
                                 meter=meter, nmi=entry.nmi if entry is not None else None, priced=priced,
-                                tariff=tariff, intervals=source.fetched, issued=now, replaces=replaced)
+                                tariff=tariff, intervals=imported, issued=now, replaces=replaced,
+                                export_intervals=source.fetched.get(Channel.EXPORT, []))
             text = canonical(doc)
             digest = hashlib.sha256(text.encode("ascii")).hexdigest()
             signature = sign_document(text, keypair)
@@ -363,7 +387,7 @@ async def issue_bill(ledger: Ledger, cfg: GatewayConfig, meter: str, period: Bil
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (number, meter, seq, month, period.start.isoformat(), period.end.isoformat(),
                  int(now.timestamp() * 1000), replaced, bill.currency, bill.minor_units, bill.total_minor,
-                 len(source.fetched), doc["data"]["sha256"], text, digest, signature))
+                 len(imported), doc["data"]["sha256"], text, digest, signature))
     except sqlite3.Error as exc:
         raise translate(exc, ledger.path, f"issue a bill for {meter}") from None
     summary = IssuedBillSummary(number, meter, period.start, period.end, bill.total, bill.total_minor,
@@ -391,10 +415,21 @@ async def verify_bill(source: BillSource, bill: IssuedBill) -> Verification:
         problems.append(f"the ledger's intervals for this period changed since the bill was issued (a late reading "
                         f"revised them; {len(now)} intervals now, {doc['data']['intervals']} then): re-bill the "
                         "period to issue a bill on the current data")
+    export_now: list[StoredInterval] | None = None
+    if "export_data" in doc:
+        export_now = await source.stored_intervals(doc["meter"], start, end, channel=Channel.EXPORT)
+        if intervals_digest(export_now) != doc["export_data"]["sha256"]:
+            intervals_unchanged = False
+            problems.append(f"the ledger's export intervals for this period changed since the bill was issued "
+                            f"({len(export_now)} intervals now, {doc['export_data']['intervals']} then): re-bill "
+                            "the period to issue a bill on the current data")
+
+    def usage(found: Sequence[StoredInterval]) -> list[tuple[datetime, int]]:
+        return [(datetime.fromtimestamp(iv.start, UTC), iv.wh) for iv in found if iv.quality != "N"]
+
     try:
-        repriced = compute_bill(Tariff.model_validate(doc["tariff_as_used"]),
-                                [(datetime.fromtimestamp(iv.start, UTC), iv.wh) for iv in now if iv.quality != "N"],
-                                period).to_dict()
+        repriced = compute_bill(Tariff.model_validate(doc["tariff_as_used"]), usage(now), period,
+                                export=None if export_now is None else usage(export_now)).to_dict()
         repriced_ok = intervals_unchanged and all(repriced[k] == doc[k] for k in ("line_items", "total_minor"))
     except (BillingError, ValueError) as exc:
         repriced_ok = False

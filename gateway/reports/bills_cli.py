@@ -70,6 +70,38 @@ def item_line(item: dict[str, Any], minor_units: int) -> str:
     return f"  {item['label']:<28} {what:<30} {format_minor(item['amount_minor'], minor_units):>12}"
 
 
+def energy_lines(doc: dict[str, Any]) -> list[str]:
+    """Energy imported and, for a bill priced with export data, exported (``doc`` as ``Bill.to_dict``)."""
+    lines = [f"Energy {fraction_to_str(Fraction(doc['energy_wh'], 1000))} kWh"]
+    if "export_wh" in doc:
+        lines.append(f"Exported {fraction_to_str(Fraction(doc['export_wh'], 1000))} kWh")
+    return lines
+
+
+def amount_lines(doc: dict[str, Any]) -> list[str]:
+    """The priced lines and the total, as the printed bill shows them (``doc`` as ``Bill.to_dict``).
+
+    A bill with export data shows its charges, a subtotal, the feed-in credit lines and the net amount;
+    any other bill is exactly the charges and TOTAL it always had.
+    """
+    minor, currency = int(doc["minor_units"]), doc["currency"]
+    rule = "  " + "-" * 72
+    if "net_minor" not in doc:
+        return [*(item_line(item, minor) for item in doc["line_items"]), rule,
+                f"  {'TOTAL ' + currency:<59} {format_minor(doc['total_minor'], minor):>12}"]
+    charges = [item for item in doc["line_items"] if item["kind"] != "feed_in"]
+    credits = [item for item in doc["line_items"] if item["kind"] == "feed_in"]
+    out = [*(item_line(item, minor) for item in charges), rule,
+           f"  {'Charges ' + currency:<59} {format_minor(doc['charges_minor'], minor):>12}"]
+    out += [item_line(item, minor) for item in credits]
+    if not credits:
+        out.append(f"  {'Feed-in credit (no feed-in rate in the tariff)':<59} {format_minor(0, minor):>12}")
+    net = doc["net_minor"]
+    owed = " (owed to the customer)" if net < 0 else ""
+    out += [rule, f"  {'NET AMOUNT ' + currency + owed:<59} {format_minor(net, minor):>12}"]
+    return out
+
+
 def render_issued(bill: IssuedBill, verification: Verification | None = None) -> str:
     doc = bill.content
     period = doc["period"]
@@ -87,15 +119,17 @@ def render_issued(bill: IssuedBill, verification: Verification | None = None) ->
     if doc.get("replaces"):
         lines.append(f"Replaces {doc['replaces']}")
     lines += [
-        f"Energy {fraction_to_str(Fraction(doc['energy_wh'], 1000))} kWh",
+        *energy_lines(doc),
         "",
-        *(item_line(item, doc["minor_units"]) for item in doc["line_items"]),
-        "  " + "-" * 72,
-        f"  {'TOTAL ' + doc['currency']:<59} {doc['total']:>12}",
+        *amount_lines(doc),
         "",
         f"Data: {data['intervals_priced']} of {data['intervals_expected']} intervals priced; qualities: {qualities}",
         f"Intervals sha256 {data['sha256']}; document sha256 {bill.document_sha256}",
     ]
+    if "export_data" in doc:
+        exported = doc["export_data"]
+        lines.append(f"Export data: {exported['intervals_priced']} of {exported['intervals_expected']} intervals "
+                     f"priced; sha256 {exported['sha256']}")
     if verification is not None:
         lines.append("Verified: signature, re-pricing and intervals all match" if verification.ok else
                      "NOT VERIFIED: " + "; ".join(verification.problems))

@@ -21,16 +21,14 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
-from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.billing import Bill, LineItem
 from gateway.billing.money import fraction_to_str
 from gateway.config import GatewayConfig, load_config
 from gateway.errors import GatewayError
 from gateway.reports import bills_cli
-from gateway.reports.bills_cli import item_line
+from gateway.reports.bills_cli import amount_lines, energy_lines
 from gateway.reports.service import (
     MeterBill,
     ReportConfigError,
@@ -180,10 +178,6 @@ def write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-def _line(item: LineItem, bill: Bill) -> str:
-    return item_line(item.to_dict(), bill.minor_units)
-
-
 def render_bill(result: MeterBill) -> str:
     """The bill as a customer would read it, with the data it rests on underneath."""
     bill = result.bill
@@ -192,15 +186,17 @@ def render_bill(result: MeterBill) -> str:
     cycle = "full billing cycle" if period.is_full_cycle else f"prorated {fraction_to_str(bill.proration)}"
     data = result.data
     qualities = ", ".join(f"{q} {n}" for q, n in sorted(data.qualities.items())) or "none"
+    doc = bill.to_dict()
     lines = [
         f"Meter {result.meter} — tariff {bill.tariff_name}",
         f"Period {period.start} to {last_day} inclusive ({bill.days} days, {period.tz}), {cycle}",
-        f"Energy {fraction_to_str(Fraction(bill.energy_wh, 1000))} kWh",
+        *energy_lines(doc),
         "",
-        *(_line(item, bill) for item in bill.line_items),
-        "  " + "-" * 72,
-        f"  {'TOTAL ' + bill.currency:<59} {bill.total:>12}",
+        *amount_lines(doc),
         "",
         f"Data: {data.present} of {data.expected} intervals ({data.coverage:.1%}); qualities: {qualities}",
     ]
+    exported = result.export_data
+    if exported is not None:
+        lines.append(f"Export data: {exported.present} of {exported.expected} intervals ({exported.coverage:.1%})")
     return "\n".join(lines)

@@ -18,6 +18,11 @@ and hands plain values to them. Rules the cores do not already fix:
   are exported with method 54, linear interpolation: the interval engine has only ever estimated
   by interpolating the register between the readings either side of a gap, and an exporter must
   not invent anything else. Every other mismatch with the export formats is an error, not a guess.
+* Channels: a meter's import intervals are its consumption; its export intervals (when the ledger
+  holds any in the range asked) are its feed-in, priced by the tariff's ``feed_in`` rate, projected
+  alongside, and exported as NEM12 suffix B1 / Green Button flowDirection 19. A meter is treated as
+  having an export channel exactly when the ledger holds export intervals in the range: an
+  import-only meter's bill, projection and files stay what they were before channels existed.
 * Configuration problems found here (unknown meter, no tariff, no NMI) raise ``ConfigError``
   subclasses so the CLI exits 2 and the web answers 404/409 with the same sentence.
 """
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 
@@ -49,6 +54,7 @@ from gateway.billing import (
     project,
 )
 from gateway.billing.period import zone_for
+from gateway.channels import Channel
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.export import ExportInterval, MeterExportInfo, greenbutton_xml, nem12_text
@@ -98,9 +104,15 @@ class MeterBill:
     meter: str
     bill: Bill
     data: DataCoverage
+    export_data: DataCoverage | None = None
+    """Coverage of the export channel, ``None`` for a meter without export intervals in the period."""
 
     def to_dict(self) -> dict[str, object]:
-        return {"meter": self.meter, **self.bill.to_dict(), "total": self.bill.total, "data": self.data.to_dict()}
+        out: dict[str, object] = {"meter": self.meter, **self.bill.to_dict(), "total": self.bill.total,
+                                  "data": self.data.to_dict()}
+        if self.export_data is not None:
+            out["export_data"] = self.export_data.to_dict()
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,9 +218,14 @@ def budget_minor_for(cfg: GatewayConfig, meter: str, tariff: Tariff) -> int | No
     return int(scaled)
 
 
+EXPORT_SUFFIX = "B1"
+"""NMI suffix (and RegisterID) of exported energy next to the import stream's E1 (AEMO's convention)."""
+
+
 def export_info(cfg: GatewayConfig, meter: str, *, need_nmi: bool) -> MeterExportInfo:
     """How the meter is named in an export. NEM12 is keyed by NMI, so it needs one; Green Button only
-    mentions it in a title, where a meter without one says so rather than borrowing its id."""
+    mentions it in a title, where a meter without one says so rather than borrowing its id. (A meter
+    with export intervals gets the export stream B1 from :func:`_with_export`.)"""
     check_meter(cfg, meter)
     entry = cfg.meter(meter)
     nmi = entry.nmi if entry is not None else None
@@ -257,11 +274,14 @@ def _coverage(intervals: Sequence[StoredInterval], period: BillingPeriod) -> Dat
 
 
 async def meter_bill(source: IntervalSource, cfg: GatewayConfig, meter: str, period: BillingPeriod) -> MeterBill:
-    """The bill for ``period`` from the meter's stored intervals under its configured tariff."""
+    """The bill for ``period`` from the meter's stored intervals under its configured tariff: import as
+    consumption, export (if the ledger holds any for the period) as feed-in."""
     tariff = tariff_for(cfg, meter)
-    intervals = await source.stored_intervals(meter, _ts(period.start_utc), _ts(period.end_utc))
-    bill = compute_bill(tariff, _usage(intervals), period)
-    return MeterBill(meter, bill, _coverage(intervals, period))
+    start, end = _ts(period.start_utc), _ts(period.end_utc)
+    intervals = await source.stored_intervals(meter, start, end)
+    exported = await source.stored_intervals(meter, start, end, channel=Channel.EXPORT)
+    bill = compute_bill(tariff, _usage(intervals), period, export=_usage(exported) if exported else None)
+    return MeterBill(meter, bill, _coverage(intervals, period), _coverage(exported, period) if exported else None)
 
 
 async def meter_projection(source: IntervalSource, cfg: GatewayConfig, meter: str, as_of: datetime) -> MeterProjection:
@@ -273,9 +293,13 @@ async def meter_projection(source: IntervalSource, cfg: GatewayConfig, meter: st
     today = as_of.astimezone(zone).date()
     first_day = min(period.start, today - timedelta(days=LOOKBACK_DAYS))
     ended_by = _ts(as_of) - _ts(as_of) % INTERVAL_S  # every interval starting before this has ended
-    intervals = await source.stored_intervals(meter, _ts(local_midnight_utc(first_day, zone)), ended_by)
+    since = _ts(local_midnight_utc(first_day, zone))
+    intervals = await source.stored_intervals(meter, since, ended_by)
+    exported = await source.stored_intervals(meter, since, ended_by, channel=Channel.EXPORT)
     daily = aggregate_daily(_usage(intervals), cfg.site_timezone, tariff)
-    projections = {method: project(tariff, daily, period, as_of, method) for method in ProjectionMethod}
+    export_daily = aggregate_daily(_usage(exported), cfg.site_timezone, tariff) if exported else None
+    projections = {method: project(tariff, daily, period, as_of, method, export_daily=export_daily)
+                   for method in ProjectionMethod}
     method = cfg.billing.projection_method
     alert = None
     if budget is not None:
@@ -288,16 +312,24 @@ def _export_interval(iv: StoredInterval) -> ExportInterval:
     method = iv.method
     if method is None and iv.quality in ESTIMATED_QUALITIES:
         method = LEGACY_ESTIMATE_METHOD
-    return ExportInterval(iv.meter, iv.start, iv.wh, iv.quality, method, iv.reason)
+    return ExportInterval(iv.meter, iv.start, iv.wh, iv.quality, method, iv.reason, channel=iv.channel)
 
 
 async def export_intervals(source: IntervalSource, meters: Iterable[str], start: datetime,
                            end: datetime) -> list[ExportInterval]:
-    """Stored intervals of ``meters`` starting in ``[start, end)``, in export terms."""
+    """Stored intervals of ``meters``, both channels, starting in ``[start, end)``, in export terms."""
     out: list[ExportInterval] = []
     for meter in meters:
-        out.extend(_export_interval(iv) for iv in await source.stored_intervals(meter, _ts(start), _ts(end)))
+        for channel in Channel:
+            found = await source.stored_intervals(meter, _ts(start), _ts(end), channel=channel)
+            out.extend(_export_interval(iv) for iv in found)
     return out
+
+
+def _with_export(infos: dict[str, MeterExportInfo], data: Sequence[ExportInterval]) -> dict[str, MeterExportInfo]:
+    """``infos`` with the export stream B1 added to every meter that has export intervals in ``data``."""
+    exporting = {iv.meter for iv in data if iv.channel is Channel.EXPORT}
+    return {m: replace(i, export_nmi_suffix=EXPORT_SUFFIX) if m in exporting else i for m, i in infos.items()}
 
 
 NEM_TIME = timezone(timedelta(hours=10))
@@ -342,7 +374,8 @@ async def nem12_export(source: IntervalSource, cfg: GatewayConfig, meters: Seque
     infos = nem12_meters(cfg, meters)
     sender, receiver = nem12_participants(cfg)
     data = await export_intervals(source, infos, *nem_days(start, end))
-    return nem12_text(data, infos, from_participant=sender, to_participant=receiver, created=created)
+    return nem12_text(data, _with_export(infos, data), from_participant=sender, to_participant=receiver,
+                      created=created)
 
 
 async def greenbutton_export(source: IntervalSource, cfg: GatewayConfig, meters: Sequence[str] | None,
@@ -351,7 +384,7 @@ async def greenbutton_export(source: IntervalSource, cfg: GatewayConfig, meters:
     chosen = list(dict.fromkeys(meters)) if meters else cfg.all_meter_ids()
     infos = {m: export_info(cfg, m, need_nmi=False) for m in chosen}
     data = await export_intervals(source, infos, start, end)
-    return greenbutton_xml(data, infos, tz=cfg.site_timezone, created=created)
+    return greenbutton_xml(data, _with_export(infos, data), tz=cfg.site_timezone, created=created)
 
 
 def local_range(cfg: GatewayConfig, start: date, end: date) -> tuple[datetime, datetime]:

@@ -1,6 +1,7 @@
 """Where reports read intervals from, and a read-only way to open the ledger beside a running daemon.
 
-Reports need one query: a meter's stored intervals in a time range. The daemon's web layer already
+Reports need one query: a meter's stored intervals of one channel (import by default, or export) in a
+time range. The daemon's web layer already
 holds an open :class:`~gateway.ledger.store.Ledger`; the CLI must not open one, because
 ``Ledger.open`` is a *writer*: it creates a missing data directory (so a wrong ``data_dir`` would
 produce an empty ledger and a bill of zero), runs migrations, and on close checkpoints the WAL —
@@ -19,11 +20,13 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from gateway.channels import Channel
 from gateway.errors import LedgerError
 from gateway.ledger.store import DB_FILE, StoredInterval
 
-MIN_SCHEMA_VERSION = 2
-"""First ledger schema with the interval ``method`` and ``reason`` columns that exports need."""
+MIN_SCHEMA_VERSION = 5
+"""First ledger schema with the interval ``channel`` column (0005) that every report query filters on; the
+``method`` and ``reason`` columns exports need came with schema 2."""
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -31,8 +34,9 @@ BUSY_TIMEOUT_MS = 5000
 class IntervalSource(Protocol):
     """Anything that can list a meter's stored intervals; the daemon's ``Ledger`` is one."""
 
-    async def stored_intervals(self, meter: str, start: int, end: int) -> list[StoredInterval]:
-        """Intervals of ``meter`` starting in ``[start, end)`` (Unix seconds), in time order."""
+    async def stored_intervals(self, meter: str, start: int, end: int, *,
+                               channel: Channel = Channel.IMPORT) -> list[StoredInterval]:
+        """Intervals of ``meter``'s ``channel`` starting in ``[start, end)`` (Unix seconds), in time order."""
         ...
 
 
@@ -73,14 +77,17 @@ class ReadOnlyLedger:
             )
         return cls(path, db)
 
-    async def stored_intervals(self, meter: str, start: int, end: int) -> list[StoredInterval]:
+    async def stored_intervals(self, meter: str, start: int, end: int, *,
+                               channel: Channel = Channel.IMPORT) -> list[StoredInterval]:
         try:
             rows = await self._db.execute_fetchall(
                 'SELECT meter, start, "end", wh, quality, method, reason FROM intervals '
-                "WHERE meter=? AND start>=? AND start<? ORDER BY start", (meter, start, end))
+                "WHERE meter=? AND channel=? AND start>=? AND start<? ORDER BY start",
+                (meter, channel.value, start, end))
         except sqlite3.Error as exc:
-            raise LedgerError(f"cannot read intervals of {meter} from {self.path}: {exc}") from exc
-        return [StoredInterval(str(m), int(a), int(b), int(w), str(q), mt, rs) for m, a, b, w, q, mt, rs in rows]
+            raise LedgerError(f"cannot read {channel} intervals of {meter} from {self.path}: {exc}") from exc
+        return [StoredInterval(str(m), int(a), int(b), int(w), str(q), mt, rs, channel)
+                for m, a, b, w, q, mt, rs in rows]
 
     async def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query (bills and other reports that keep their own SQL)."""

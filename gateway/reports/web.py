@@ -10,6 +10,11 @@ local wall time without offset. The range is half-open ``[from, to)`` by interva
 ``from`` = today's local midnight, ``to`` = ``from`` + 1 day. At most ``MAX_RANGE_DAYS`` per
 request keeps a response (and the memory behind it) bounded. Bounds outside ``EARLIEST``..``LATEST``
 are refused (400) before any date arithmetic can overflow.
+
+``channel`` (``import``, the default, or ``export``) picks the series a JSON answer lists; anything
+else is a 400 that names the channels. NEM12 and Green Button answers always carry every channel the
+meter has in the range (E1 and B1 streams; flowDirection 1 and 19), because a market file describes
+the metering point, not one query.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.billing.period import local_midnight_utc, zone_for
+from gateway.channels import UnknownChannelError, parse_channel
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.reports.service import (
@@ -113,6 +119,10 @@ def report_routes(ctx: WebContext, config: GatewayConfig) -> list[Route]:
         if fmt not in FORMATS:
             return _error(f"format must be one of {', '.join(FORMATS)}", 400)
         try:
+            channel = parse_channel(params.get("channel", "import"))
+        except UnknownChannelError as exc:
+            return _error(str(exc), 400)
+        try:
             check_meter(config, meter)
         except ReportConfigError as exc:
             return _config_error(exc)
@@ -142,9 +152,11 @@ def report_routes(ctx: WebContext, config: GatewayConfig) -> list[Route]:
             return _config_error(exc)
         except (GatewayError, ValueError) as exc:
             return _error(f"cannot export: {exc}", 500)
-        rows = await ctx.ledger.stored_intervals(meter, int(start.timestamp()), int(end.timestamp()))
+        rows = await ctx.ledger.stored_intervals(meter, int(start.timestamp()), int(end.timestamp()),
+                                                 channel=channel)
         return JSONResponse({
             "meter": meter,
+            "channel": channel.value,
             "from": start.isoformat().replace("+00:00", "Z"),
             "to": end.isoformat().replace("+00:00", "Z"),
             "tz": config.site_timezone,

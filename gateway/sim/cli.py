@@ -5,7 +5,9 @@ gateway would (other ids get exception 0x0B); ``--rtu-over-tcp`` as a serial
 device server passing raw RTU frames; ``--pty PATH`` as an RS-485 line on a
 pseudo-terminal (other ids stay silent, as on a real line). The meters answer
 their profile's whole map, identity registers included, with values that
-follow a daily load curve. SIGTERM or Ctrl-C stops it.
+follow a daily load curve; ``--solar 1=5`` puts 5 kWp of solar panels on the
+house of id 1, so its export register grows by day (the export channel).
+SIGTERM or Ctrl-C stops it.
 """
 
 from __future__ import annotations
@@ -49,21 +51,44 @@ def parse_meter(text: str) -> tuple[int, Profile]:
         raise ConfigError(f"{text!r}: {exc}") from None
 
 
-def build_meters(specs: list[str], epoch: float) -> list[SimulatedMeter]:
+def parse_solar(texts: list[str]) -> dict[int, float]:
+    """``["1=5"]`` → {1: 5.0}: kWp of solar panels per unit id."""
+    out: dict[int, float] = {}
+    for text in texts:
+        unit_text, sep, kwp_text = text.partition("=")
+        try:
+            unit, kwp = int(unit_text), float(kwp_text)
+        except ValueError:
+            raise ConfigError(f"--solar {text!r}: give ID=KWP, e.g. --solar 1=5 for 5 kWp on id 1") from None
+        if not sep or not 0 < kwp <= 1000:
+            raise ConfigError(f"--solar {text!r}: give ID=KWP with 0 < KWP <= 1000, e.g. --solar 1=5")
+        out[unit] = kwp
+    return out
+
+
+def build_meters(specs: list[str], epoch: float, solar: dict[int, float] | None = None) -> list[SimulatedMeter]:
     parsed = [parse_meter(s) for s in specs]
-    return [SimulatedMeter(f"sim-{unit}-{n}", unit, profile, LoadModel.for_meter(f"sim-{unit}-{n}", epoch))
+    solar = solar or {}
+    if unknown := sorted(set(solar) - {unit for unit, _ in parsed}):
+        raise ConfigError(f"--solar for id(s) {unknown}, which no meter has")
+    for unit, profile in parsed:
+        if unit in solar and "energy_export" not in profile.quantities:
+            raise ConfigError(f"--solar {unit}=...: profile {profile.id} has no export register to feed in on")
+    return [SimulatedMeter(f"sim-{unit}-{n}", unit, profile,
+                           LoadModel.for_meter(f"sim-{unit}-{n}", epoch, pv_kwp=solar.get(unit, 0.0)))
             for n, (unit, profile) in enumerate(parsed)]
 
 
 async def serve(args: argparse.Namespace, stop: asyncio.Event) -> None:
     clock = SystemClock()
-    meters = build_meters(args.meters, math.floor(clock.now()))
+    meters = build_meters(args.meters, math.floor(clock.now()), parse_solar(getattr(args, "solar", [])))
     twice = sorted(u for u, n in Counter(m.unit_id for m in meters).items() if n > 1)
     if twice and args.pty is None:
         raise ConfigError(f"unit id(s) {twice} given twice: only --pty simulates two meters sharing an id "
                           "(they talk over each other, as on a real line)")
     devices = [RtuDevice(m.unit_id, meter_registers(m, clock)) for m in meters]
-    listing = ", ".join(f"id {m.unit_id} {m.profile.id}" for m in meters)
+    listing = ", ".join(f"id {m.unit_id} {m.profile.id}" + (f" with {m.model.pv_kwp:g} kWp solar" if m.model.solar
+                                                             else "") for m in meters)
     ids = f"{min(m.unit_id for m in meters)}-{max(m.unit_id for m in meters)}"
     server: ModbusTcpGateway | RtuTcpServer | None = None
     line: RtuLine | None = None
@@ -120,5 +145,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on with --tcp (default 127.0.0.1)")
     p.add_argument("--rtu-over-tcp", action="store_true",
                    help="with --tcp: pass raw RTU frames, as a serial device server does")
+    p.add_argument("--solar", action="append", default=[], metavar="ID=KWP",
+                   help="solar panels on that meter's house (kWp): it exports by day; repeatable")
     p.add_argument("meters", nargs="+", metavar="ID=PROFILE", help="a meter to simulate, e.g. 1=eastron-sdm630")
     p.set_defaults(func=cmd_sim)

@@ -37,12 +37,14 @@ import structlog
 from cloud_sync.receiver import ReceiverStore
 from cloud_sync.receiver import create_app as create_receiver
 from gateway import identity
+from gateway.channels import Channel
 from gateway.clock import SimulatedClock
 from gateway.config import load_config
 from gateway.daemon import Running, run_daemon
 from gateway.intervals import INTERVAL_S
 from gateway.profiles import builtin_profile
 from gateway.sim import children
+from gateway.sim.demo_check import check_series, receiver_series
 from gateway.sim.hints import bill_hint, cli_command
 from gateway.sim.load import LoadModel
 from gateway.sim.modbus_sim import MeterSimulator, SimulatedMeter
@@ -69,6 +71,11 @@ MODBUS_LAYOUT = (
 )
 MQTT_METER = "pv-house"
 MQTT_TOPIC = "demo/pv-house/SENSOR"
+PV_KWP = 5.0
+"""The solar house's panels: about 4 kW at noon over a few hundred W of load, so it exports by day."""
+PV_NOON_AFTER_S = 3 * 3600.0
+"""The demo's sun peaks this long (meter time) after the demo's first start, so that even a short
+first run sees the house feed in (a demo started at night would otherwise show no export for hours)."""
 LATE_POLLS = (2, 3, 5)
 """How many polls late a held-back MQTT message arrives (``--late-mqtt``), in turn."""
 
@@ -131,8 +138,11 @@ class Rehearsal:
 
 def models(epoch: float) -> dict[str, LoadModel]:
     """The load model of every demo meter (tests use this to know the true registers)."""
-    ids = [m for _, meters in MODBUS_LAYOUT for m, _, _ in meters] + [MQTT_METER]
-    return {meter: LoadModel.for_meter(meter, epoch) for meter in ids}
+    ids = [m for _, meters in MODBUS_LAYOUT for m, _, _ in meters]
+    found = {meter: LoadModel.for_meter(meter, epoch) for meter in ids}
+    found[MQTT_METER] = LoadModel.for_meter(MQTT_METER, epoch, pv_kwp=PV_KWP,
+                                            pv_noon_s=(epoch + PV_NOON_AFTER_S) % 86_400)
+    return found
 
 
 def _ledger_resume_t(data_dir: Path) -> float | None:
@@ -164,7 +174,7 @@ def _nmi(meter: str) -> str:
 
 def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_port: int,
                  receiver_url: str, token_file: Path, mqtt_port: int | None, rehearse: Rehearsal, *,
-                 stellar_lines: Sequence[str] = ()) -> str:
+                 stellar_lines: Sequence[str] = (), p2p_lines: Sequence[str] = ()) -> str:
     lines = [
         "# Written by `meter-gateway demo`: a real gateway config pointing at simulated meters.",
         f'gateway_id = "{GATEWAY_ID}"',
@@ -210,11 +220,14 @@ def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_
     if mqtt_port is not None:
         lines += ["[mqtt]", 'host = "127.0.0.1"', f"port = {mqtt_port}", "",
                   "[[mqtt.meters]]", f'id = "{MQTT_METER}"', f'topic = "{MQTT_TOPIC}"', 'format = "json"',
-                  'value_path = "ENERGY.Total"', 'time_path = "Time"', 'unit = "kWh"', f'nmi = "{_nmi(MQTT_METER)}"',
+                  'value_path = "ENERGY.Total"', 'export_path = "ENERGY.ExportActive"', 'time_path = "Time"',
+                  'unit = "kWh"', f'nmi = "{_nmi(MQTT_METER)}"',
                   *([f'serial = "{_serial(MQTT_METER)}"'] if stellar_lines else []), ""]
     if stellar_lines:  # Stellar: the demo plays the utility that onboarded this gateway (gateway/sim/demo_stellar.py)
         lines += ["# Consumption tokenized on a local Stellar ledger: each meter's account is credited.",
                   *stellar_lines]
+    if p2p_lines:
+        lines += ["", *p2p_lines]
     return "\n".join(lines)
 
 
@@ -232,9 +245,12 @@ class DemoResult:
     start_meter_t: float
     end_meter_t: float
     period: int
-    meters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    series: dict[tuple[str, Channel], dict[str, Any]] = field(default_factory=dict)
+    """Per (meter, channel): the receiver's credits against the true register (:func:`series_report`)."""
     stellar: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per meter: credited Wh, on-chain balance, exact (empty with --no-stellar)."""
+    p2p: dict[str, Any] = field(default_factory=dict)
+    """The energy-sharing agreement: the contract's view and the gateway's delivery record (empty without)."""
 
 
 async def _mosquitto(port: int, data_dir: Path) -> subprocess.Popen[bytes] | None:
@@ -274,8 +290,10 @@ async def _publish(port: int, clock: SimulatedClock, model: LoadModel, period: i
             async with aiomqtt.Client("127.0.0.1", port, identifier="demo-pv-house") as client:
                 while True:
                     await clock.sleep_until(t)
-                    doc = json.dumps({"Time": t, "ENERGY": {"Total": round(model.register_wh(t) / 1000, 3),
-                                                            "Power": round(model.power_w(t))}})
+                    energy = {"Total": round(model.import_wh(t) / 1000, 3), "Power": round(model.net_w(t))}
+                    if model.solar:  # Tasmota's field for the exported active energy, kWh like Total
+                        energy["ExportActive"] = round(model.export_wh(t) / 1000, 3)
+                    doc = json.dumps({"Time": t, "ENERGY": energy})
                     made += 1
                     if late_every and made % late_every == 0:
                         held.append((t + period * LATE_POLLS[made // late_every % len(LATE_POLLS)], doc))
@@ -290,53 +308,16 @@ async def _publish(port: int, clock: SimulatedClock, model: LoadModel, period: i
 
 
 def receiver_summary(receiver_db: Path) -> dict[str, list[dict[str, Any]]]:
-    """Credits the reference receiver holds, per meter, in seq order."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    with contextlib.closing(sqlite3.connect(receiver_db)) as db:
-        for meter, wire in db.execute("SELECT meter, wire FROM credits ORDER BY meter, seq"):
-            out.setdefault(meter, []).append(json.loads(wire)["credit"])
-    return out
+    """Import credits the reference receiver holds, per meter, in seq order (what Stellar credits)."""
+    return {meter: credits for (meter, channel), credits in receiver_series(receiver_db).items()
+            if channel is Channel.IMPORT}
 
 
-def check_conservation(receiver_db: Path, epoch: float) -> dict[str, dict[str, Any]]:
-    """Per meter: the energy credited between two instants and the true register delta between them.
-
-    The two instants are the first and the last interval boundary whose register value is the
-    meter's true register there, i.e. a boundary the gateway read rather than interpolated
-    between the readings around it (it does that when a poll is missed: a box too busy, the
-    last readings lost in a power cut). Energy around an interpolated boundary is only shared
-    differently between its two intervals, so between read boundaries the sum must match to the
-    Wh; ``trimmed`` says how many intervals lay outside at each end. Corrections (``kind``
-    "correction": a signed change to an earlier credit, with that interval's new register
-    values) count in the sum of the interval they correct.
-    """
-    report: dict[str, dict[str, Any]] = {}
-    truth = models(epoch)
-    for meter, credits in receiver_summary(receiver_db).items():
-        model = truth[meter]
-        latest: dict[int, dict[str, Any]] = {}  # interval start -> its newest credit (register values)
-        energy: dict[int, int] = {}
-        for c in credits:
-            latest[c["start"]] = c
-            energy[c["start"]] = energy.get(c["start"], 0) + c["wh"]
-        starts = sorted(latest)
-        ends = [latest[t]["end"] for t in starts]
-        read = [t for t in starts if latest[t]["register_start_wh"] == model.register_wh(t)]
-        read += [e for t, e in zip(starts, ends, strict=True) if latest[t]["register_end_wh"] == model.register_wh(e)]
-        first, last = (min(read), max(read)) if read else (starts[0], starts[0])
-        total = sum(energy[t] for t in starts if first <= t < last)
-        delta = model.register_wh(last) - model.register_wh(first)
-        seqs = [c["seq"] for c in credits]
-        report[meter] = {
-            "credits": len(credits), "first_seq": seqs[0], "last_seq": seqs[-1],
-            "contiguous": seqs == list(range(seqs[0], seqs[0] + len(seqs))),
-            "gapless": all(e == s for e, s in zip(ends, starts[1:], strict=False)),
-            "corrections": sum(1 for c in credits if c.get("kind", "interval") == "correction"),
-            "from": first, "to": last, "credited_wh": total, "register_delta_wh": delta,
-            "trimmed": (sum(1 for t in starts if t < first), sum(1 for t in starts if t >= last)),
-            "exact": bool(read) and last > first and total == delta,
-        }
-    return report
+def check_conservation(receiver_db: Path, epoch: float,
+                       channel: Channel = Channel.IMPORT) -> dict[str, dict[str, Any]]:
+    """Per meter: one channel's credits against its true register (see :func:`series_report`)."""
+    return {meter: report for (meter, ch), report in check_series(receiver_db, models(epoch)).items()
+            if ch is channel}
 
 
 async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop: asyncio.Event,
@@ -393,10 +374,18 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
         from gateway.sim.demo_stellar import demo_ledger
 
         chain = await stellar_stack.enter_async_context(demo_ledger(data_dir, keypair.to_sdk(), horizon_url))
+    agreement = None
+    if chain and chain.network and broker:  # the solar house is the MQTT meter
+        from gateway.sim import demo_p2p
+
+        agreement = await demo_p2p.set_up(chain.network, chain.utility, keypair.to_sdk(), _serial(MQTT_METER),
+                                          state.epoch, data_dir / "horizon")
     config_path = data_dir / "gateway.toml"
     config_path.write_text(_config_text(data_dir, bus_ports, period, web_port, receiver_url, token_file,
                                         mqtt_port if broker else None, rehearse,
-                                        stellar_lines=chain.config_lines() if chain else ()))
+                                        stellar_lines=chain.config_lines() if chain else (),
+                                        p2p_lines=agreement.config_lines(chain.network, MQTT_METER)
+                                        if agreement and chain and chain.network else ()))
     cfg = load_config(config_path)
     demo_password = secrets.token_urlsafe(12)
     UserStore(data_dir).set_password(DEMO_USER, demo_password, create=True, replace=True)
@@ -417,6 +406,10 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
         print("  afterwards  : the bill command for this run's days is printed when the demo stops")
         if not broker:
             print("  MQTT meter  : skipped (install mosquitto to include it)")
+        if agreement:
+            print(f"  sharing     : {MQTT_METER} delivers {agreement.kwh} kWh to a neighbour (agreement "
+                  f"{agreement.agreement_id}); curl -H 'Authorization: Bearer {running.web_token}' "
+                  f"http://127.0.0.1:{running.web_port}/api/v1/p2p")
         if chain:
             print(f"  Stellar     : {chain.url} (local ledger, '{chain.passphrase}'); accounts: meter-gateway "
                   f"stellar accounts --data-dir {data_dir}")
@@ -424,6 +417,7 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
 
     tasks: list[asyncio.Task[Any]] = []
     stellar_result: dict[str, dict[str, Any]] = {}
+    p2p_result: dict[str, Any] = {}
     try:
         for sim in sims:
             await sim.start()
@@ -444,6 +438,10 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
             credited = ({m: sum(c["wh"] for c in cs) for m, cs in receiver_summary(data_dir / "receiver.db").items()}
                         if store is not None else outbox_wh(data_dir))
             stellar_result = await stellar_report(data_dir, chain, credited)
+        if agreement and chain and chain.network:
+            from gateway.sim import demo_p2p
+
+            p2p_result = demo_p2p.report(chain.network, agreement, data_dir)
     finally:
         end = clock.now()
         state.last_meter_t = max(end, state.last_meter_t)
@@ -470,19 +468,24 @@ async def run_demo(data_dir: Path, *, speed: float, duration: float | None, stop
             from gateway.sim.demo_stellar import print_report
 
             print_report(stellar_result, chain, "the outbox")
-        return DemoResult(data_dir, start, end, period, stellar=stellar_result)
-    result = DemoResult(data_dir, start, end, period, check_conservation(data_dir / "receiver.db", state.epoch),
-                        stellar=stellar_result)
+        return DemoResult(data_dir, start, end, period, stellar=stellar_result, p2p=p2p_result)
+    result = DemoResult(data_dir, start, end, period, check_series(data_dir / "receiver.db", truth),
+                        stellar=stellar_result, p2p=p2p_result)
     if announce:
-        print(f"Demo stopped after {(end - start) / 3600:.1f} h of meter time. The reference receiver holds:")
-        for meter, r in sorted(result.meters.items()):
+        print(f"Demo stopped after {(end - start) / 3600:.1f} h of meter time. The reference receiver holds, "
+              "per meter and channel:")
+        for (meter, channel), r in sorted(result.series.items()):
             verdict = "exact" if r["exact"] and r["contiguous"] else "MISMATCH"
-            print(f"  {meter:10s} credits {r['first_seq']}..{r['last_seq']}: {r['credited_wh']} Wh credited, "
-                  f"register moved {r['register_delta_wh']} Wh -> {verdict}")
+            print(f"  {meter:10s} {channel.value:6s} credits {r['first_seq']}..{r['last_seq']}: "
+                  f"{r['credited_wh']} Wh credited, register moved {r['register_delta_wh']} Wh -> {verdict}")
     if announce and chain and stellar_result:
         from gateway.sim.demo_stellar import print_report
 
         print_report(stellar_result, chain, "the reference receiver")
+    if announce and p2p_result:
+        from gateway.sim.demo_p2p import print_report as print_sharing
+
+        print_sharing(p2p_result, MQTT_METER)
     return result
 
 

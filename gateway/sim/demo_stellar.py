@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from stellar_sdk import Keypair
@@ -22,6 +22,9 @@ from stellar_sdk import Keypair
 from cloud_sync.stellar.amounts import format_amount, rate_stroops, to_stroops
 from gateway.clock import SystemClock
 from gateway.sim.utility import KEYS_FILE, RATE, Utility, onboard
+
+if TYPE_CHECKING:
+    from cloud_sync.soroban_rpc.server import RunningNetwork
 
 LEDGER_DIR = "horizon"
 ONBOARDED = "onboarded"
@@ -34,6 +37,8 @@ class DemoLedger:
     passphrase: str
     utility: Utility
     local: bool
+    network: RunningNetwork | None = None
+    """The demo's own network, with the Soroban RPC and the energy-sharing contract beside Horizon."""
 
     def config_lines(self) -> list[str]:
         return self.utility.config_lines(self.url, self.passphrase)
@@ -50,26 +55,31 @@ async def demo_ledger(data_dir: Path, gateway: Keypair, horizon_url: str | None)
         yield DemoLedger(horizon_url, passphrase, utility, local=False)
         return
     from cloud_sync.horizon.ledger import LocalLedger
-    from cloud_sync.horizon.server import serve_ledger
+    from cloud_sync.soroban_rpc.node import SorobanNode
+    from cloud_sync.soroban_rpc.server import serve_network
 
     # Real time, not the demo's fast clock: at 900x a 5-s ledger would last 5 ms.
     ledger = LocalLedger(data_dir / LEDGER_DIR, SystemClock())
+    node = SorobanNode(ledger, data_dir / LEDGER_DIR)
     marker = data_dir / LEDGER_DIR / ONBOARDED
     try:
-        async with serve_ledger(ledger) as running:
+        async with serve_network(node) as running:
             # This ledger is the demo's own: once onboarded (marker beside its data), a restart skips the checks.
             if not marker.exists() or marker.read_text().strip() != gateway.public_key:
-                await onboard(utility, running.url, running.network_passphrase, gateway.public_key,
+                await onboard(utility, running.horizon_url, running.network_passphrase, gateway.public_key,
                               gateway_key=gateway)
                 marker.write_text(gateway.public_key + "\n")
-            yield DemoLedger(running.url, running.network_passphrase, utility, local=True)
+            yield DemoLedger(running.horizon_url, running.network_passphrase, utility, local=True, network=running)
     finally:
+        node.close()
         ledger.close()
 
 
 def outbox_wh(data_dir: Path) -> dict[str, int]:
     with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'ledger.db'}?mode=ro", uri=True)) as db:
-        return {str(m): int(w) for m, w in db.execute("SELECT meter, SUM(wh) FROM credits GROUP BY meter")}
+        # Import only: Stellar credits consumption; a solar house's export is never paid as such.
+        return {str(m): int(w) for m, w in db.execute(
+            "SELECT meter, SUM(wh) FROM credits WHERE channel = 'import' GROUP BY meter")}
 
 
 def meter_accounts(data_dir: Path) -> dict[str, str]:

@@ -40,20 +40,50 @@ class SimulatedMeter:
     """Fault injection: host seconds to wait before answering (a device answering late)."""
     serial: int | None = None
     """What the profile's ``serial_number`` identity register answers (None: zeros, no serial)."""
+    missing: frozenset[str] = frozenset()
+    """Quantities of the profile this unit lacks: a read touching their registers gets exception 2 (illegal
+    data address), as an EM24 variant without the export register answers."""
+
+    raw: dict[str, list[int]] = field(default_factory=dict)
+    """Fault injection: registers served as they are for these quantities instead of their value (a NaN
+    float32 is ``[0x7FC0, 0]``), to see a bad value rejected on its own."""
+
+    def words(self, name: str, value: float) -> list[int]:
+        """The registers a quantity answers: its value encoded as the profile says, or the injected raw words."""
+        if name in self.raw:
+            return list(self.raw[name])
+        return encode(self.profile.quantities[name], value)
+
+    def refuses(self, function: int, start: int, count: int) -> bool:
+        """Whether a read touches a register this unit lacks (see ``missing``)."""
+        return any(q.function == function and q.address < start + count and start < q.end
+                   for name, q in self.profile.quantities.items() if name in self.missing)
+
+    @classmethod
+    def solar_house(cls, meter_id: str, unit_id: int, profile: Profile, epoch: float, *, pv_kwp: float = 5.0,
+                    pv_noon_s: float | None = None) -> SimulatedMeter:
+        """A meter in a house with ``pv_kwp`` of solar panels: its export register grows by day, its import
+        register by night (see :class:`~gateway.sim.load.LoadModel`); the profile must map ``energy_export``."""
+        if "energy_export" not in profile.quantities:
+            raise ValueError(f"profile {profile.id} has no energy_export register: a solar house needs one")
+        noon = {} if pv_noon_s is None else {"pv_noon_s": pv_noon_s}
+        return cls(meter_id, unit_id, profile, LoadModel.for_meter(meter_id, epoch, pv_kwp=pv_kwp, **noon))
 
     def values(self, t: float) -> dict[str, float]:
-        power = self.model.power_w(t)
+        """Every quantity at ``t``. Power is the net through the meter: negative while a solar house feeds in
+        (as an SDM630's total system power is); the export register grows then, the import one otherwise."""
+        power = self.model.net_w(t)
         per_phase = power / 3
         out = {
             "energy_import": float(self.model.register_wh(t)),
-            "energy_export": 0.0,
+            "energy_export": float(self.model.export_wh(t)),
             "power_total": power,
             "frequency": 50.0,
             "power_factor": 0.97,
         }
         for i, phase in enumerate(("l1", "l2", "l3")):
             out[f"voltage_{phase}"] = NOMINAL_V + i * 0.7
-            out[f"current_{phase}"] = per_phase / NOMINAL_V
+            out[f"current_{phase}"] = abs(per_phase) / NOMINAL_V
             out[f"power_{phase}"] = per_phase
         return out
 
@@ -82,6 +112,8 @@ async def _answer(meter: SimulatedMeter, clock: Clock, function_code: int, start
         await asyncio.sleep(meter.answer_delay_s)
     if meter.failing:
         return ExcCodes.DEVICE_FAILURE
+    if meter.refuses(4 if function_code == 4 else 3, address, count):
+        return ExcCodes.ILLEGAL_ADDRESS
     meter.reads += 1
     values = meter.values(clock.now())
     wanted_fc = 4 if function_code == 4 else 3
@@ -90,7 +122,7 @@ async def _answer(meter: SimulatedMeter, clock: Clock, function_code: int, start
             continue
         if name not in values:
             continue
-        for i, word in enumerate(encode(q, values[name])):
+        for i, word in enumerate(meter.words(name, values[name])):
             current_registers[q.address + i - start_address] = word
     for ident in meter.profile.identity:  # so a scan of the demo's meters identifies each model
         if ident.function != wanted_fc or ident.address + ident.register_count <= address \

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from gateway.acquisition import rtu
 from gateway.clock import Clock
-from gateway.profiles import encode
 from gateway.sim.identity_regs import identity_words
 from gateway.sim.modbus_sim import SimulatedMeter
 from gateway.sim.wire import Wire
@@ -80,6 +79,8 @@ def meter_registers(meter: SimulatedMeter, clock: Clock,
     profile = meter.profile
 
     def source(function: int, start: int, count: int) -> list[int] | int:
+        if meter.refuses(function, start, count):
+            return ILLEGAL_ADDRESS
         out = [0] * count
         known = False
         values = meter.values(clock.now())
@@ -87,7 +88,7 @@ def meter_registers(meter: SimulatedMeter, clock: Clock,
             if q.function != function or q.end <= start or q.address >= start + count or name not in values:
                 continue
             known = True
-            for i, word in enumerate(encode(q, values[name])):
+            for i, word in enumerate(meter.words(name, values[name])):
                 if start <= q.address + i < start + count:
                     out[q.address + i - start] = word
         for ident in profile.identity:

@@ -20,6 +20,8 @@ from importlib import metadata
 from typing import Any
 
 from gateway.acquisition.modbus import WANTED, polled_quantities
+from gateway.acquisition.payloads import has_export
+from gateway.channels import Channel, parse_channel
 from gateway.config import GatewayConfig
 from gateway.profiles import Profile
 
@@ -66,7 +68,8 @@ class MeterTelemetry:
 
 def describe(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[MeterTelemetry]:
     """Every configured meter with the quantities it gives: Modbus as polled (the same selection the bus
-    makes), MQTT its register and, when its payload carries it, its power."""
+    makes: both energy registers where the profile maps them), MQTT its registers (export where the mapping
+    has one, or may: Tasmota's ENERGY.ExportActive) and, when its payload carries it, its power."""
     out: list[MeterTelemetry] = []
     for bus in cfg.buses:
         for meter in bus.meters:
@@ -76,6 +79,8 @@ def describe(cfg: GatewayConfig, profiles: Mapping[str, Profile]) -> list[MeterT
                                       profile.manufacturer, profile.model, meter.nmi))
     for mqtt_meter in cfg.mqtt.meters if cfg.mqtt else ():
         units = {"energy_import": "Wh"}
+        if has_export(mqtt_meter):
+            units["energy_export"] = "Wh"
         if mqtt_meter.power_path or mqtt_meter.format == "tasmota":
             units["power_total"] = "W"
         out.append(MeterTelemetry(mqtt_meter.id, units, None, "MQTT meter", mqtt_meter.nmi))
@@ -103,8 +108,11 @@ class Topics:
     def availability(self, meter: str) -> str:
         return f"{self.prefix}/{meter}/availability"
 
-    def interval(self, meter: str) -> str:
-        return f"{self.prefix}/{meter}/interval"
+    def interval(self, meter: str, channel: Channel = Channel.IMPORT) -> str:
+        """Import keeps the topic it always had; another channel is a level below it (``.../interval/export``),
+        so ``<prefix>/<meter>/interval/#`` gets every channel and the import subscribers see no new messages."""
+        base = f"{self.prefix}/{meter}/interval"
+        return base if channel is Channel.IMPORT else f"{base}/{channel.value}"
 
     def discovery(self, meter: str, quantity: str) -> str:
         return f"{self.discovery_prefix}/sensor/{object_id(self.gateway_id)}/{object_id(f'{meter}_{quantity}')}/config"
@@ -173,16 +181,23 @@ class IntervalMessage:
     credit_id: int
     meter: str
     payload: bytes = field(repr=False)
+    channel: Channel = Channel.IMPORT
 
 
 def interval_message(credit_id: int, wire: str) -> IntervalMessage:
-    """A closed interval (or a correction of one) from its credit as the outbox stores it."""
+    """A closed interval (or a correction of one) from its credit as the outbox stores it.
+
+    The credit's channel (absent from v1 credits: import) goes into the body and picks the topic:
+    sequence numbers count per (meter, channel), so ``(meter, channel, seq)`` identifies a message.
+    """
     signed = json.loads(wire)
     credit = signed["credit"]
+    channel = parse_channel(str(credit.get("channel", Channel.IMPORT.value)))
     body = {
-        "meter": credit["meter"], "seq": credit["seq"], "kind": credit.get("kind", "interval"),
+        "meter": credit["meter"], "channel": channel.value, "seq": credit["seq"],
+        "kind": credit.get("kind", "interval"),
         "start": _iso(credit["start"]), "end": _iso(credit["end"]), "start_ts": credit["start"],
         "end_ts": credit["end"], "wh": credit["wh"], "quality": credit["quality"],
         "corrects": credit.get("corrects"), "register_end_wh": credit["register_end_wh"], "hash": signed["hash"],
     }
-    return IntervalMessage(credit_id, str(credit["meter"]), json.dumps(body, sort_keys=True).encode())
+    return IntervalMessage(credit_id, str(credit["meter"]), json.dumps(body, sort_keys=True).encode(), channel)

@@ -236,7 +236,7 @@ class TelemetryPublisher:
         if not batch:
             return 0
         qos: int = max(1, self.cfg.qos)
-        messages: list[Message] = [(self.topics.interval(m.meter), m.payload, qos, False) for m in batch]
+        messages: list[Message] = [(self.topics.interval(m.meter, m.channel), m.payload, qos, False) for m in batch]
         try:
             sent = await self._publish_all(client, messages)
         except _Broken as broken:

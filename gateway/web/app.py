@@ -45,6 +45,7 @@ from gateway.web.login import login_routes, login_url
 from gateway.web.meter_view import QUALITY_WORDS, bill_view, interval_rows, kwh, live_rows
 from gateway.web.oneoff import one_off_routes
 from gateway.web.openapi import openapi_routes
+from gateway.web.p2p import p2p_routes
 from gateway.web.params import SQLITE_INT_MAX, BadParam, int_param
 from gateway.web.sessions import Session, SessionStore, SignInThrottle
 from gateway.web.templating import render as render_template
@@ -433,6 +434,7 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/api/v1/credits", credits),
         *one_off_routes(ctx),
         Route("/api/v1/lines", lines),
+        *p2p_routes(ctx),
         *openapi_routes(),
         *(report_routes(ctx, ctx.config) if ctx.config else []),
         *bill_routes(ctx, ctx.config),

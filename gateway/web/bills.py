@@ -91,6 +91,11 @@ def _rate(item: dict[str, Any]) -> str:
     return "" if item["unit"] == "bill" else f"{item['rate']}"
 
 
+def _line(item: dict[str, Any], minor: int) -> dict[str, str]:
+    return {"label": item["label"], "quantity": _quantity(item), "rate": _rate(item),
+            "amount": format_minor(item["amount_minor"], minor)}
+
+
 def page_values(bill: IssuedBill, verification: Verification, tz: str) -> dict[str, Any]:
     """What the template shows, every amount already formatted to the minor unit."""
     doc = bill.content
@@ -104,8 +109,13 @@ def page_values(bill: IssuedBill, verification: Verification, tz: str) -> dict[s
         "issued_utc": doc["issued_at"], "issued_local": issued.astimezone(zone_for(tz)).strftime("%Y-%m-%d %H:%M"),
         "tz": tz, "replaces": doc.get("replaces"), "replaced_by": bill.summary.replaced_by,
         "energy_kwh": fraction_to_str(Fraction(doc["energy_wh"], 1000)), "currency": doc["currency"],
-        "lines": [{"label": item["label"], "quantity": _quantity(item), "rate": _rate(item),
-                   "amount": format_minor(item["amount_minor"], minor)} for item in doc["line_items"]],
+        "lines": [_line(item, minor) for item in doc["line_items"] if item["kind"] != "feed_in"],
+        "feed_in": "net_minor" in doc,
+        "export_kwh": fraction_to_str(Fraction(doc["export_wh"], 1000)) if "export_wh" in doc else None,
+        "credits": [_line(item, minor) for item in doc["line_items"] if item["kind"] == "feed_in"],
+        "charges": format_minor(doc["charges_minor"], minor) if "charges_minor" in doc else None,
+        "net": format_minor(doc["net_minor"], minor) if "net_minor" in doc else None,
+        "owed": doc.get("net_minor", 0) < 0, "zero": format_minor(0, minor),
         "total": doc["total"], "priced": doc["data"]["intervals_priced"], "expected": doc["data"]["intervals_expected"],
         "qualities": [{"label": QUALITY_LABELS.get(q, q), "count": n} for q, n in doc["data"]["qualities"].items()],
         "verified": verification.ok, "problems": "; ".join(verification.problems),

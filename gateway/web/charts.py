@@ -4,8 +4,9 @@ The page's script (``static/charts.js``) draws them; the CSP allows no inline sc
 comes from these routes, which API clients may use as well. Series are columnar (one array of slot
 times, one array per value) with ``null`` where nothing is stored, so a meter that stopped shows as
 an empty stretch up to now rather than a line drawn across the gap. Energy comes per channel
-(``import`` today; ``export`` is a second key when the ledger holds one), each slot with its NEM12
-quality so estimated and substituted values are drawn apart from actual ones.
+(``import`` always; ``export`` a second key when the ledger holds export intervals in the window),
+each slot with its NEM12 quality so estimated and substituted values are drawn apart from actual ones.
+``count`` and ``estimated`` stay the import channel's, as before; the export channel carries its own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.billing import expected_intervals, local_midnight_utc
+from gateway.channels import Channel
 from gateway.export.model import ESTIMATED_QUALITIES
 from gateway.intervals import INTERVAL_S
 from gateway.ledger.store import StoredInterval
@@ -39,26 +41,51 @@ def day_window(now: float) -> tuple[int, int]:
     return end - DAY_S, end
 
 
-def interval_series(rows: Sequence[StoredInterval], start: int, end: int) -> dict[str, Any]:
-    """One slot per interval in ``[start, end)``: Wh and quality, ``None`` where nothing is stored."""
+def _slots(rows: Sequence[StoredInterval], slots: Sequence[int]) -> dict[str, Any]:
     by_start = {r.start: r for r in rows if r.quality != NULL_QUALITY}
-    slots = list(range(start, end, INTERVAL_S))
     wh = [by_start[s].wh if s in by_start else None for s in slots]
     quality = [by_start[s].quality if s in by_start else None for s in slots]
+    return {"unit": "Wh", "wh": wh, "quality": quality}
+
+
+def interval_series(rows: Sequence[StoredInterval], start: int, end: int,
+                    export_rows: Sequence[StoredInterval] = ()) -> dict[str, Any]:
+    """One slot per interval in ``[start, end)``: Wh and quality, ``None`` where nothing is stored."""
+    slots = list(range(start, end, INTERVAL_S))
+    channels = {Channel.IMPORT.value: _slots(rows, slots)}
+    if export_rows:
+        exported = _slots(export_rows, slots)
+        channels[Channel.EXPORT.value] = {
+            **exported, "count": sum(q is not None for q in exported["quality"]),
+            "estimated": sum(q in ESTIMATED_QUALITIES for q in exported["quality"])}
+    quality = channels[Channel.IMPORT.value]["quality"]
     return {
         "t": slots,
-        "channels": {"import": {"unit": "Wh", "wh": wh, "quality": quality}},
+        "channels": channels,
         "count": sum(q is not None for q in quality),
         "estimated": sum(q in ESTIMATED_QUALITIES for q in quality),
     }
 
 
 def daily_series(rows: Sequence[StoredInterval], days: Sequence[tuple[str, int, int, int]],
-                 today_end: int) -> dict[str, Any]:
+                 today_end: int, export_rows: Sequence[StoredInterval] = ()) -> dict[str, Any]:
     """Per local day (``(date, start, end, expected intervals)``): Wh, of which estimated, intervals present.
 
     Days that have not begun are ``None``; a day with no interval stored is 0 intervals and ``None`` Wh.
     """
+    channels = {Channel.IMPORT.value: _days(rows, days, today_end)}
+    if export_rows:
+        channels[Channel.EXPORT.value] = _days(export_rows, days, today_end)
+    return {
+        "days": [d for d, *_ in days],
+        "t": [start for _, start, _, _ in days],
+        "expected": [n for *_, n in days],
+        "channels": channels,
+    }
+
+
+def _days(rows: Sequence[StoredInterval], days: Sequence[tuple[str, int, int, int]],
+          today_end: int) -> dict[str, Any]:
     wh: list[int | None] = []
     estimated: list[int | None] = []
     present: list[int | None] = []
@@ -72,12 +99,7 @@ def daily_series(rows: Sequence[StoredInterval], days: Sequence[tuple[str, int, 
         wh.append(sum(r.wh for r in inside) if inside else None)
         estimated.append(sum(r.wh for r in inside if r.quality in ESTIMATED_QUALITIES) if inside else None)
         present.append(len(inside))
-    return {
-        "days": [d for d, *_ in days],
-        "t": [start for _, start, _, _ in days],
-        "expected": [n for *_, n in days],
-        "channels": {"import": {"unit": "Wh", "wh": wh, "estimated_wh": estimated, "intervals": present}},
-    }
+    return {"unit": "Wh", "wh": wh, "estimated_wh": estimated, "intervals": present}
 
 
 def line_series(line: LineStatus, now: float) -> dict[str, Any]:
@@ -111,9 +133,10 @@ def chart_routes(ctx: WebContext) -> list[Route]:
         now = ctx.clock.now()
         start, end = day_window(now)
         rows = await ctx.ledger.stored_intervals(meter, start, end)
+        exported = await ctx.ledger.stored_intervals(meter, start, end, channel=Channel.EXPORT)
         tz = ctx.config.site_timezone if ctx.config else "UTC"
         return JSONResponse({"meter": meter, "tz": tz, "interval_s": INTERVAL_S, "from": start, "to": end,
-                             "now": now, **interval_series(rows, start, end)})
+                             "now": now, **interval_series(rows, start, end, exported)})
 
     async def meter_period(request: Request) -> Response:
         if not ctx.auth.authorised(request):
@@ -130,9 +153,10 @@ def chart_routes(ctx: WebContext) -> list[Route]:
             end = int(local_midnight_utc(day + timedelta(days=1), zone).timestamp())
             days.append((day.isoformat(), start, end, expected_intervals(day, zone)))
         rows = await ctx.ledger.stored_intervals(meter, days[0][1], days[-1][2])
+        exported = await ctx.ledger.stored_intervals(meter, days[0][1], days[-1][2], channel=Channel.EXPORT)
         return JSONResponse({"meter": meter, "tz": ctx.config.site_timezone, "now": now,
                              "period": {"start": period.start.isoformat(), "end": period.end.isoformat()},
-                             **daily_series(rows, days, int(now))})
+                             **daily_series(rows, days, int(now), exported)})
 
     async def line_history(request: Request) -> Response:
         if not ctx.auth.authorised(request):

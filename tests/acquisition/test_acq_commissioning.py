@@ -93,7 +93,8 @@ async def test_read_prints_every_value_once(tmp_path: Path) -> None:
         line.stop()
     assert code == 0, err
     profile = builtin_profile("abb-b23")
-    lines = out.splitlines()
+    *lines, channels = out.splitlines()
+    assert channels == "channels: import + export", "both registers read: the meter will have both channels"
     assert len(lines) == len(profile.quantities)
     values = {ln.split()[0]: ln.split()[1] for ln in lines}
     assert set(values) == set(profile.quantities)

@@ -15,6 +15,7 @@ from stellar_sdk import Keypair
 
 from gateway.acquisition.modbus import ModbusBus
 from gateway.acquisition.payloads import parse_payload
+from gateway.channels import Channel
 from gateway.clock import SystemClock
 from gateway.config import InvalidConfig, MqttMeterConfig, parse_config
 from gateway.intervals import Reading
@@ -72,7 +73,8 @@ async def test_configured_quantities_are_polled_on_their_periods_and_served_with
     readings: list[Reading] = []
 
     async def submit(reading: Reading) -> None:
-        readings.append(reading)
+        if reading.channel is Channel.IMPORT:  # one reading per poll; channels: test_acq_channels.py
+            readings.append(reading)
 
     bus = ModbusBus(cfg.buses[0], {"flat-1": SDM630, "flat-2": SDM630}, clock, submit, status, use_lock=False)
     ledger = await Ledger.open(cfg.data_dir, gateway_id=cfg.gateway_id, keypair=Keypair.random())
@@ -97,9 +99,10 @@ async def test_configured_quantities_are_polled_on_their_periods_and_served_with
         await ledger.close()
         await sim.stop()
     values = flat1["values"]
-    assert set(values) == set(CONFIGURED)
+    assert set(values) == {*CONFIGURED, "energy_export"}, "the export register is polled like the import one"
     assert {name: v["unit"] for name, v in values.items()} == {
-        "energy_import": "Wh", "power_total": "W", "voltage_l1": "V", "current_l1": "A", "frequency": "Hz"}
+        "energy_import": "Wh", "energy_export": "Wh", "power_total": "W", "voltage_l1": "V", "current_l1": "A",
+        "frequency": "Hz"}
     assert values["frequency"]["value"] == pytest.approx(50.0)
     assert values["voltage_l1"]["value"] == pytest.approx(NOMINAL_V)
     assert values["current_l1"]["value"] == pytest.approx(values["power_total"]["value"] / 3 / NOMINAL_V, rel=0.05)
@@ -107,9 +110,10 @@ async def test_configured_quantities_are_polled_on_their_periods_and_served_with
     assert values["frequency"]["t"].endswith("Z")
     energy_polls = sum(r.meter == "flat-1" for r in readings)
     assert energy_polls <= 4, "the register is read on its own 2 s period, not with every instantaneous poll"
-    # A meter that lists only one quantity still polls its import register (the bill needs it), and nothing else.
+    # A meter that lists only one quantity still polls its energy registers (each a billed channel), and nothing
+    # else.
     flat2 = next(m for m in listing["meters"] if m["meter"] == "flat-2")
-    assert set(flat2["values"]) == {"energy_import", "frequency"}
+    assert set(flat2["values"]) == {"energy_import", "energy_export", "frequency"}
     assert any(r.meter == "flat-2" for r in readings)
 
 
@@ -138,7 +142,7 @@ async def test_meters_without_quantities_poll_the_default_or_what_the_bus_is_giv
             task = asyncio.create_task(bus.run())
             try:
                 async with asyncio.timeout(WAIT_S):
-                    while len(status.meters["m"].values) < 3:
+                    while len(status.meters["m"].values) < 4:
                         await asyncio.sleep(0.05)
             finally:
                 task.cancel()
@@ -146,8 +150,8 @@ async def test_meters_without_quantities_poll_the_default_or_what_the_bus_is_giv
             seen[wanted] = set(status.meters["m"].values)
     finally:
         await sim.stop()
-    assert seen[None] == {"energy_import", "power_total", "voltage_l1"}
-    assert seen[("power_l2", "frequency")] == {"energy_import", "power_l2", "frequency"}
+    assert seen[None] == {"energy_import", "energy_export", "power_total", "voltage_l1"}
+    assert seen[("power_l2", "frequency")] == {"energy_import", "energy_export", "power_l2", "frequency"}
 
 
 def test_check_config_refuses_an_unknown_quantity_with_the_profiles_list_and_its_line(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from gateway.acquisition.modbus import ModbusBus
+from gateway.channels import Channel
 from gateway.clock import SystemClock
 from gateway.config import BusConfig
 from gateway.intervals import Reading
@@ -32,6 +33,12 @@ class ScriptedRegister:
     def power_w(self, t: float) -> float:
         return 100.0
 
+    def net_w(self, t: float) -> float:
+        return 100.0
+
+    def export_wh(self, t: float) -> int:
+        return 0
+
 
 async def _poll(profile_id: str, script: list[int]) -> tuple[list[int], GatewayStatus]:
     clock = SystemClock()
@@ -44,7 +51,8 @@ async def _poll(profile_id: str, script: list[int]) -> tuple[list[int], GatewayS
     got: list[Reading] = []
 
     async def submit(r: Reading) -> None:
-        got.append(r)
+        if r.channel is Channel.IMPORT:  # the scripted register is the import one
+            got.append(r)
 
     status = GatewayStatus("gw", "k", clock.now())
     cfg = BusConfig.model_validate({"name": "ep", "host": "127.0.0.1", "port": port, "timeout_s": 0.2,

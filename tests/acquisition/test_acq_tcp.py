@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from gateway.acquisition.modbus import ModbusBus
+from gateway.channels import Channel
 from gateway.clock import ManualClock, SystemClock
 from gateway.config import BusConfig
 from gateway.intervals import Reading
@@ -58,7 +59,8 @@ async def test_modbus_tcp_with_a_late_device_keeps_the_others_on_schedule() -> N
     readings: list[Reading] = []
 
     async def submit(r: Reading) -> None:
-        readings.append(r)
+        if r.channel is Channel.IMPORT:  # one reading per poll; channels: test_acq_channels.py
+            readings.append(r)
 
     status = GatewayStatus("gw", "k", clock.now())
     try:
@@ -95,7 +97,8 @@ async def test_rtu_over_tcp_device_server(tmp_path: Path) -> None:
     readings: list[Reading] = []
 
     async def submit(r: Reading) -> None:
-        readings.append(r)
+        if r.channel is Channel.IMPORT:  # one reading per poll; channels: test_acq_channels.py
+            readings.append(r)
 
     status = GatewayStatus("gw", "k", clock.now())
     line.device(3).mode = "exception"
@@ -125,7 +128,8 @@ async def test_polling_follows_a_wall_clock_step_back() -> None:
     readings: list[Reading] = []
 
     async def submit(r: Reading) -> None:
-        readings.append(r)
+        if r.channel is Channel.IMPORT:  # one reading per poll; channels: test_acq_channels.py
+            readings.append(r)
 
     status = GatewayStatus("gw", "k", clock.now())
     cfg = _cfg("tcp", port, [meter], period=10.0, timeout=0.5)

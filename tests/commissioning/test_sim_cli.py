@@ -33,7 +33,10 @@ def test_scan_against_sim_reports_exactly_its_three_meters_each_with_its_one_mod
         scan = capsys.readouterr()
         assert code == 0, scan.err
         rows = [r for r in scan.out.splitlines() if r.startswith("id ")]
-        assert rows == ["id   1: eastron-sdm630", "id   7: eastron-sdm120", "id  12: abb-b23"], scan.out
+        # Each with the channels a meter of its model has: all three map an export register.
+        assert rows == ["id   1: eastron-sdm630 (channels: import + export)",
+                        "id   7: eastron-sdm120 (channels: import + export)",
+                        "id  12: abb-b23 (channels: import + export)"], scan.out
         assert "247/247 ids, 3 found" in scan.err
         # read: the right profile reads clean; one with the word order reversed is doubted, value by value
         line = ["--host", "127.0.0.1", "--tcp-port", port, "--id", "1"]

@@ -218,3 +218,38 @@ def test_plan_never_worse_than_naive(
     check_valid(naive, qs, max_registers, even_only)
     assert plan.total_time(cost) <= naive.total_time(cost) + 1e-12
     assert len(plan.blocks) <= len(naive.blocks)
+
+
+def _default_plan(profile: Profile, *, export: bool, cost: WireCost) -> ReadPlan:
+    from gateway.acquisition.energy import polled_quantities
+    from gateway.acquisition.modbus import WANTED
+
+    polled = polled_quantities(WANTED, profile)
+    if not export:
+        polled.pop("energy_export", None)
+    return plan_reads(list(polled.values()), max_registers=profile.max_registers_per_read,
+                      even_only=profile.registers_even_only, cost=cost)
+
+
+@pytest.mark.parametrize("profile", builtin_profiles(), ids=lambda p: p.id)
+def test_the_export_channel_adds_a_request_only_where_one_block_would_cost_more_wire_time(profile: Profile) -> None:
+    """The RS-485 line is the bottleneck: the export register rides in the import register's request where
+    that is cheaper than a request of its own, which is every Eastron meter (0x4A right after 0x48)."""
+    cost = WireCost(10, 9600)
+    without, with_export = (_default_plan(profile, export=e, cost=cost) for e in (False, True))
+    if "energy_export" not in profile.quantities:
+        assert with_export == without
+        return
+    export = profile.quantities["energy_export"]
+    assert with_export.total_time(cost) <= without.total_time(cost) + cost.transaction_time(export.register_count)
+    if len(with_export.blocks) > len(without.blocks):
+        imp = profile.quantities["energy_import"]
+        lo, hi = min(imp.address, export.address), max(imp.end, export.end)
+        shared = hi - lo
+        assert (shared > profile.max_registers_per_read
+                or cost.transaction_time(shared) > cost.transaction_time(imp.register_count)
+                + cost.transaction_time(export.register_count)), "a shared block would have been cheaper"
+    if profile.manufacturer == "Eastron":
+        assert len(with_export.blocks) == len(without.blocks)
+        block = next(b for b in with_export.blocks if "energy_import" in b.quantities)
+        assert "energy_export" in block.quantities

@@ -10,6 +10,7 @@ from typing import cast
 
 import pytest
 
+from gateway.channels import Channel
 from gateway.clock import ManualClock
 from gateway.config import parse_config
 from gateway.errors import ConfigError
@@ -62,10 +63,14 @@ host = "127.0.0.1"
 """, base_dir=tmp_path)
     meters = {m.meter: m for m in describe(cfg, {"abb": builtin_profile("abb-b23"),
                                                   "default": builtin_profile("eastron-sdm630")})}
-    assert meters["abb"].units == {"energy_import": "Wh", "frequency": "Hz", "power_factor": ""}
+    # Both energy registers where the profile maps them (each a channel), whatever the list says.
+    assert meters["abb"].units == {"energy_import": "Wh", "energy_export": "Wh", "frequency": "Hz",
+                                   "power_factor": ""}
     assert (meters["abb"].manufacturer, meters["abb"].model) == ("ABB", "B23")
-    assert meters["default"].units == {"energy_import": "Wh", "power_total": "W", "voltage_l1": "V"}
-    assert meters["plug"].units == {"energy_import": "Wh", "power_total": "W"}
+    assert meters["default"].units == {"energy_import": "Wh", "energy_export": "Wh", "power_total": "W",
+                                       "voltage_l1": "V"}
+    # Tasmota's ENERGY.ExportActive is read out of the box (a device that measures export sends it).
+    assert meters["plug"].units == {"energy_import": "Wh", "energy_export": "Wh", "power_total": "W"}
     assert meters["shelly"].units == {"energy_import": "Wh"}
     assert meters["shelly-p"].units == {"energy_import": "Wh", "power_total": "W"}
 
@@ -96,7 +101,8 @@ def test_payloads() -> None:
     message = interval_message(42, wire)
     body = json.loads(message.payload)
     assert (message.credit_id, message.meter) == (42, "m")
-    assert body == {"meter": "m", "seq": 7, "kind": "correction", "start": "2026-01-01T00:00:00Z",
+    assert message.channel is Channel.IMPORT, "a credit without a channel (v1) is import"
+    assert body == {"meter": "m", "channel": "import", "seq": 7, "kind": "correction", "start": "2026-01-01T00:00:00Z",
                     "end": "2026-01-01T00:15:00Z", "start_ts": 1_767_225_600, "end_ts": 1_767_226_500, "wh": -3,
                     "quality": "A", "corrects": 5, "register_end_wh": 1200, "hash": "ab" * 32}
 
@@ -152,3 +158,24 @@ discovery_prefix = "ha"
     assert status.telemetry is publisher.state
     with pytest.raises(ConfigError, match="plain topic"):
         parse_config(text.replace("site/{gateway_id}/meters", "site/#"))
+
+
+def test_each_channel_has_its_own_interval_topic_and_key() -> None:
+    """Import keeps the topic it always had; export goes one level below it, so one meter's two channels never
+    share a topic, and each message says its channel (sequence numbers count per (meter, channel))."""
+    topics = Topics("site/gw", "homeassistant", "gw")
+    assert topics.interval("m") == topics.interval("m", Channel.IMPORT) == "site/gw/m/interval"
+    assert topics.interval("m", Channel.EXPORT) == "site/gw/m/interval/export"
+
+    def wire(seq: int, channel: str | None) -> str:
+        credit = {"meter": "m", "seq": seq, "start": 1_767_225_600, "end": 1_767_226_500, "wh": 40, "quality": "A",
+                  "register_end_wh": 1200, **({"channel": channel} if channel else {})}
+        return json.dumps({"credit": credit, "hash": "cd" * 32, "signature": "x"})
+
+    old, imp, exp = (interval_message(i, wire(1, c)) for i, c in ((1, None), (2, "import"), (3, "export")))
+    assert (old.channel, imp.channel, exp.channel) == (Channel.IMPORT, Channel.IMPORT, Channel.EXPORT)
+    keys = {(b["meter"], b["channel"], b["seq"]) for b in (json.loads(m.payload) for m in (imp, exp))}
+    assert keys == {("m", "import", 1), ("m", "export", 1)}, "the same seq on two channels: two keys"
+    assert json.loads(old.payload)["channel"] == "import"
+    with pytest.raises(ValueError, match="unknown channel"):
+        interval_message(4, wire(1, "reactive"))

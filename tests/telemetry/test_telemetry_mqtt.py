@@ -44,6 +44,8 @@ WAIT_S = 15.0
 RETAINED_MORE_S = 0.5
 """Host seconds to wait for retained messages beyond those expected (there must be none)."""
 QUANTITIES = ["energy_import", "power_total", "voltage_l1", "current_l1", "frequency"]
+POLLED = (*QUANTITIES, "energy_export")
+"""What flat-1 publishes: its export register is polled like the import one (the export channel)."""
 T0 = 1_767_225_600  # 2026-01-01T00:00Z, an interval boundary
 
 
@@ -55,11 +57,12 @@ class Subscriber:
     topics: list[str]
     messages: list[aiomqtt.Message] = field(default_factory=list)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    identifier: str = "test-subscriber"
 
     async def run(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client("127.0.0.1", self.port, identifier="test-subscriber",
+                async with aiomqtt.Client("127.0.0.1", self.port, identifier=self.identifier,
                                           clean_session=False) as client:
                     for topic in self.topics:
                         await client.subscribe(topic, qos=1)
@@ -154,7 +157,7 @@ async def test_discovery_and_live_values_for_every_polled_quantity(tmp_path: Pat
     try:
         async with running(sub.run()):
             async with running(bus.run(), publisher.run()):
-                await sub.wait(lambda: all(sub.latest(f"{prefix}/flat-1/{q}") for q in QUANTITIES), "every quantity")
+                await sub.wait(lambda: all(sub.latest(f"{prefix}/flat-1/{q}") for q in POLLED), "every quantity")
                 status.meters["plug"].read_ok(clock.now())
                 status.meters["plug"].set_value("power_total", 512.0, "W", clock.now())
                 await sub.wait(lambda: sub.latest(f"{prefix}/plug/power_total"), "the MQTT meter's power")
@@ -164,21 +167,23 @@ async def test_discovery_and_live_values_for_every_polled_quantity(tmp_path: Pat
             await sub.wait(lambda: (m := sub.latest(f"{prefix}/status")) and m.payload == b"offline",
                            "offline status")
         # Someone subscribing later (Home Assistant after a restart) gets discovery and state from the broker.
-        # Discovery of 5 + 2 sensors, 5 + 1 values (the plug's register never came), 2 availabilities, the status.
-        late = await _retained(mosquitto.port, ["homeassistant/#", f"{prefix}/#"], 7 + 6 + 2 + 1)
+        # Discovery of 6 + 3 sensors (the plug's export: Tasmota's ExportActive), 6 + 1 values (the plug's registers
+        # never came), 2 availabilities, the status.
+        late = await _retained(mosquitto.port, ["homeassistant/#", f"{prefix}/#"], 9 + 7 + 2 + 1)
     finally:
         await ledger.close()
         await sim.stop()
 
     configs = {str(m.topic): json.loads(m.payload) for m in sub.on("homeassistant/")}  # type: ignore[arg-type]
-    plug = {f"homeassistant/sensor/gw_tele/plug_{q}/config" for q in ("energy_import", "power_total")}
-    assert set(configs) == {f"homeassistant/sensor/gw_tele/flat-1_{q}/config" for q in QUANTITIES} | plug
-    states = {f"{prefix}/status", f"{prefix}/plug/power_total"} | {f"{prefix}/flat-1/{q}" for q in QUANTITIES}
+    plug = {f"homeassistant/sensor/gw_tele/plug_{q}/config" for q in ("energy_import", "energy_export", "power_total")}
+    assert set(configs) == {f"homeassistant/sensor/gw_tele/flat-1_{q}/config" for q in POLLED} | plug
+    states = {f"{prefix}/status", f"{prefix}/plug/power_total"} | {f"{prefix}/flat-1/{q}" for q in POLLED}
     assert set(late) == set(configs) | states | {f"{prefix}/{m}/availability" for m in ("flat-1", "plug")}, "retained"
     assert late[f"{prefix}/status"] == b"offline"
     assert json.loads(late["homeassistant/sensor/gw_tele/flat-1_frequency/config"]) == configs[
         "homeassistant/sensor/gw_tele/flat-1_frequency/config"]
-    expected = {"energy_import": ("energy", "total_increasing", "Wh"), "power_total": ("power", "measurement", "W"),
+    expected = {"energy_import": ("energy", "total_increasing", "Wh"),
+                "energy_export": ("energy", "total_increasing", "Wh"), "power_total": ("power", "measurement", "W"),
                 "voltage_l1": ("voltage", "measurement", "V"), "current_l1": ("current", "measurement", "A"),
                 "frequency": ("frequency", "measurement", "Hz")}
     for quantity, (device_class, state_class, unit) in expected.items():
@@ -324,8 +329,9 @@ async def test_the_daemon_publishes_and_its_last_will_says_offline_when_it_is_ki
     try:
         async with running(sub.run()):
             try:
-                await sub.wait(lambda: all(sub.latest(f"{prefix}/flat-1/{q}") for q in QUANTITIES)
-                               and len({str(m.topic) for m in sub.on("homeassistant/")}) == len(QUANTITIES) + 2,
+                # Discovery: flat-1's polled quantities, the plug's registers (import, Tasmota's export) and power.
+                await sub.wait(lambda: all(sub.latest(f"{prefix}/flat-1/{q}") for q in POLLED)
+                               and len({str(m.topic) for m in sub.on("homeassistant/")}) == len(POLLED) + 3,
                                "the daemon's telemetry")
             except BaseException:
                 print(log.read_text()[-3000:])

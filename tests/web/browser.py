@@ -116,7 +116,8 @@ def charts_drawn(driver: Any) -> list[dict[str, str]]:
         charts: list[dict[str, str]] = driver.execute_script("""
             return Array.from(document.querySelectorAll('[data-chart]')).map(el => ({
               kind: el.dataset.chart, src: el.dataset.src, drawn: el.dataset.drawn || '',
-              points: el.dataset.points || '', estimated: el.dataset.estimated || ''}));""")
+              points: el.dataset.points || '', estimated: el.dataset.estimated || '',
+              export_points: el.dataset.exportPoints || ''}));""")
         return charts if all(c["drawn"] for c in charts) else None
     return wait_for(state, "the charts to be drawn")
 

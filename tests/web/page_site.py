@@ -11,11 +11,14 @@ import sqlite3
 import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from stellar_sdk import Keypair
 
+from gateway.channels import Channel
 from gateway.clock import ManualClock, SystemClock
 from gateway.config import GatewayConfig, parse_config
 from gateway.intervals import INTERVAL_S, Reading
@@ -29,6 +32,8 @@ from gateway.web.users import UserStore
 USER = "tech"
 PASSWORD = "meter room 7 key"
 METERS = ("flat-1", "flat-2", "shop")
+EXPORTER = "shop"
+"""The meter with an export channel (solar panels on its roof)."""
 READ_EVERY_S = 300
 HISTORY_S = 27 * 3600
 GAP = (10 * 3600, 9 * 3600 + 900)
@@ -75,6 +80,24 @@ def power_w(meter: str, t: float) -> float:
     return base * (1.3 + math.sin(t / 86400 * 2 * math.pi))
 
 
+def export_w(t: float) -> float:
+    """The shop's solar panels feed in from 07:00 to 19:00 Berlin time, most at 13:00; nothing at night."""
+    local = datetime.fromtimestamp(t, ZoneInfo("Europe/Berlin"))
+    hour = local.hour + local.minute / 60
+    return 3000.0 * math.sin((hour - 7) / 12 * math.pi) if 7 <= hour < 19 else 0.0
+
+
+def export_readings(now: float) -> list[Reading]:
+    """The shop's export register (channel export) read with its import register."""
+    out, register = [], 20_000.0
+    t = (int(now) - HISTORY_S) // READ_EVERY_S * READ_EVERY_S
+    while t < now - 60:
+        register += export_w(t) * READ_EVERY_S / 3600
+        out.append(Reading(EXPORTER, t * 1000, round(register), channel=Channel.EXPORT))
+        t += READ_EVERY_S
+    return out
+
+
 def readings(meter: str, now: float) -> list[Reading]:
     out, register = [], 1_000_000.0
     t = (int(now) - HISTORY_S) // READ_EVERY_S * READ_EVERY_S
@@ -96,10 +119,11 @@ class PageSite:
     cfg: GatewayConfig
     ledger_path: Path
 
-    def stored(self, meter: str, start: int, end: int) -> list[tuple[int, int, str]]:
+    def stored(self, meter: str, start: int, end: int, channel: Channel = Channel.IMPORT) -> list[tuple[int, int, str]]:
         with contextlib.closing(sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True)) as db:
-            rows = db.execute("SELECT start, wh, quality FROM intervals WHERE meter=? AND start>=? AND start<? "
-                              "AND quality != 'N' ORDER BY start", (meter, start, end)).fetchall()
+            rows = db.execute("SELECT start, wh, quality FROM intervals WHERE meter=? AND channel=? AND start>=? "
+                              "AND start<? AND quality != 'N' ORDER BY start",
+                              (meter, channel.value, start, end)).fetchall()
         return [(int(s), int(w), str(q)) for s, w, q in rows]
 
 
@@ -136,7 +160,7 @@ async def page_site(tmp: Path) -> AsyncIterator[PageSite]:
     cfg = config(tmp / "data")
     ledger = await Ledger.open(cfg.data_dir, gateway_id=cfg.gateway_id, keypair=Keypair.random())
     try:
-        batch = sorted((r for m in METERS for r in readings(m, now)), key=lambda r: r.t_ms)
+        batch = sorted([*(r for m in METERS for r in readings(m, now)), *export_readings(now)], key=lambda r: r.t_ms)
         await ledger.commit_readings(batch, now_ms=int(now * 1000))
         UserStore(cfg.data_dir).set_password(USER, PASSWORD)
         token = load_or_create_token(cfg.data_dir)

@@ -81,12 +81,21 @@ currency = "USD"
 [tariffs.flat.energy]
 kind = "tiered"
 tiers = [{{ rate = "0.20" }}]
+[[p2p.agreements]]
+id = 1
+provider_meter = "house"
+provider = "GBZXN7PIRZGNMHGA7MUUUF4GWPY5AYPV6LY4UV2GL6VJGIQRXFDNMADI"
+consumer = "GAAZI4TCR3TY5OJHCTJC2A4QSY6CJWJH5IAJTGKIN2ER7LBNVKOCCWN7"
+kwh = 10
+price_per_kwh = 50
+start = 2026-06-01T00:00:00Z
+deadline = 2026-06-08T00:00:00Z
 '''
 
 
 OPERATIONS = ("/healthz", "/metrics", OPENAPI_PATH, "/api/v1/meters", "/api/v1/meters/house",
               "/api/v1/meters/house/projection", "/api/v1/meters/house/intervals", "/api/v1/sync",
-              "/api/v1/credits", "/api/v1/lines", "/api/v1/buses/line/read")
+              "/api/v1/credits", "/api/v1/lines", "/api/v1/buses/line/read", "/api/v1/p2p")
 
 
 class Answers:

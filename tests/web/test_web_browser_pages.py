@@ -15,6 +15,7 @@ import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
+from gateway.channels import Channel
 from tests.web.browser import (
     DESKTOP,
     PHONE,
@@ -160,6 +161,33 @@ def test_the_charts_draw_the_stored_intervals_and_mark_the_estimated_ones(phone:
     assert int(line["points"]) == sum(1 for n in history["transactions"] if n) >= 300
     assert int(line["estimated"]) == sum(1 for n in history["errors"] if n) >= 30, "the minutes with errors"
     assert sum(1 for c in charts if c["kind"] == "day" and c["drawn"] == "1") == 3, "one 24 h glance per meter"
+
+
+EXPORTED_RGB = (0x2E, 0x8B, 0x57)
+
+
+def test_a_meter_with_export_gets_its_feed_in_drawn_below_the_axis(phone: Any, pages: PageSite) -> None:
+    phone.get(pages.url + "/meters/shop")
+    drawn = {c["kind"]: c for c in charts_drawn(phone)}
+    start, end = day_slots(pages.now)
+    exported = pages.stored("shop", start, end, Channel.EXPORT)
+    assert len(exported) >= 80
+    assert int(drawn["day"]["export_points"]) == len(exported), "one export bar per stored export interval"
+    assert int(drawn["day"]["points"]) == len(pages.stored("shop", start, end)), "import drawn as before"
+    slots = phone.execute_script("return document.querySelector('#day [data-chart]').uplot.data[0]")
+    index = {round(x - 450): i for i, x in enumerate(slots)}
+    sunny = max(exported, key=lambda row: row[1])
+    assert sunny[1] > 0
+    assert _near(_colour_at(phone, "#day [data-chart]", 4, index[sunny[0]]), EXPORTED_RGB), "export below the axis"
+    assert _near(_colour_at(phone, "#day [data-chart]", 1, index[sunny[0]]), MEASURED_RGB), "import above it"
+    assert drawn["period"]["export_points"] != ""
+    assert "exported (below the axis)" in phone.find_element(By.ID, "day").text, "the legend names the colour"
+    bill = phone.find_element(By.ID, "bill").text
+    assert "Exported so far" in bill
+    assert "(the tariff has no feed-in rate)" in bill, "the site's tariff pays nothing for export"
+    assert console_errors(phone) == []
+    phone.get(pages.url + "/meters/flat-2")
+    assert {c["export_points"] for c in charts_drawn(phone) if c["kind"] != "line"} == {""}, "no export channel"
 
 
 def _period_start(pages: PageSite) -> int:

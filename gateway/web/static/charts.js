@@ -7,8 +7,12 @@
  * data-chart="period": daily energy of the billing period, the estimated part on top of each bar.
  * data-chart="line":   a line's transactions and errors per minute, last 6 h.
  *
+ * A meter with an export channel (doc.channels.export) gets its exported energy drawn below the axis
+ * in its own colour, as a last series, so the import series and their indices stay as they were.
+ *
  * After drawing, each element carries data-drawn="1", data-points (slots with a value) and
- * data-estimated (slots or days with estimated energy): the page's tests read them.
+ * data-estimated (slots or days with estimated energy), and with export data-export-points: the
+ * page's tests read them.
  */
 (function () {
   "use strict";
@@ -17,7 +21,7 @@
   function cssVar(name, fallback) { return style.getPropertyValue(name).trim() || fallback; }
   var C = {
     measured: cssVar("--measured", "#2f6fb3"), estimated: cssVar("--estimated", "#e07b00"),
-    missing: cssVar("--missing", "#d64545"), tx: cssVar("--tx", "#7c8da3"), err: cssVar("--bad", "#b00020"),
+    missing: cssVar("--missing", "#d64545"), exported: cssVar("--exported", "#2e8b57"), tx: cssVar("--tx", "#7c8da3"), err: cssVar("--bad", "#b00020"),
     grid: "#e3e8ee", axis: "#5b6675"
   };
   var ESTIMATED = { E: true, S: true, F: true };
@@ -77,10 +81,11 @@
       if (wh !== null) { points += 1; }
       if (isEst) { est += 1; }
     });
+    var exp = exported(doc.channels.export, 1), bottom = exp ? -Math.max(exp.top, 10) * 1.08 : 0;
     var opts = {
       width: el.clientWidth, height: spark ? 72 : 190, tzDate: zoned(tz), legend: { show: false },
       cursor: spark ? { show: false } : { points: { show: false } },
-      scales: { x: { time: true, range: [doc.from, doc.to] }, y: { range: [0, Math.max(top, 10) * 1.08] } },
+      scales: { x: { time: true, range: [doc.from, doc.to] }, y: { range: [bottom, Math.max(top, 10) * 1.08] } },
       axes: axes(spark, tz, false),
       series: [
         {},
@@ -93,10 +98,13 @@
         if (i === null || i === undefined) { readout(el, ""); return; }
         var t = doc.t[i], wh = ch.wh[i], q = ch.quality[i];
         readout(el, hhmm(t, tz) + "–" + hhmm(t + doc.interval_s, tz) + ": " +
-          (wh === null ? "no data" : wh + " Wh" + (ESTIMATED[q] ? " (estimated, " + q + ")" : "")));
+          (wh === null ? "no data" : wh + " Wh" + (ESTIMATED[q] ? " (estimated, " + q + ")" : "")) +
+          (exp && exp.wh[i] !== null ? "; exported " + exp.wh[i] + " Wh" : ""));
       }] }
     };
-    return { plot: new uPlot(opts, [x, measured, estimated, missing], el), points: points, estimated: est };
+    var data = [x, measured, estimated, missing];
+    if (exp) { opts.series.push(exportSeries(0.85)); data.push(exp.values); }
+    return { plot: new uPlot(opts, data, el), points: points, estimated: est, exportPoints: exp ? exp.points : null };
   }
 
   function periodChart(el, doc) {
@@ -109,10 +117,11 @@
       if (wh !== null) { points += 1; top = Math.max(top, wh / 1000); }
       if (e) { est += 1; }
     });
+    var exp = exported(doc.channels.export, 1000), bottom = exp ? -Math.max(exp.top, 1) * 1.08 : 0;
     var opts = {
       width: el.clientWidth, height: 190, tzDate: zoned(tz), legend: { show: false }, cursor: { points: { show: false } },
       scales: { x: { time: true, range: [doc.t[0], doc.t[doc.t.length - 1] + 86400] },
-        y: { range: [0, Math.max(top, 1) * 1.08] } },
+        y: { range: [bottom, Math.max(top, 1) * 1.08] } },
       axes: axes(false, tz, true),
       series: [
         {},
@@ -126,10 +135,30 @@
         var wh = ch.wh[i], e = ch.estimated_wh[i];
         readout(el, dayName(doc.t[i], tz) + ": " + (wh === null ? "no data" : (wh / 1000).toFixed(3) + " kWh" +
           (e ? ", " + (e / 1000).toFixed(3) + " kWh estimated" : "") + " (" + ch.intervals[i] + " of " +
-          doc.expected[i] + " intervals)"));
+          doc.expected[i] + " intervals)") +
+          (exp && exp.wh[i] !== null ? "; exported " + (exp.wh[i] / 1000).toFixed(3) + " kWh" : ""));
       }] }
     };
-    return { plot: new uPlot(opts, [x, total, measured], el), points: points, estimated: est };
+    var data = [x, total, measured];
+    if (exp) { opts.series.push(exportSeries(0.8)); data.push(exp.values); }
+    return { plot: new uPlot(opts, data, el), points: points, estimated: est, exportPoints: exp ? exp.points : null };
+  }
+
+  // The export channel as values below the axis (scaled by 1/div: Wh or kWh), or null without one.
+  function exported(ch, div) {
+    if (!ch) { return null; }
+    var top = 0, points = 0;
+    var values = ch.wh.map(function (wh) {
+      if (wh === null) { return null; }
+      points += 1; top = Math.max(top, wh / div);
+      return -wh / div;
+    });
+    return { wh: ch.wh, values: values, top: top, points: points };
+  }
+
+  function exportSeries(size) {
+    return { label: "exported", fill: C.exported, stroke: C.exported, width: 0, paths: bars(size), points: { show: false },
+      fillTo: 0 };
   }
 
   function lineChart(el, doc) {
@@ -164,6 +193,17 @@
     el.uplot = made.plot;
     el.setAttribute("data-points", String(made.points));
     el.setAttribute("data-estimated", String(made.estimated));
+    if (made.exportPoints !== null && made.exportPoints !== undefined) {
+      el.setAttribute("data-export-points", String(made.exportPoints));
+      var legend = el.previousElementSibling;
+      if (legend && legend.classList.contains("legend") && !legend.querySelector(".sw-exported")) {
+        var item = document.createElement("span"), swatch = document.createElement("i");
+        swatch.className = "swatch sw-exported";
+        item.appendChild(swatch);
+        item.appendChild(document.createTextNode("exported (below the axis)"));
+        legend.appendChild(item);
+      }
+    }
     el.setAttribute("data-drawn", "1");
     if (window.ResizeObserver) {
       new ResizeObserver(function () {
