@@ -156,3 +156,5 @@ def test_kills_of_gateway_and_receiver_lose_and_duplicate_nothing(tmp_path: Path
         # Acquisition reads the export register where a profile maps one (the demo's Modbus meters):
         # then export chains went through the same kills, each with 0 lost / 0 duplicated (assert_exact).
         assert any(channel == "export" for _, channel in verdict.series), "export series went through the kills"
+        assert any(v["wh"] > 0 for (_, channel), v in verdict.series.items() if channel == "export"), \
+            "the demo's solar house fed in: non-zero export went through the kills too"
