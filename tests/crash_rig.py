@@ -313,7 +313,7 @@ class Verdict:
     """Each meter's import chain tip (seq)."""
     series: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
     """Per (meter, channel): credits held, lost (in the ledger, not at the receiver), duplicated
-    (the same seq more than once, or a credit the ledger does not hold), corrections."""
+    (the same seq more than once, or a credit the ledger does not hold), corrections, net Wh."""
 
 
 def true_register(meter: str, channel: str, epoch: float) -> Callable[[float], int]:
@@ -398,6 +398,7 @@ def assert_exact(data: Path, receiver_db: Path, key: str) -> Verdict:
         assert r["exact"], f"{name}: {r['credited_wh']} Wh credited, register moved {r['register_delta_wh']} Wh"
         assert max(r["trimmed"]) <= MAX_TRIMMED, f"{name}: too many intervals outside read boundaries {r}"
         counts[meter, channel]["corrections"] = r["corrections"]
+        counts[meter, channel]["wh"] = sum(c["wh"] for c in credits)
     return Verdict(len(rows), sum(c["corrections"] for c in counts.values()),
                    {m: t.seq for (m, c), t in tips.items() if c == "import"}, counts)
 
