@@ -141,3 +141,46 @@ async def test_an_intact_big_ledger_passes_the_background_check(tmp_path: Path) 
     finally:
         await ledger.close()
     assert not (tmp_path / integrity.DAMAGED_MARKER).exists()
+
+
+def _tear_a_page_on(path: Path) -> None:
+    with open(path, "ab") as fh:
+        fh.write(b"\xa5" * (PAGE - 512))
+
+
+async def test_a_last_page_torn_while_a_checkpoint_copied_the_wal_back_is_recovered_not_refused(
+        tmp_path: Path) -> None:
+    """A power cut in the middle of a checkpoint that grows the file leaves its length mid-page.
+
+    The torn page is still in the WAL (reset only after the copy was synced), so SQLite reads it from
+    there: refusing such a file as truncated would stop a box after an ordinary power cut.
+    """
+    keypair = Keypair.random()
+    live = tmp_path / "live"
+    ledger = await Ledger.open(live, gateway_id="gw", keypair=keypair)
+    try:
+        await ledger.commit_readings([Reading("m1", T0 + k * 450_000, 1000 + 7 * k) for k in range(200)], now_ms=1)
+        (credits,) = await ledger.read_rows("SELECT COUNT(*) FROM credits")
+        # What a power cut leaves on the card: both files as they are now (the WAL not yet copied back)...
+        cut = tmp_path / "cut"
+        cut.mkdir()
+        for name in (DB_FILE, DB_FILE + "-wal"):
+            (cut / name).write_bytes((live / name).read_bytes())
+    finally:
+        await ledger.close()
+    assert (cut / (DB_FILE + "-wal")).stat().st_size > 0, "the test needs frames in the WAL"
+    _tear_a_page_on(cut / DB_FILE)  # ... and seven of the eight sectors of a page the checkpoint appended
+    recovered = await Ledger.open(cut, gateway_id="gw", keypair=keypair)
+    try:
+        assert await recovered.read_rows("SELECT COUNT(*) FROM credits") == [credits]
+    finally:
+        await recovered.close()
+    assert (cut / DB_FILE).stat().st_size % PAGE == 0, "the next checkpoint set the length right again"
+
+
+async def test_a_torn_length_without_a_wal_is_still_refused(tmp_path: Path) -> None:
+    keypair = Keypair.random()
+    await _filled(tmp_path, keypair)
+    _tear_a_page_on(tmp_path / DB_FILE)
+    with pytest.raises(LedgerIntegrityError, match="not a whole number"):
+        await Ledger.open(tmp_path, gateway_id="gw", keypair=keypair)

@@ -75,12 +75,15 @@ def precheck(path: Path) -> None:
     page_size = 65536 if raw_page_size == 1 else raw_page_size
     if page_size < 512 or page_size & (page_size - 1):
         raise _damaged(path, f"its header gives an impossible page size ({raw_page_size})")
-    if size % page_size:
+    wal = path.with_name(path.name + "-wal")
+    wal_pending = wal.exists() and wal.stat().st_size > 0
+    # A power cut while a checkpoint copies the WAL back can leave the file's last page torn (its length
+    # ends mid-page). That page's content is still in the WAL, which is only reset once the copy was
+    # synced: SQLite reads it from there and the next checkpoint rewrites it and sets the length again.
+    if size % page_size and not wal_pending:
         raise _damaged(path, f"its size ({size} bytes) is not a whole number of {page_size}-byte pages: truncated")
     change_counter, pages = struct.unpack(">II", header[24:32])
     (valid_for,) = struct.unpack(">I", header[92:96])
-    wal = path.with_name(path.name + "-wal")
-    wal_pending = wal.exists() and wal.stat().st_size > 0
     # In WAL mode the file only reaches its full length when the WAL is copied back into it,
     # so a file shorter than its header says is only proof of truncation without a pending WAL.
     if pages and valid_for == change_counter and not wal_pending and size < pages * page_size:
