@@ -119,6 +119,8 @@ class _Meter:
     """Registers this unit turned out to lack (its export register): no read may cover them."""
     device_failures: int = 0
     """Failures the device is to blame for (not line outages): drives its backoff."""
+    log_ctx: dict[str, object] = field(default_factory=dict)
+    """Its bus, id and unit id for log events, filled on its first poll (never mutated by a log call)."""
 
     @property
     def max_power_w(self) -> float:
@@ -476,7 +478,9 @@ class ModbusBus:
         if not job.energy and meter.status.health == MeterHealth.OFFLINE:
             self._reschedule(job, polled=False)  # the energy poll is the backed-off probe; do not hammer a dead device
             return False
-        log_ctx: dict[str, object] = {"bus": self.cfg.name, "meter": meter.cfg.id, "unit_id": meter.cfg.unit_id}
+        log_ctx = meter.log_ctx
+        if not log_ctx:  # built once per meter, not per poll: it is only read when something goes wrong
+            log_ctx.update(bus=self.cfg.name, meter=meter.cfg.id, unit_id=meter.cfg.unit_id)
         before = self._clock.now()
         if job.retries_used == 0:
             self._schedule.begin(job, self._clock.monotonic())
@@ -538,6 +542,8 @@ class ModbusBus:
             self._reject(meter, "no_energy", "profile has no readable energy_import", raw, log_ctx)
         offers = judge(meter.series.values(), values, round(t * 1000), "modbus")
         for series, offered, old_wh in offers:
+            if not offered.problem and not offered.new_series:
+                continue  # the usual case: no context dict to build
             ctx = {**log_ctx, "channel": series.channel.value}
             if offered.problem:
                 self._reject(meter, *offered.problem, raw, ctx)

@@ -23,8 +23,9 @@ class DataType(StrEnum):
 
     @property
     def bits(self) -> int:
-        """Width in bits; derived from the name so the two can never disagree."""
-        return int(self.value.removeprefix("u").removeprefix("int").removeprefix("float"))
+        """Width in bits; derived from the name so the two can never disagree (once, in ``_BITS``: this
+        is asked for every value read, and by the planner for every span)."""
+        return _BITS[self]
 
     @property
     def register_count(self) -> int:
@@ -57,6 +58,10 @@ def register_count(datatype: DataType) -> int:
     """Function form of `DataType.register_count`, handy as a sort/map key."""
     return datatype.register_count
 
+
+_BITS: dict[DataType, int] = {
+    dt: int(dt.value.removeprefix("u").removeprefix("int").removeprefix("float")) for dt in DataType
+}
 
 _STRUCT_CODES: dict[DataType, str] = {
     DataType.INT16: "h",

@@ -103,3 +103,50 @@ async def test_a_transaction_costs_the_same_whatever_the_window_holds(tmp_path: 
     sparse, dense = await cost(60), await cost(20_000)
     assert dense < 3 * sparse, f"{dense * 1e6:.1f} us per transaction with 20 000 in the window, " \
                                f"{sparse * 1e6:.1f} us with 60"
+
+
+near_the_window = st.builds(lambda k, f: k + f, st.sampled_from([WINDOW - 1, WINDOW, WINDOW + 1, 2 * WINDOW - 1]),
+                            st.floats(0.0, 1.0))
+steps_with_gaps = st.lists(st.tuples(st.one_of(st.floats(0.0, 2.0), st.floats(55.0, 400.0), near_the_window),
+                                     st.sampled_from([0.0, 0.0, 0.0, -3600.0, 3600.0, -0.7]),  # wall-clock steps
+                                     st.floats(0.0, 0.5), st.booleans()), max_size=120)
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps_with_gaps)
+def test_the_line_shown_equals_a_naive_recomputation_through_the_bus(
+        steps: list[tuple[float, float, float, bool]]) -> None:
+    """What the page and API show (the bus's ``LineStatus``) after each transaction equals summing every
+    transaction of the window again, with idle gaps longer than the window and a wall clock stepping
+    (rates run on monotonic time, so a step changes nothing)."""
+    profile = builtin_profile("eastron-sdm630")
+    cfg = BusConfig.model_validate({"name": "rs485", "kind": "rtu", "device": "/nonexistent/ttyGONE",
+                                    "meters": [{"id": "m1", "unit_id": 1, "profile": "eastron-sdm630", "poll_s": 1}]})
+
+    async def submit(_: Reading) -> None:
+        return None
+
+    clock = ManualClock()
+    started = clock.monotonic()
+    bus = ModbusBus(cfg, {"m1": profile}, clock, submit, GatewayStatus("gw", "key", clock.now()), use_lock=False)
+    seen: list[tuple[float, float, bool]] = []
+    for dt, wall_step, busy, ok in steps:
+        clock.advance(dt)
+        if wall_step:
+            clock.step_wall(wall_step)
+        now = clock.monotonic()
+        bus._record(now - busy, ok=ok)
+        seen.append((now, busy, ok))
+        first_second = math.floor(now) - WINDOW + 1
+        recent = [(b, good) for t, b, good in seen if math.floor(t) >= first_second]
+        span = min(WINDOW - 1 + (now - math.floor(now)), now - started)
+        line = bus.line
+        if span <= 0:
+            assert line.transactions_per_s == 0
+            continue
+        assert line.transactions_per_s == pytest.approx(len(recent) / span)
+        assert line.errors_per_s == pytest.approx(sum(1 for _, good in recent if not good) / span)
+        # busy time is kept in whole microseconds: at most half of one off per transaction
+        assert line.utilisation == pytest.approx(min(1.0, sum(b for b, _ in recent) / span),
+                                                 abs=len(recent) * 0.5e-6 / span + 1e-12)
+    assert bus.line.transactions == len(steps)
