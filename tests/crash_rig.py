@@ -35,6 +35,7 @@ from typing import IO, Any
 from cloud_sync.credit import ChainTip, channel_of, verify
 from gateway.sim import children
 from gateway.sim.demo import GATEWAY_ID, MQTT_METER, DemoState, models
+from gateway.sim.demo_check import series_report
 from tests.conftest import free_port, wait_for_port
 from tests.procs import Adopter, Proc
 
@@ -328,32 +329,8 @@ def true_register(meter: str, channel: str, epoch: float) -> Callable[[float], i
 
 
 def conservation(credits: list[dict[str, Any]], register: Callable[[float], int]) -> dict[str, Any]:
-    """One series' credits against its true register (``check_conservation``'s rule, per channel).
-
-    Between the first and the last interval boundary whose register value is the true register
-    there (a boundary the gateway read, not interpolated), the energy credited must equal the
-    register's delta to the Wh; corrections count in the interval they correct.
-    """
-    latest: dict[int, dict[str, Any]] = {}
-    energy: dict[int, int] = {}
-    for c in credits:
-        latest[c["start"]] = c
-        energy[c["start"]] = energy.get(c["start"], 0) + c["wh"]
-    starts = sorted(latest)
-    ends = [latest[t]["end"] for t in starts]
-    read = [t for t in starts if latest[t]["register_start_wh"] == register(t)]
-    read += [e for t, e in zip(starts, ends, strict=True) if latest[t]["register_end_wh"] == register(e)]
-    first, last = (min(read), max(read)) if read else (starts[0], starts[0])
-    total = sum(energy[t] for t in starts if first <= t < last)
-    seqs = [c["seq"] for c in credits]
-    return {
-        "contiguous": seqs == list(range(seqs[0], seqs[0] + len(seqs))),
-        "gapless": all(e == s for e, s in zip(ends, starts[1:], strict=False)),
-        "corrections": sum(1 for c in credits if c["kind"] == "correction"),
-        "credited_wh": total, "register_delta_wh": register(last) - register(first),
-        "trimmed": (sum(1 for t in starts if t < first), sum(1 for t in starts if t >= last)),
-        "exact": bool(read) and last > first and total == register(last) - register(first),
-    }
+    """One series' credits against its true register: the demo's own per-series check."""
+    return series_report(credits, register)
 
 
 def assert_exact(data: Path, receiver_db: Path, key: str) -> Verdict:

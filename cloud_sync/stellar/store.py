@@ -23,20 +23,19 @@ reaches the utility through the billing API, and P2P deliveries through the Soro
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, ParamSpec, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 import aiosqlite
 
 from cloud_sync.stellar.txbuild import MAX_OPS, Bounds, BuiltTx, CreditLine
 from gateway.errors import LedgerError
+from gateway.ledger.atomic import atomic
 
 UPLINK: Final = "stellar"
 PENDING, APPLIED, FAILED, VOID = "pending", "applied", "failed", "void"
@@ -114,22 +113,6 @@ def _tx(row: tuple[Any, ...]) -> StoredTx:
     return StoredTx(h, purpose, ref, envelope, int(seq), Bounds(int(max_ledger), int(max_time)), state, int(attempts))
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def atomic(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """A write that a cancellation (shutdown, a drain's deadline) cannot cut in half: it runs to its
-    end, then the cancellation is delivered — memory and disk never disagree about a settled envelope."""
-    @functools.wraps(method)
-    async def shielded(*args: P.args, **kwargs: P.kwargs) -> R:
-        task = asyncio.ensure_future(method(*args, **kwargs))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait([task])
-            raise
-    return shielded
 
 
 class StellarStore:

@@ -12,18 +12,17 @@ is ever deleted before its fate is known — at least once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, ParamSpec, Protocol, TypeVar
+from typing import Any, Final, Protocol
 
 import aiosqlite
 
 from cloud_sync.keys import Keypair
 from gateway.errors import LedgerError
+from gateway.ledger.atomic import atomic
 from gateway.p2p.planner import Carry, Decision, ExportInterval, Terms, order, plan
 from gateway.p2p.record import CHANNEL, SignedRecord, body_of, sign
 
@@ -44,21 +43,6 @@ class AlreadyPending(LedgerError):
     """Another deliver_energy envelope is still pending: resolve it first."""
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def atomic(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """A write a cancellation (shutdown) cannot cut in half: it ends, then the cancellation arrives."""
-    @functools.wraps(method)
-    async def shielded(*args: P.args, **kwargs: P.kwargs) -> R:
-        task = asyncio.ensure_future(method(*args, **kwargs))
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await asyncio.wait([task])
-            raise
-    return shielded
 
 
 @dataclass(frozen=True, slots=True)
