@@ -222,6 +222,7 @@ def _config_text(data_dir: Path, buses: list[tuple[str, int]], period: int, web_
                   "[[mqtt.meters]]", f'id = "{MQTT_METER}"', f'topic = "{MQTT_TOPIC}"', 'format = "json"',
                   'value_path = "ENERGY.Total"', 'export_path = "ENERGY.ExportActive"', 'time_path = "Time"',
                   'unit = "kWh"', f'nmi = "{_nmi(MQTT_METER)}"',
+                  "max_power_w = 13800  # a 60 A single-phase house meter: the plausibility ceiling",
                   *([f'serial = "{_serial(MQTT_METER)}"'] if stellar_lines else []), ""]
     if stellar_lines:  # Stellar: the demo plays the utility that onboarded this gateway (gateway/sim/demo_stellar.py)
         lines += ["# Consumption tokenized on a local Stellar ledger: each meter's account is credited.",
