@@ -15,9 +15,12 @@ def _stderr_logger(*_args: object) -> structlog.PrintLogger:
 
 
 def configure(level: str = "info", fmt: Literal["auto", "console", "json"] = "auto") -> None:
+    # Plain tracebacks whatever is installed: the same output on a box as in a development venv that
+    # has rich (which gateway/__init__.py keeps structlog from importing).
     json_lines = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from gateway.cli import main
 from gateway.config import parse_config
 from gateway.config.ceiling import modbus_ceiling, mqtt_ceiling
 from gateway.intervals.plausibility import DEFAULT_MAX_POWER_W
 from gateway.profiles import Profile, builtin_profile, builtin_profiles
+from gateway.schema import ValidationError
 
 ENERGY = {"energy_import": {"address": 0, "function": 4, "datatype": "float32", "scale": 1000, "unit": "Wh"}}
 

@@ -14,9 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from gateway.config.model import (
     BillingApiConfig,
@@ -29,11 +27,13 @@ from gateway.config.model import (
     MqttMeterConfig,
     WebConfig,
 )
-from gateway.config.p2p import p2p_problems
-from gateway.config.stellar import StellarConfig, stellar_problems
 from gateway.config.toml_lines import Path as KeyPath
 from gateway.config.toml_lines import key_lines, line_for
 from gateway.errors import ConfigError, ProfileError
+from gateway.schema import ValidationError
+
+if TYPE_CHECKING:
+    from gateway.config.stellar import StellarConfig
 
 __all__ = [
     "BillingApiConfig",
@@ -190,8 +190,15 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
             found.append(((*where, "id"), f"meter id {meter_id!r} is used more than once",
                           "every meter needs its own id"))
     found.extend(_billing_problems(raw, [where for where, _ in where_ids]))
-    found.extend(stellar_problems(raw, base_dir))
-    found.extend(p2p_problems(raw, {i for _, i in where_ids if isinstance(i, str)}))
+    # These sections' modules import pydantic: only for a file that has them.
+    if "stellar" in raw:
+        from gateway.config.stellar import stellar_problems
+
+        found.extend(stellar_problems(raw, base_dir))
+    if "p2p" in raw:
+        from gateway.config.p2p import p2p_problems
+
+        found.extend(p2p_problems(raw, {i for _, i in where_ids if isinstance(i, str)}))
     return found
 
 
@@ -393,6 +400,15 @@ def ceiling_report(cfg: GatewayConfig, base_dir: Path | None = None) -> list[str
         else:
             lines.append(f"meter {meter_id}: power ceiling {ceiling.describe()}")
     return lines
+
+
+def __getattr__(name: str) -> Any:
+    """``StellarConfig`` on demand: its module imports pydantic, which a box without [stellar] never needs."""
+    if name == "StellarConfig":
+        from gateway.config.stellar import StellarConfig
+
+        return StellarConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -1,22 +1,30 @@
 """The configuration file's schema.
 
 Models are frozen and forbid unknown keys, so a typo (``pol_s``) is an error
-with a path instead of a silently ignored setting.
+with a path instead of a silently ignored setting. They are :mod:`gateway.schema` records, not
+pydantic models: the daemon reads this schema at every start, and pydantic would cost it about
+13 MiB. The sections only some boxes have (``[tariffs]``, ``[stellar]``, ``[p2p]``, ``[soroban]``)
+keep their pydantic models, imported only when the file has them (:func:`gateway.schema.lazy_model`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from gateway.schema import Field, Model, Strict, field_validator, lazy_model, model_validator
 
-from gateway.billing.projection import ProjectionMethod
-from gateway.billing.tariff import Tariff
-from gateway.config.p2p import P2PConfig, SorobanConfig
-from gateway.config.stellar import StellarConfig
+if TYPE_CHECKING:
+    from gateway.billing.tariff import Tariff
+    from gateway.config.p2p import P2PConfig, SorobanConfig
+    from gateway.config.stellar import StellarConfig
+else:  # pydantic models, imported only when the file has the section
+    Tariff = lazy_model("gateway.billing.tariff", "Tariff")
+    P2PConfig = lazy_model("gateway.config.p2p", "P2PConfig")
+    SorobanConfig = lazy_model("gateway.config.p2p", "SorobanConfig")
+    StellarConfig = lazy_model("gateway.config.stellar", "StellarConfig")
 
 MeterId = Annotated[
     str,
@@ -55,8 +63,8 @@ def _divides(divisor: float, total: float) -> bool:
     return abs(ratio - round(ratio)) < 1e-9
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Model(Model):
+    """Frozen, unknown keys refused (every :class:`gateway.schema.Model` is)."""
 
 
 class ModbusMeterConfig(_Model):
@@ -394,8 +402,9 @@ class BillingConfig(_Model):
         default=1, ge=1, le=31,
         description="day of the month a billing cycle starts (29-31: the last day of shorter months)",
     )
-    projection_method: ProjectionMethod = Field(
-        default=ProjectionMethod.DAILY_AVERAGE,
+    # gateway.billing.ProjectionMethod's values: that module is imported only where bills are made.
+    projection_method: Literal["DAILY_AVERAGE", "WEIGHTED_AVERAGE"] = Field(
+        default="DAILY_AVERAGE",
         description="estimator that budget alerts use; the API always shows both",
     )
     tariff: TariffName | None = Field(

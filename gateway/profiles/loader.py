@@ -15,10 +15,9 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from gateway.errors import ProfileError
 from gateway.profiles.models import PROFILE_ID_RE, Profile
+from gateway.schema import ValidationError
 
 _PACKAGE = "firmware_profiles"
 

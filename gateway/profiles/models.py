@@ -15,9 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-
 from gateway.profiles.datatypes import DataType
+from gateway.schema import Field, Model, ValidationInfo, field_validator, model_validator
 
 #: Units a standard quantity must carry after scaling; enforcing them turns a
 #: forgotten kWh→Wh scale into a load error instead of a 1000× billing error.
@@ -54,9 +53,10 @@ Framing = Literal["8N1", "8E1", "8N2"]
 StandardBaud = Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
 
 
-class _Frozen(BaseModel):
-    # strict: profile files are typed TOML, so a quoted number is a mistake to report.
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+class _Frozen(Model):
+    # strict: profile files are typed TOML, so a quoted number is a mistake to report. (A gateway.schema
+    # record, not a pydantic model: every daemon start reads its profiles, see gateway.schema.)
+    model_strict = True
 
 
 class Quantity(_Frozen):

@@ -300,7 +300,7 @@ async def meter_projection(source: IntervalSource, cfg: GatewayConfig, meter: st
     export_daily = aggregate_daily(_usage(exported), cfg.site_timezone, tariff) if exported else None
     projections = {method: project(tariff, daily, period, as_of, method, export_daily=export_daily)
                    for method in ProjectionMethod}
-    method = cfg.billing.projection_method
+    method = ProjectionMethod(cfg.billing.projection_method)
     alert = None
     if budget is not None:
         alert = check_budget(projections[method], budget, meter_id=meter,

@@ -6,7 +6,6 @@ import json
 from typing import TYPE_CHECKING
 
 import pytest
-from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from gateway.acquisition.payloads import parse_payload
@@ -14,6 +13,7 @@ from gateway.channels import Channel
 from gateway.config import MqttMeterConfig
 from gateway.errors import PayloadError
 from gateway.intervals import Reading
+from gateway.schema import ValidationError
 from tests.acquisition.test_acq_mqtt import Gateway, publish
 
 if TYPE_CHECKING:

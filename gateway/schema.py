@@ -1,0 +1,583 @@
+"""A small validator for the configuration file and firmware profiles, in place of pydantic.
+
+Why: the daemon's memory is mostly imported code, and pydantic (its core and the schemas it builds
+for every model) cost a 16-meter RTU daemon about 13 MiB of its ~60 MiB. What the configuration and
+the profiles need of it is small: frozen records that refuse unknown keys, numeric bounds, string
+patterns, literals, nested records and tuples, and *every* problem reported with its path, so that
+``check-config`` can name each one with its line. That is this module: frozen dataclasses
+(``Model`` subclasses, declared like pydantic models with :func:`Field`) checked by walking their type
+hints. Error types and messages are pydantic's (``missing``, "Field required"; ``extra_forbidden``,
+"Extra inputs are not permitted"; ...), so what installers read and the hints keyed on those types
+stay the same.
+
+Sections the daemon seldom has (``[stellar]``, ``[p2p]``, ``[soroban]``, ``[tariffs]``) are still
+pydantic models: a field can name one *lazily* (:class:`Lazy`), so pydantic is imported only when the
+file has that section, and its errors join the same list.
+
+Lax like pydantic's default mode, unless a model or field says ``strict``: a quoted whole number is
+accepted for an int, an int for a float; strict refuses strings for numbers and lists for tuples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import importlib
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
+
+__all__ = [
+    "Field",
+    "Lazy",
+    "Model",
+    "Strict",
+    "StringConstraints",
+    "ValidationError",
+    "ValidationInfo",
+    "field_validator",
+    "lazy_model",
+    "model_validator",
+]
+
+Loc = tuple[str | int, ...]
+M = TypeVar("M", bound="Model")
+
+
+class ValidationError(ValueError):
+    """Every problem found in one input; ``errors()`` lists them as pydantic does (loc, msg, type, input, ctx)."""
+
+    def __init__(self, title: str, errors: list[dict[str, Any]]) -> None:
+        self.title = title
+        self._errors = errors
+        lines = "\n".join(f"  {_dotted(e['loc'])}: {e['msg']}" for e in errors)
+        super().__init__(f"{len(errors)} validation error(s) for {title}\n{lines}")
+
+    def errors(self, *, include_url: bool = False) -> list[dict[str, Any]]:  # same call as pydantic's
+        return list(self._errors)
+
+
+def _dotted(loc: Loc) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraints:
+    """Bounds and patterns of one field or annotated type (pydantic's ``Field`` keywords)."""
+
+    ge: float | Decimal | None = None
+    gt: float | Decimal | None = None
+    le: float | Decimal | None = None
+    lt: float | Decimal | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    strict: bool | None = None
+    strip_whitespace: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Strict:
+    """``Annotated[float, Strict()]``: no string for a number."""
+
+    strict: bool = True
+
+
+class Lazy:
+    """Stands for a model that is imported only when the input has a value for it (see :func:`lazy_model`)."""
+
+    module: ClassVar[str]
+    name: ClassVar[str]
+
+    @classmethod
+    def load(cls) -> Any:
+        return getattr(importlib.import_module(cls.module), cls.name)
+
+
+def lazy_model(module: str, name: str) -> type[Lazy]:
+    """A stand-in for ``module.name`` in annotations, loaded when a value is checked against it.
+
+    Declare it where the type checker sees the real class::
+
+        if TYPE_CHECKING:
+            from gateway.config.stellar import StellarConfig
+        else:
+            StellarConfig = lazy_model("gateway.config.stellar", "StellarConfig")
+
+    The model may be a pydantic one; its errors are reported with the field's path in front.
+    """
+    return type(name, (Lazy,), {"module": module, "name": name, "__module__": __name__})
+
+
+def Field(default: Any = dataclasses.MISSING, *, default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
+          description: str = "", ge: float | None = None, gt: float | None = None, le: float | None = None,
+          lt: float | None = None, min_length: int | None = None, max_length: int | None = None,
+          pattern: str | None = None, strict: bool | None = None) -> Any:
+    """A field with a default and constraints, as pydantic's ``Field`` (also usable inside ``Annotated``)."""
+    rules = Constraints(ge=ge, gt=gt, le=le, lt=lt, min_length=min_length, max_length=max_length,
+                        pattern=pattern, strict=strict)
+    meta = {"rules": rules, "description": description}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def StringConstraints(*, strip_whitespace: bool = False, min_length: int | None = None,
+                      max_length: int | None = None, pattern: str | None = None) -> Constraints:
+    return Constraints(min_length=min_length, max_length=max_length, pattern=pattern, strip_whitespace=strip_whitespace)
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationInfo:
+    """What a field validator sees of its model: the fields before it that passed (``data``)."""
+
+    data: Mapping[str, Any]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def field_validator(*names: str) -> Callable[[F], F]:
+    """Check or normalise fields once their type is right: ``(cls, value[, info]) -> value``; raise ValueError."""
+    def mark(fn: F) -> F:
+        target = fn.__func__ if isinstance(fn, classmethod) else fn
+        target.__schema_fields__ = names  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+def model_validator(*, mode: Literal["before", "after"]) -> Callable[[F], F]:
+    """``before``: ``(cls, data) -> data`` on the raw mapping; ``after``: ``(self) -> self`` once every field passed."""
+    def mark(fn: F) -> F:
+        target = fn.__func__ if isinstance(fn, classmethod) else fn
+        target.__schema_mode__ = mode  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+class _Error(Exception):
+    def __init__(self, kind: str, msg: str, value: Any, ctx: dict[str, Any] | None = None) -> None:
+        super().__init__(msg)
+        self.kind, self.msg, self.value, self.ctx = kind, msg, value, ctx
+
+
+@dataclasses.dataclass
+class _FieldSpec:
+    name: str
+    hint: Any
+    rules: Constraints
+    has_default: bool
+    default: Any
+    factory: Any
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(Field, dataclasses.field))
+class Model:
+    """A frozen record that checks its input: unknown keys refused, every problem reported at once."""
+
+    model_strict: ClassVar[bool] = False
+    model_fields: ClassVar[dict[str, dataclasses.Field[Any]]]
+    __specs: ClassVar[list[_FieldSpec] | None]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+        cls._raw_init = cls.__init__  # type: ignore[attr-defined]
+        cls.__init__ = _validating_init  # type: ignore[assignment,method-assign]
+        cls.model_fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        cls.__specs = None
+
+    @classmethod
+    def model_validate(cls: type[M], data: Any) -> M:
+        errors: list[dict[str, Any]] = []
+        value = _validate_model(cls, data, (), errors)
+        if errors:
+            raise ValidationError(cls.__name__, errors)
+        return typing.cast(M, value)
+
+    def model_copy(self: M, *, update: Mapping[str, Any] | None = None) -> M:
+        """A copy with some fields replaced, unchecked (as pydantic's)."""
+        new = object.__new__(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            object.__setattr__(new, f.name, getattr(self, f.name))
+        for key, value in (update or {}).items():
+            object.__setattr__(new, key, value)
+        return new
+
+    def model_dump(self) -> dict[str, Any]:
+        return {f.name: _dump(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def _specs(cls) -> list[_FieldSpec]:
+        specs = cls.__dict__.get("_Model__specs")
+        if specs is None:
+            hints = typing.get_type_hints(cls, include_extras=True)
+            specs = []
+            for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+                rules = f.metadata.get("rules", Constraints())
+                specs.append(_FieldSpec(f.name, hints[f.name], rules, f.default is not dataclasses.MISSING
+                                        or f.default_factory is not dataclasses.MISSING, f.default,
+                                        f.default_factory))
+            cls.__specs = specs
+        return specs
+
+
+def _validating_init(self: Model, **kwargs: Any) -> None:
+    """Constructing a model checks its keywords, as a pydantic model's constructor does."""
+    cls = type(self)
+    errors: list[dict[str, Any]] = []
+    values = _field_values(cls, kwargs, (), errors)
+    if errors:
+        raise ValidationError(cls.__name__, errors)
+    self._raw_init(**values)  # type: ignore[attr-defined]
+    _after(self, (), errors)
+    if errors:
+        raise ValidationError(cls.__name__, errors)
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, Model):
+        return value.model_dump()
+    if isinstance(value, tuple):
+        return tuple(_dump(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _dump(v) for k, v in value.items()}
+    return value
+
+
+def _validators(cls: type[Model], kind: str) -> list[tuple[Callable[..., Any], Any]]:
+    out = []
+    for klass in reversed(cls.__mro__):
+        for attr in vars(klass).values():
+            fn = attr.__func__ if isinstance(attr, classmethod | staticmethod) else attr
+            if kind == "field" and hasattr(fn, "__schema_fields__"):
+                out.append((fn, fn.__schema_fields__))
+            elif kind != "field" and getattr(fn, "__schema_mode__", None) == kind:
+                out.append((fn, None))
+    return out
+
+
+def _add(errors: list[dict[str, Any]], loc: Loc, kind: str, msg: str, value: Any,
+         ctx: dict[str, Any] | None = None) -> None:
+    errors.append({"loc": loc, "msg": msg, "type": kind, "input": value, **({"ctx": ctx} if ctx else {})})
+
+
+def _validate_model(cls: type[Model], data: Any, loc: Loc, errors: list[dict[str, Any]]) -> Any:
+    if isinstance(data, cls):
+        return data
+    for fn, _ in _validators(cls, "before"):
+        data = fn(cls, data)
+    if not isinstance(data, Mapping):
+        _add(errors, loc, "model_type", f"Input should be a valid dictionary or instance of {cls.__name__}", data)
+        return None
+    before = len(errors)
+    values = _field_values(cls, data, loc, errors)
+    if len(errors) > before:
+        return None
+    instance = object.__new__(cls)
+    instance._raw_init(**values)  # type: ignore[attr-defined]
+    return _after(instance, loc, errors)
+
+
+def _after(instance: Model, loc: Loc, errors: list[dict[str, Any]]) -> Any:
+    for fn, _ in _validators(type(instance), "after"):
+        try:
+            instance = fn(instance)
+        except ValueError as exc:
+            _add(errors, loc, "value_error", str(exc), None)
+            return None
+    return instance
+
+
+def _field_values(cls: type[Model], data: Mapping[str, Any], loc: Loc, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    specs = cls._specs()
+    names = {s.name for s in specs}
+    checks = _validators(cls, "field")
+    values: dict[str, Any] = {}
+    for spec in specs:
+        where = (*loc, spec.name)
+        if spec.name not in data:
+            if not spec.has_default:
+                _add(errors, where, "missing", "Field required", dict(data))
+            else:
+                values[spec.name] = spec.default if spec.factory is dataclasses.MISSING else spec.factory()
+            continue
+        before = len(errors)
+        strict = cls.model_strict if spec.rules.strict is None else spec.rules.strict
+        value = _check(spec.hint, data[spec.name], where, errors, strict, spec.rules)
+        if len(errors) > before:
+            continue
+        try:
+            for fn, fields in checks:
+                if spec.name in fields:
+                    takes_info = len(inspect.signature(fn).parameters) > 2
+                    value = fn(cls, value, ValidationInfo(dict(values))) if takes_info else fn(cls, value)
+        except ValueError as exc:
+            _add(errors, where, "value_error", str(exc), data[spec.name])
+            continue
+        values[spec.name] = value
+    for key in data:
+        if key not in names:
+            _add(errors, (*loc, key), "extra_forbidden", "Extra inputs are not permitted", data[key])
+    return values
+
+
+def _rules_of(metadata: tuple[Any, ...], base: Constraints, strict: bool) -> tuple[Constraints, bool]:
+    rules = base
+    for meta in metadata:
+        if isinstance(meta, dataclasses.Field):
+            meta = meta.metadata.get("rules", Constraints())
+        if isinstance(meta, Strict):
+            strict = meta.strict
+        elif isinstance(meta, Constraints):
+            merged = {k: v for k, v in dataclasses.asdict(meta).items()
+                      if v is not None and v is not False and v != dataclasses.MISSING}
+            if meta.strict is not None:
+                strict = meta.strict
+            rules = dataclasses.replace(rules, **{k: v for k, v in merged.items() if k != "strict"})
+    return rules, strict
+
+
+def _check(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], strict: bool,
+           rules: Constraints = Constraints()) -> Any:
+    """``value`` converted to ``hint`` and within ``rules``; on a problem, one error appended and None."""
+    if typing.get_origin(hint) is typing.Annotated:
+        inner, *metadata = typing.get_args(hint)
+        rules, strict = _rules_of(tuple(metadata), rules, strict)
+        return _check(inner, value, loc, errors, strict, rules)
+    try:
+        converted = _convert(hint, value, loc, errors, strict, rules)
+    except _Error as exc:
+        _add(errors, loc, exc.kind, exc.msg, exc.value, exc.ctx)
+        return None
+    if converted is _FAILED:
+        return None
+    try:
+        _constrain(converted, rules)
+    except _Error as exc:
+        _add(errors, loc, exc.kind, exc.msg, exc.value, exc.ctx)
+        return None
+    return converted
+
+
+_FAILED = object()
+
+
+def _check_lazy(lazy: type[Lazy], value: Any, loc: Loc, errors: list[dict[str, Any]]) -> Any:
+    model = lazy.load()
+    if isinstance(model, type) and issubclass(model, Model):
+        return _validate_model(model, value, loc, errors)
+    try:
+        return model.model_validate(value)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        for err in exc.errors():  # type: ignore[attr-defined]
+            err = dict(err)
+            err["loc"] = (*loc, *err["loc"])
+            errors.append(err)
+        return None
+
+
+def _literal_text(values: tuple[Any, ...]) -> str:
+    shown = [repr(v) for v in values]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
+
+
+def _convert(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], strict: bool,
+             rules: Constraints) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(hint)):
+            return None
+        if len(options) == 1:
+            return _convert_one(options[0], value, loc, errors, strict, rules)
+        for exact in options:  # an input that already is one of the types is taken as it is (pydantic's smart mode)
+            if isinstance(exact, type) and type(value) is exact:
+                return value
+        trial: list[dict[str, Any]] = []
+        for option in options:
+            trial.clear()
+            result = _convert_one(option, value, loc, trial, strict, rules)
+            if not trial and result is not _FAILED:
+                return result
+        raise _Error(trial[0]["type"] if trial else "union_error",
+                     trial[0]["msg"] if trial else "Input matches none of the allowed types", value)
+    return _convert_one(hint, value, loc, errors, strict, rules)
+
+
+def _convert_one(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], strict: bool,
+                 rules: Constraints) -> Any:
+    origin = typing.get_origin(hint)
+    if typing.get_origin(hint) is typing.Annotated:
+        before = len(errors)
+        out = _check(hint, value, loc, errors, strict, rules)
+        return _FAILED if len(errors) > before else out
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        for option in allowed:
+            if value == option and type(value) is type(option):
+                return option
+        raise _Error("literal_error", f"Input should be {_literal_text(allowed)}", value)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if isinstance(value, tuple) or (isinstance(value, list) and not strict):
+            item = args[0]
+            out, failed = [], False
+            for i, v in enumerate(value):
+                before = len(errors)
+                converted = _check(item, v, (*loc, i), errors, strict)
+                failed |= len(errors) > before
+                out.append(converted)
+            return _FAILED if failed else tuple(out)
+        raise _Error("tuple_type", "Input should be a valid tuple", value)
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        args = typing.get_args(hint) or (str, Any)
+        if not isinstance(value, Mapping):
+            raise _Error("dict_type", "Input should be a valid dictionary", value)
+        result, failed = {}, False
+        for key, v in value.items():
+            before = len(errors)
+            k = _check(args[0], key, (*loc, key), errors, strict)
+            converted = _check(args[1], v, (*loc, key), errors, strict)
+            failed |= len(errors) > before
+            result[k] = converted
+        return _FAILED if failed else result
+    if isinstance(hint, type) and issubclass(hint, Model | Lazy):
+        before = len(errors)
+        out = _validate_model(hint, value, loc, errors) if issubclass(hint, Model) else \
+            _check_lazy(hint, value, loc, errors)
+        return _FAILED if len(errors) > before else out
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if not strict and isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if not strict and isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        raise _Error("bool_type", "Input should be a valid boolean", value)
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if not strict and isinstance(value, float):
+            if value.is_integer():
+                return int(value)
+            raise _Error("int_from_float", "Input should be a valid integer, got a number with a fractional part",
+                         value)
+        if not strict and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise _Error("int_parsing", "Input should be a valid integer, unable to parse string as an integer",
+                             value) from None
+        raise _Error("int_type", "Input should be a valid integer", value)
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if not strict and isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise _Error("float_parsing", "Input should be a valid number, unable to parse string as a number",
+                             value) from None
+        raise _Error("float_type", "Input should be a valid number", value)
+    if hint is str:
+        if isinstance(value, str):
+            return value.strip() if rules.strip_whitespace else value
+        raise _Error("string_type", "Input should be a valid string", value)
+    if hint is Path:
+        if isinstance(value, Path):
+            return value
+        if isinstance(value, str):
+            return Path(value)
+        raise _Error("path_type", "Input is not a valid path", value)
+    if hint is Decimal:
+        if isinstance(value, Decimal):
+            return value
+        if isinstance(value, int | str) and not isinstance(value, bool):
+            try:
+                return Decimal(value.strip() if isinstance(value, str) else value)
+            except InvalidOperation:
+                raise _Error("decimal_parsing", "Input should be a valid decimal", value) from None
+        raise _Error("decimal_type", "Decimal input should be an integer, float, string or Decimal object", value)
+    if hint is _dt.date:
+        if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return _dt.date.fromisoformat(value)
+            except ValueError:
+                raise _Error("date_from_datetime_parsing", "Input should be a valid date", value) from None
+        raise _Error("date_type", "Input should be a valid date", value)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        if isinstance(value, hint):
+            return value
+        if not strict:
+            try:
+                return hint(value)
+            except ValueError:
+                pass
+        raise _Error("enum", f"Input should be {_literal_text(tuple(m.value for m in hint))}", value)
+    raise TypeError(f"gateway.schema cannot check {hint!r}")  # a model declares a type this module lacks
+
+
+_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False, "1": True,
+               "0": False, "t": True, "f": False, "y": True, "n": False}
+
+
+_BOUNDS = (("gt", "greater_than", "greater than"), ("ge", "greater_than_equal", "greater than or equal to"),
+           ("lt", "less_than", "less than"), ("le", "less_than_equal", "less than or equal to"))
+
+
+def _within(name: str, value: Any, bound: Any) -> bool:
+    return bool(value > bound if name == "gt" else value >= bound if name == "ge" else
+                value < bound if name == "lt" else value <= bound)
+
+
+def _constrain(value: Any, rules: Constraints) -> None:
+    if value is None:
+        return
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        for name, kind, text in _BOUNDS:
+            bound = getattr(rules, name)
+            if bound is not None and not _within(name, value, bound):
+                raise _Error(kind, f"Input should be {text} {bound}", value, {name: bound})
+    if isinstance(value, str):
+        if rules.min_length is not None and len(value) < rules.min_length:
+            s = "" if rules.min_length == 1 else "s"
+            raise _Error("string_too_short", f"String should have at least {rules.min_length} character{s}", value,
+                         {"min_length": rules.min_length})
+        if rules.max_length is not None and len(value) > rules.max_length:
+            s = "" if rules.max_length == 1 else "s"
+            raise _Error("string_too_long", f"String should have at most {rules.max_length} character{s}", value,
+                         {"max_length": rules.max_length})
+        if rules.pattern is not None and not _compiled(rules.pattern).search(value):
+            raise _Error("string_pattern_mismatch", f"String should match pattern '{rules.pattern}'", value,
+                         {"pattern": rules.pattern})
+    elif isinstance(value, tuple | Mapping):
+        what = "Tuple" if isinstance(value, tuple) else "Dictionary"
+        if rules.min_length is not None and len(value) < rules.min_length:
+            s = "" if rules.min_length == 1 else "s"
+            raise _Error("too_short", f"{what} should have at least {rules.min_length} item{s} after validation, "
+                         f"not {len(value)}", value, {"min_length": rules.min_length})
+        if rules.max_length is not None and len(value) > rules.max_length:
+            s = "" if rules.max_length == 1 else "s"
+            raise _Error("too_long", f"{what} should have at most {rules.max_length} item{s} after validation, "
+                         f"not {len(value)}", value, {"max_length": rules.max_length})
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    found = _PATTERNS.get(pattern)
+    if found is None:
+        found = _PATTERNS[pattern] = re.compile(pattern)
+    return found
