@@ -36,12 +36,12 @@ from gateway.ledger.store import Ledger
 from gateway.ledger.writer import ReadingWriter
 from gateway.liveness import Progress, Wedge, first_wedge
 from gateway.profiles import Profile, resolve_profile
-from gateway.reports.budget import watch_budgets
 from gateway.status import GatewayStatus, UplinkProgress
 from gateway.timetrust import TimeTrust, source_for
 
 # Imported only where the configuration uses them (a box's memory is mostly imports): the MQTT
-# source (aiomqtt), the billing API uplink (httpx) and the web server (starlette, uvicorn).
+# source (aiomqtt), the billing API uplink (httpx), the web server (starlette, uvicorn) and the
+# budget watcher (billing and its pydantic tariffs: only with a budget configured).
 if TYPE_CHECKING:
     from cloud_sync.billing_api import BillingApiUplink
     from gateway.acquisition.mqtt import MqttSource
@@ -189,6 +189,17 @@ async def _open_ledger(cfg: GatewayConfig, keypair: Keypair) -> Ledger:
                              estimate_gap_s=cfg.intervals.estimate_gap_s, require_own_key=True)
 
 
+def _has_budgets(cfg: GatewayConfig) -> bool:
+    """Whether any meter has a budget: the watcher (which returns at once without one) is needed only then."""
+    return any((meter := cfg.meter(m)) is not None and meter.budget is not None for m in cfg.all_meter_ids())
+
+
+async def _watch_budgets(cfg: GatewayConfig, ledger: Ledger, clock: Clock, status: GatewayStatus) -> None:
+    from gateway.reports.budget import watch_budgets  # billing, tariffs (pydantic): only with a budget
+
+    await watch_budgets(cfg, ledger, clock, status, ledger)
+
+
 def _read_secret(path: os.PathLike[str] | None) -> str | None:
     if path is None:
         return None
@@ -308,8 +319,9 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
                 name="maintenance"))
             workers.append(tg.create_task(
                 _essential("ledger-check", ledger.background_check(), fatal, stop), name="ledger-check"))
-            workers.append(tg.create_task(
-                _supervise("budgets", lambda: watch_budgets(cfg, ledger, clock, status, ledger)), name="budgets"))
+            if _has_budgets(cfg):
+                workers.append(tg.create_task(
+                    _supervise("budgets", lambda: _watch_budgets(cfg, ledger, clock, status)), name="budgets"))
             web_task = None
             if server and sock:
                 web_task = tg.create_task(server.serve(sockets=[sock]), name="web")

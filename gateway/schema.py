@@ -25,6 +25,7 @@ import datetime as _dt
 import enum
 import importlib
 import inspect
+import json
 import re
 import types
 import typing
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 
 __all__ = [
+    "BeforeValidator",
     "Field",
     "Lazy",
     "Model",
@@ -59,8 +61,11 @@ class ValidationError(ValueError):
         lines = "\n".join(f"  {_dotted(e['loc'])}: {e['msg']}" for e in errors)
         super().__init__(f"{len(errors)} validation error(s) for {title}\n{lines}")
 
-    def errors(self, *, include_url: bool = False) -> list[dict[str, Any]]:  # same call as pydantic's
+    def errors(self, *, include_url: bool = False) -> list[dict[str, Any]]:  # same calls as pydantic's
         return list(self._errors)
+
+    def error_count(self) -> int:
+        return len(self._errors)
 
 
 def _dotted(loc: Loc) -> str:
@@ -80,6 +85,15 @@ class Constraints:
     pattern: str | None = None
     strict: bool | None = None
     strip_whitespace: bool = False
+    discriminator: str | None = None
+    """For a union of models: the key whose value (each model's Literal default) picks the model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BeforeValidator:
+    """``Annotated[Decimal, BeforeValidator(fn)]``: ``fn(raw) -> raw`` runs first; a ValueError is the field's error."""
+
+    func: Callable[[Any], Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,10 +132,10 @@ def lazy_model(module: str, name: str) -> type[Lazy]:
 def Field(default: Any = dataclasses.MISSING, *, default_factory: Callable[[], Any] | Any = dataclasses.MISSING,
           description: str = "", ge: float | None = None, gt: float | None = None, le: float | None = None,
           lt: float | None = None, min_length: int | None = None, max_length: int | None = None,
-          pattern: str | None = None, strict: bool | None = None) -> Any:
+          pattern: str | None = None, strict: bool | None = None, discriminator: str | None = None) -> Any:
     """A field with a default and constraints, as pydantic's ``Field`` (also usable inside ``Annotated``)."""
     rules = Constraints(ge=ge, gt=gt, le=le, lt=lt, min_length=min_length, max_length=max_length,
-                        pattern=pattern, strict=strict)
+                        pattern=pattern, strict=strict, discriminator=discriminator)
     meta = {"rules": rules, "description": description}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
@@ -210,8 +224,18 @@ class Model:
             object.__setattr__(new, key, value)
         return new
 
-    def model_dump(self) -> dict[str, Any]:
-        return {f.name: _dump(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+    def model_dump(self, *, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
+        """The fields as a dict, nested records too; ``mode="json"`` as pydantic's: decimals, dates and paths
+        as strings, tuples as lists (tariff fingerprints of issued bills are hashes of that form)."""
+        return {f.name: _dump(getattr(self, f.name), mode == "json")
+                for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def model_dump_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def model_validate_json(cls: type[M], text: str | bytes) -> M:
+        return cls.model_validate(json.loads(text))
 
     @classmethod
     def _specs(cls) -> list[_FieldSpec]:
@@ -241,13 +265,21 @@ def _validating_init(self: Model, **kwargs: Any) -> None:
         raise ValidationError(cls.__name__, errors)
 
 
-def _dump(value: Any) -> Any:
+def _dump(value: Any, as_json: bool) -> Any:
     if isinstance(value, Model):
-        return value.model_dump()
-    if isinstance(value, tuple):
-        return tuple(_dump(v) for v in value)
+        return value.model_dump(mode="json" if as_json else "python")
+    if isinstance(value, tuple | list):
+        items = [_dump(v, as_json) for v in value]
+        return items if as_json or isinstance(value, list) else tuple(items)
     if isinstance(value, Mapping):
-        return {k: _dump(v) for k, v in value.items()}
+        return {(_dump(k, as_json)): _dump(v, as_json) for k, v in value.items()}
+    if as_json:
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, Decimal | Path):
+            return str(value)
+        if isinstance(value, _dt.date):
+            return value.isoformat()
     return value
 
 
@@ -331,6 +363,8 @@ def _field_values(cls: type[Model], data: Mapping[str, Any], loc: Loc, errors: l
 def _rules_of(metadata: tuple[Any, ...], base: Constraints, strict: bool) -> tuple[Constraints, bool]:
     rules = base
     for meta in metadata:
+        if isinstance(meta, BeforeValidator):
+            continue
         if isinstance(meta, dataclasses.Field):
             meta = meta.metadata.get("rules", Constraints())
         if isinstance(meta, Strict):
@@ -349,6 +383,13 @@ def _check(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], strict
     """``value`` converted to ``hint`` and within ``rules``; on a problem, one error appended and None."""
     if typing.get_origin(hint) is typing.Annotated:
         inner, *metadata = typing.get_args(hint)
+        for meta in metadata:
+            if isinstance(meta, BeforeValidator):
+                try:
+                    value = meta.func(value)
+                except ValueError as exc:
+                    _add(errors, loc, "value_error", str(exc), value)
+                    return None
         rules, strict = _rules_of(tuple(metadata), rules, strict)
         return _check(inner, value, loc, errors, strict, rules)
     try:
@@ -383,6 +424,24 @@ def _check_lazy(lazy: type[Lazy], value: Any, loc: Loc, errors: list[dict[str, A
         return None
 
 
+def _tagged(options: list[Any], key: str, value: Any, loc: Loc, errors: list[dict[str, Any]], strict: bool) -> Any:
+    """One of several models, picked by ``value[key]`` (each model's ``key`` field has a Literal type)."""
+    tags = {typing.get_args(typing.get_type_hints(o)[key])[0]: o for o in options}
+    if isinstance(value, Model) and type(value) in options:
+        return value
+    if not isinstance(value, Mapping) or key not in value:
+        raise _Error("union_tag_not_found", f"Unable to extract tag using discriminator '{key}'", value,
+                     {"discriminator": f"'{key}'"})
+    model = tags.get(value[key])
+    if model is None:
+        expected = ", ".join(repr(t) for t in tags)
+        raise _Error("union_tag_invalid", f"Input tag {value[key]!r} found using '{key}' does not match any of the "
+                     f"expected tags: {expected}", value)
+    before = len(errors)
+    out = _validate_model(model, value, loc, errors)
+    return _FAILED if len(errors) > before else out
+
+
 def _literal_text(values: tuple[Any, ...]) -> str:
     shown = [repr(v) for v in values]
     return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
@@ -399,6 +458,8 @@ def _convert(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], stri
             return None
         if len(options) == 1:
             return _convert_one(options[0], value, loc, errors, strict, rules)
+        if rules.discriminator is not None:
+            return _tagged(options, rules.discriminator, value, loc, errors, strict)
         for exact in options:  # an input that already is one of the types is taken as it is (pydantic's smart mode)
             if isinstance(exact, type) and type(value) is exact:
                 return value
@@ -503,9 +564,12 @@ def _convert_one(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], 
             return value
         if isinstance(value, int | str) and not isinstance(value, bool):
             try:
-                return Decimal(value.strip() if isinstance(value, str) else value)
+                number = Decimal(value.strip() if isinstance(value, str) else value)
             except InvalidOperation:
                 raise _Error("decimal_parsing", "Input should be a valid decimal", value) from None
+            if not number.is_finite():
+                raise _Error("finite_number", "Input should be a finite number", value)
+            return number
         raise _Error("decimal_type", "Decimal input should be an integer, float, string or Decimal object", value)
     if hint is _dt.date:
         if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):

@@ -36,7 +36,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from gateway.schema import BeforeValidator, Field, Model, StringConstraints, model_validator
 
 DEFAULT_LABEL = "Feed-in credit"
 
@@ -54,8 +54,8 @@ _Rate = Annotated[Decimal, BeforeValidator(_no_float), Field(ge=0)]
 _Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Model(Model):
+    """Frozen, unknown keys refused (a :class:`gateway.schema.Model`, like the tariff that holds it)."""
 
 
 class FeedInWindow(_Model):

@@ -1,6 +1,7 @@
 """Tariffs and the bill they produce: pure functions on plain data, exact to the minor unit.
 
-A tariff is a frozen pydantic model so the daemon's TOML config can embed one verbatim::
+A tariff is a frozen :mod:`gateway.schema` record (not a pydantic model: the daemon checks its
+configuration at every start, see that module) so the daemon's TOML config can embed one verbatim::
 
     [meters.m1.tariff]
     name = "Residential D1"
@@ -55,30 +56,25 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
-from typing import Annotated, Literal, Self, TypeAlias
-
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    StringConstraints,
-    ValidationInfo,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
+from typing import Annotated, Any, Literal, Self, TypeAlias
 
 from gateway.billing.errors import BillingError
 from gateway.billing.feed_in import FeedIn
 from gateway.billing.money import decimal_to_str, format_minor, fraction_to_str, round_half_away
 from gateway.billing.period import BillingPeriod
+from gateway.schema import (
+    BeforeValidator,
+    Field,
+    Model,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 def _no_float(value: object) -> object:
-    # Runs before pydantic's own Decimal parsing, which would quietly accept 0.1 (a float).
+    # Runs before the Decimal parsing, which would quietly accept 0.1 (a float).
     if isinstance(value, bool | float):
         raise ValueError(
             'give money and rates as decimal strings (e.g. rate = "0.10"), not numbers with a '
@@ -96,8 +92,8 @@ Usage: TypeAlias = "int | Mapping[str, int] | Iterable[tuple[datetime, int]]"
 e.g. by ``aggregate_daily``), or interval values ``(interval_start, wh)`` with aware start instants."""
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class _Model(Model):
+    """Frozen, unknown keys refused (every :class:`gateway.schema.Model` is)."""
 
 
 class FixedCharge(_Model):
@@ -296,12 +292,10 @@ class Tariff(_Model):
             feed_in.check_windows(energy.labels() if isinstance(energy, TouEnergy) else None)
         return feed_in
 
-    @model_serializer(mode="wrap")
-    def _without_absent_feed_in(self, handler: SerializerFunctionWrapHandler,
-                                info: SerializationInfo) -> dict[str, object]:
+    def model_dump(self, *, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
         # A tariff without feed-in dumps exactly as before the field existed: its SHA-256 fingerprint
         # (gateway.reports.bills.tariff_fingerprint) and the "tariff_as_used" of issued bills must not change.
-        data: dict[str, object] = handler(self)
+        data = super().model_dump(mode=mode)
         if self.feed_in is None:
             data.pop("feed_in", None)
         return data

@@ -3,8 +3,8 @@
 Models are frozen and forbid unknown keys, so a typo (``pol_s``) is an error
 with a path instead of a silently ignored setting. They are :mod:`gateway.schema` records, not
 pydantic models: the daemon reads this schema at every start, and pydantic would cost it about
-13 MiB. The sections only some boxes have (``[tariffs]``, ``[stellar]``, ``[p2p]``, ``[soroban]``)
-keep their pydantic models, imported only when the file has them (:func:`gateway.schema.lazy_model`).
+13 MiB. The sections only some boxes have (``[stellar]``, ``[p2p]``, ``[soroban]``) keep their
+pydantic models, imported only when the file has them (:func:`gateway.schema.lazy_model`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway.billing.tariff import Tariff
 from gateway.schema import Field, Model, Strict, field_validator, lazy_model, model_validator
 
 if TYPE_CHECKING:
-    from gateway.billing.tariff import Tariff
     from gateway.config.p2p import P2PConfig, SorobanConfig
     from gateway.config.stellar import StellarConfig
 else:  # pydantic models, imported only when the file has the section
-    Tariff = lazy_model("gateway.billing.tariff", "Tariff")
     P2PConfig = lazy_model("gateway.config.p2p", "P2PConfig")
     SorobanConfig = lazy_model("gateway.config.p2p", "SorobanConfig")
     StellarConfig = lazy_model("gateway.config.stellar", "StellarConfig")

@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -32,6 +31,7 @@ from gateway.acquisition.modbus import MAX_UNIT_ID
 from gateway.acquisition.one_off import BusBusy
 from gateway.errors import AcquisitionError, ConfigError, ProfileError
 from gateway.profiles import Profile, builtin_profile
+from gateway.schema import ValidationError
 from gateway.web.auth import denied
 from gateway.web.params import BadParam, int_param, str_param
 

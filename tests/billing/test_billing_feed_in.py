@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
 from gateway.billing import BillingError, BillingPeriod, LineKind, Tariff, compute_bill, round_half_away
 from gateway.billing.samples import SEED_TARIFF, TOU_TARIFF
 from gateway.config import InvalidConfig, parse_config
+from gateway.schema import ValidationError
 
 DECEMBER = BillingPeriod(date(2025, 12, 1), date(2026, 1, 1), "America/Detroit")
 DETROIT = ZoneInfo("America/Detroit")
