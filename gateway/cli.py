@@ -21,16 +21,8 @@ from typing import Any
 
 import structlog
 
-from cloud_sync.horizon.cli import register as register_stellar
-from cloud_sync.soroban_rpc.cli import register as register_soroban
-from cloud_sync.stellar.cli import register as register_stellar_commands
 from gateway import logs
-from gateway.commissioning import register as register_commissioning
 from gateway.errors import ConfigError, GatewayError
-from gateway.reports.cli import register as register_reports
-from gateway.sim.cli import register as register_sim
-from gateway.terminal import register as register_status
-from gateway.web.users_cli import register as register_users
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 STOP_DEADLINE_S = 4.0
@@ -224,7 +216,8 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, only_run: bool = False) -> argparse.ArgumentParser:
+    """Every command; with ``only_run``, ``run`` alone (see :func:`main`)."""
     parser = argparse.ArgumentParser(prog="meter-gateway", description="Edge gateway daemon for smart meters.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -232,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the gateway daemon")
     p.add_argument("--config", required=True, help="TOML config file")
     p.set_defaults(func=cmd_run)
+    if only_run:
+        return parser
+    # The other commands' modules import what they use (httpx, pymodbus's simulator, stellar-sdk's CLI
+    # helpers...): imported here, so that `run` (the daemon) does not carry them (issue 11).
+    from cloud_sync.horizon.cli import register as register_stellar
+    from cloud_sync.soroban_rpc.cli import register as register_soroban
+    from cloud_sync.stellar.cli import register as register_stellar_commands
+    from gateway.commissioning import register as register_commissioning
+    from gateway.reports.cli import register as register_reports
+    from gateway.sim.cli import register as register_sim
+    from gateway.terminal import register as register_status
+    from gateway.web.users_cli import register as register_users
 
     p = sub.add_parser("check-config", help="validate a config file and list every problem")
     p.add_argument("file")
@@ -302,7 +307,10 @@ def _os_error_line(exc: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    # The daemon's command line gets a parser of `run` alone: the others' modules would cost the daemon
+    # megabytes of imports it never uses (httpx, pymodbus's simulator...). `run --help` is the same.
+    parser = build_parser(only_run=words[:1] == ["run"])
     args = parser.parse_args(argv)
     logs.configure("warning", "console")
     try:

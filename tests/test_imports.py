@@ -13,7 +13,8 @@ import pytest
 from cloud_sync.billing_api import NAME
 from gateway import daemon
 
-HEAVY = ("stellar_sdk", "pymodbus", "aiomqtt", "httpx", "jinja2", "prometheus_client", "starlette", "uvicorn")
+HEAVY = ("stellar_sdk", "pydantic", "pymodbus", "aiomqtt", "httpx", "jinja2", "prometheus_client", "starlette",
+         "uvicorn")
 
 CHILD = textwrap.dedent("""
     import asyncio, json, sys
@@ -86,6 +87,83 @@ port = 9
   value_path = "ENERGY.Total"
 """
     assert _loaded_by_daemon(tmp_path, config) == ["aiomqtt", "httpx"]
+
+
+SERVED = textwrap.dedent("""
+    import asyncio, json, sys, urllib.request
+    from gateway.clock import SystemClock
+    from gateway.config import parse_config
+    from gateway.daemon import run_daemon
+
+    cfg = parse_config(sys.stdin.read())
+
+    def get(port, token, path):
+        req = urllib.request.Request(f"http://127.0.0.1:{{port}}{{path}}",
+                                     headers={{"Authorization": f"Bearer {{token}}"}})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+
+    async def main():
+        stop = asyncio.Event()
+        seen = {{}}
+
+        async def visit(running):
+            for path in ("/", "/api/v1/meters", "/api/v1/lines", "/metrics"):
+                seen[path] = await asyncio.to_thread(get, running.web_port, running.web_token, path)
+            seen["loaded"] = sorted(m for m in {never!r} if m in sys.modules)
+            stop.set()
+
+        tasks = []
+        await run_daemon(cfg, SystemClock(), stop, on_started=lambda r: tasks.append(asyncio.create_task(visit(r))),
+                         final_sync_s=0)
+        print(json.dumps(seen))
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.slow
+def test_a_daemon_without_stellar_never_imports_pydantic_nor_stellar_sdk(tmp_path: Path) -> None:
+    """The 16-meter RTU box's memory budget (issue 11: at most 42 MiB) has no room for pydantic (~13 MiB with
+    the schemas it builds) nor stellar-sdk (~40 MiB): the configuration, the firmware profiles and the tariffs
+    are checked by gateway.schema, and the [stellar]/[p2p]/[soroban] sections' pydantic models load only when
+    the file has them. Nor rich, which structlog would import if it could (see gateway/__init__.py). A tariff
+    and a budget are configured too, and the page, the API and the metrics are each asked for once."""
+    never = ("pydantic", "pydantic_core", "stellar_sdk", "rich")
+    config = BASE.format(data=tmp_path / "d", web="true").replace('profile = "eastron-sdm630"', (
+        'profile = "eastron-sdm630"\n  tariff = "home"\n  budget = "120.00"')) + """
+[tariffs.home]
+currency = "EUR"
+energy = { kind = "tiered", tiers = [{ up_to_kwh = "500", rate = "0.30" }, { rate = "0.35" }] }
+"""
+    out = subprocess.run([sys.executable, "-c", SERVED.format(never=never)], input=config, capture_output=True,
+                         text=True, timeout=90, check=True, cwd=tmp_path)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [seen[p] for p in ("/", "/api/v1/meters", "/api/v1/lines", "/metrics")] == [200] * 4
+    assert seen["loaded"] == []
+
+
+@pytest.mark.slow
+def test_stellar_sections_load_their_pydantic_models(tmp_path: Path) -> None:
+    """The other side of the test above: with [stellar] configured its (pydantic) model is what checks it."""
+    out = subprocess.run([sys.executable, "-c", (
+        "import sys; from gateway.config import parse_config; from gateway.config.stellar import StellarConfig\n"
+        "cfg = parse_config(sys.stdin.read()); print(type(cfg.stellar) is StellarConfig)")],
+        input=_stellar_config(tmp_path), capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "True"
+
+
+def _stellar_config(tmp_path: Path) -> str:
+    from stellar_sdk import Keypair
+
+    from gateway.config.stellar import is_account_id
+
+    issuer, platform = Keypair.random().public_key, Keypair.random().public_key
+    assert is_account_id(issuer)
+    return BASE.format(data=tmp_path / "e", web="false").replace(
+        'profile = "eastron-sdm630"', 'profile = "eastron-sdm630"\n  serial = "A1"') + (
+        '[stellar]\nhorizon_url = "http://127.0.0.1:9"\nnetwork_passphrase = "Standalone Network ; February 2017"\n'
+        f'asset_code = "KWH"\nasset_issuer = "{issuer}"\nplatform_signer = "{platform}"\nrate = "0.001"\n')
 
 
 def test_the_daemon_names_the_billing_uplink_as_the_uplink_does() -> None:
