@@ -168,3 +168,15 @@ def _stellar_config(tmp_path: Path) -> str:
 
 def test_the_daemon_names_the_billing_uplink_as_the_uplink_does() -> None:
     assert daemon.BILLING_API == NAME
+
+
+def test_deferred_web_routes_are_the_modules_routes() -> None:
+    """The report and bill routes load at their first request (gateway.web.deferred): the paths the app
+    declares for them are exactly those their modules build, so none is lost or shadowed."""
+    from gateway.reports.web import report_routes
+    from gateway.web import app
+    from gateway.web.bills import bill_routes
+
+    ctx, cfg = object(), object()
+    assert tuple(r.path for r in report_routes(ctx, cfg)) == app.REPORT_PATHS
+    assert tuple(r.path for r in bill_routes(ctx, None)) == app.BILL_PATHS

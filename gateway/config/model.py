@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gateway.billing.tariff import Tariff
 from gateway.schema import Field, Model, Strict, field_validator, lazy_model, model_validator
 
 if TYPE_CHECKING:
+    from gateway.billing.tariff import Tariff
     from gateway.config.p2p import P2PConfig, SorobanConfig
     from gateway.config.stellar import StellarConfig
-else:  # pydantic models, imported only when the file has the section
+else:  # imported only when the file has the section: [stellar], [p2p], [soroban] are pydantic models
+    Tariff = lazy_model("gateway.billing.tariff", "Tariff")  # the billing engine: only for a box with tariffs
     P2PConfig = lazy_model("gateway.config.p2p", "P2PConfig")
     SorobanConfig = lazy_model("gateway.config.p2p", "SorobanConfig")
     StellarConfig = lazy_model("gateway.config.stellar", "StellarConfig")

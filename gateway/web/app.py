@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cloud_sync.keys import Keypair
@@ -31,14 +31,13 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import GatewayConfig
 from gateway.intervals import INTERVAL_S
 from gateway.ledger.store import Ledger, UplinkSummary
-from gateway.reports.web import report_routes
 from gateway.status import GatewayStatus, LineStatus, MeterHealth, UplinkProgress
 from gateway.web import advice
 from gateway.web.auth import WebAuth, denied
-from gateway.web.bills import bill_routes
-from gateway.web.bills import style_sources as bill_styles
 from gateway.web.bills_link import issued_bills
+from gateway.web.bills_link import style_sources as bill_styles
 from gateway.web.charts import chart_routes, day_window
+from gateway.web.deferred import DeferredRoutes
 from gateway.web.headers import SecurityHeaders, content_security_policy, security_headers, server_error_handler
 from gateway.web.localtime import SiteTime, duration
 from gateway.web.login import login_routes, login_url
@@ -436,6 +435,29 @@ def create_app(ctx: WebContext) -> Starlette:
         Route("/api/v1/lines", lines),
         *p2p_routes(ctx),
         *openapi_routes(),
-        *(report_routes(ctx, ctx.config) if ctx.config else []),
-        *bill_routes(ctx, ctx.config),
+        *(_report_routes(ctx).routes() if ctx.config else []),
+        *_bill_routes(ctx).routes(),
     ])
+
+
+REPORT_PATHS = ("/api/v1/meters/{meter}/projection", "/api/v1/meters/{meter}/intervals")
+"""gateway.reports.web's routes (loaded at their first request: the billing engine and the exporters)."""
+BILL_PATHS = ("/bills/{number}", "/api/v1/bills/{number}", "/api/v1/meters/{meter}/bills")
+"""gateway.web.bills' routes (loaded at their first request)."""
+
+
+def _report_routes(ctx: WebContext) -> DeferredRoutes:
+    def build() -> list[BaseRoute]:
+        from gateway.reports.web import report_routes
+
+        assert ctx.config is not None
+        return list(report_routes(ctx, ctx.config))
+    return DeferredRoutes(REPORT_PATHS, build)
+
+
+def _bill_routes(ctx: WebContext) -> DeferredRoutes:
+    def build() -> list[BaseRoute]:
+        from gateway.web.bills import bill_routes
+
+        return list(bill_routes(ctx, ctx.config))
+    return DeferredRoutes(BILL_PATHS, build)

@@ -20,7 +20,6 @@ import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -45,27 +44,18 @@ from gateway.reports.bills import (
 )
 from gateway.reports.service import ReportConfigError, UnknownMeter, check_meter
 from gateway.web.auth import denied
-from gateway.web.headers import style_hash
+from gateway.web.bills_link import BILL_TEMPLATE
 from gateway.web.templating import render
 
 if TYPE_CHECKING:  # gateway.web.app mounts these routes
     from gateway.web.app import WebContext
 
-BILL_TEMPLATE = "bill.html"
 QUALITY_LABELS = {"A": "actual", "E": "estimated", "F": "final substituted", "S": "substituted", "N": "no data",
                   "V": "variable"}
 MAX_BODY_BYTES = 4096
 SIGN_IN = ("<!doctype html><meta charset=\"utf-8\"><title>Bill</title><p>Sign in on the "
            "<a href=\"/\">status page</a> first, then open this bill again.</p>")
 
-
-
-def style_sources() -> list[str]:
-    """CSP sources for the bill page's inline style (the app adds them to its ``style-src``).
-
-    Read as package data, not through jinja2: the daemon loads jinja2 at the first page view only."""
-    source = resources.files("gateway.web").joinpath(f"templates/{BILL_TEMPLATE}").read_text(encoding="utf-8")
-    return [style_hash(source)]
 
 
 def _error(message: str, status: int) -> Response:

@@ -10,9 +10,22 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 from gateway.ledger.store import Ledger
+from gateway.web.headers import style_hash
+
+BILL_TEMPLATE = "bill.html"
+
+
+def style_sources() -> list[str]:
+    """CSP sources for the bill page's inline style (the app adds them to its ``style-src``).
+
+    Read as package data, not through jinja2: the daemon loads jinja2 at the first page view only; and here,
+    not in :mod:`gateway.web.bills`, whose routes load at their first request (:mod:`gateway.web.deferred`)."""
+    source = resources.files("gateway.web").joinpath(f"templates/{BILL_TEMPLATE}").read_text(encoding="utf-8")
+    return [style_hash(source)]
 
 BILLS_MODULE = "gateway.reports.bills"
 

@@ -21,10 +21,8 @@ from starlette.routing import Route
 
 from gateway.billing import expected_intervals, local_midnight_utc
 from gateway.channels import Channel
-from gateway.export.model import ESTIMATED_QUALITIES
 from gateway.intervals import INTERVAL_S
 from gateway.ledger.store import StoredInterval
-from gateway.reports.service import period_containing
 from gateway.status import LINE_HISTORY_BUCKET_S, LINE_HISTORY_BUCKETS, LineStatus
 from gateway.web.auth import denied
 
@@ -48,6 +46,13 @@ def _slots(rows: Sequence[StoredInterval], slots: Sequence[int]) -> dict[str, An
     return {"unit": "Wh", "wh": wh, "quality": quality}
 
 
+def _estimated() -> frozenset[str]:
+    """The estimated qualities; imported at the first chart: gateway.export's package loads its exporters."""
+    from gateway.export.model import ESTIMATED_QUALITIES
+
+    return ESTIMATED_QUALITIES
+
+
 def interval_series(rows: Sequence[StoredInterval], start: int, end: int,
                     export_rows: Sequence[StoredInterval] = ()) -> dict[str, Any]:
     """One slot per interval in ``[start, end)``: Wh and quality, ``None`` where nothing is stored."""
@@ -57,13 +62,13 @@ def interval_series(rows: Sequence[StoredInterval], start: int, end: int,
         exported = _slots(export_rows, slots)
         channels[Channel.EXPORT.value] = {
             **exported, "count": sum(q is not None for q in exported["quality"]),
-            "estimated": sum(q in ESTIMATED_QUALITIES for q in exported["quality"])}
+            "estimated": sum(q in _estimated() for q in exported["quality"])}
     quality = channels[Channel.IMPORT.value]["quality"]
     return {
         "t": slots,
         "channels": channels,
         "count": sum(q is not None for q in quality),
-        "estimated": sum(q in ESTIMATED_QUALITIES for q in quality),
+        "estimated": sum(q in _estimated() for q in quality),
     }
 
 
@@ -97,7 +102,7 @@ def _days(rows: Sequence[StoredInterval], days: Sequence[tuple[str, int, int, in
             continue
         inside = [r for r in rows if start <= r.start < end and r.quality != NULL_QUALITY]
         wh.append(sum(r.wh for r in inside) if inside else None)
-        estimated.append(sum(r.wh for r in inside if r.quality in ESTIMATED_QUALITIES) if inside else None)
+        estimated.append(sum(r.wh for r in inside if r.quality in _estimated()) if inside else None)
         present.append(len(inside))
     return {"unit": "Wh", "wh": wh, "estimated_wh": estimated, "intervals": present}
 
@@ -144,6 +149,8 @@ def chart_routes(ctx: WebContext) -> list[Route]:
         meter = request.path_params["meter"]
         if ctx.config is None or not known(meter):
             return error(f"no meter {meter!r}", 404)
+        from gateway.reports.service import period_containing  # the reports load at first use, not at start
+
         now = ctx.clock.now()
         period = period_containing(ctx.config, datetime.fromtimestamp(now, UTC))
         zone = period.zone

@@ -6,13 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig
 from gateway.errors import GatewayError
 from gateway.ledger.store import StoredInterval
-from gateway.reports.service import MeterProjection, ReportConfigError, meter_projection
-from gateway.reports.source import IntervalSource
 from gateway.status import LiveValue
+
+if TYPE_CHECKING:  # the reports (projection, billing, exports) load at the first meter page, not at start
+    from gateway.reports.service import MeterProjection
+    from gateway.reports.source import IntervalSource
 
 QUALITY_WORDS = {"A": "actual", "E": "estimated", "S": "substituted", "F": "final substitute", "N": "no data"}
 
@@ -107,6 +110,8 @@ def confidence_word(confidence: float) -> str:
 async def bill_view(source: IntervalSource, cfg: GatewayConfig | None, meter: str, now: float) -> BillView:
     if cfg is None:
         return BillView(None, "no configuration", None, "")
+    from gateway.reports.service import ReportConfigError, meter_projection
+
     try:
         projection = await meter_projection(source, cfg, meter, datetime.fromtimestamp(now, UTC))
     except ReportConfigError as exc:
