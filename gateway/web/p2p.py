@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.p2p.store import P2PStore, RecordRow
 from gateway.web.auth import denied
 
 if TYPE_CHECKING:  # gateway.web.app mounts this route; importing it at run time would be circular
+    from gateway.p2p.store import RecordRow
     from gateway.web.app import WebContext
 
 
@@ -29,6 +29,8 @@ def p2p_routes(ctx: WebContext) -> list[Route]:
     async def agreements(request: Request) -> Response:
         if not ctx.auth.authorised(request):
             return denied(request)
+        from gateway.p2p.store import P2PStore  # the planner and record signing: at the first request
+
         cfg = ctx.config.p2p if ctx.config else None
         store = P2PStore(ctx.ledger)
         rows = {r.agreement_id: r for r in await store.records()}
