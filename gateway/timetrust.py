@@ -34,8 +34,6 @@ received it is refused, never placed.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -102,9 +100,13 @@ class KernelSync:
     clear its "unsynchronised" flag once they have set the clock."""
 
     def __init__(self) -> None:
+        import ctypes.util  # here: a box with trust = "always" never needs ctypes (0.5 MiB)
+
         self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
     def synchronised(self) -> bool:
+        import ctypes
+
         state = int(self._libc.adjtimex(ctypes.create_string_buffer(_TIMEX_BUFFER)))
         return state not in (-1, _TIME_ERROR)
 

@@ -33,7 +33,9 @@ class EmbeddedServer(uvicorn.Server):
 def make_server(app: Any, host: str, port: int, tls: tuple[Path, Path] | None = None) -> EmbeddedServer:
     """``tls``: (certificate, key) PEM files to serve HTTPS."""
     cert, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+    # ws="none": the app has no WebSocket route, and uvicorn's "auto" would import a WebSocket library
+    # (wsproto, with h11) at start: 1.5 MiB of a box's memory for an upgrade that can only be refused.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, ws="none",
                             lifespan="off", timeout_graceful_shutdown=2, ssl_certfile=cert, ssl_keyfile=key)
     return EmbeddedServer(config)
 
