@@ -11,10 +11,11 @@ their ratio, plus the daemon's peak over the ThingsBoard IoT Gateway's on the sa
 measured by the shared harness, not in this run: the target is at most 0.6 of it without Stellar).
 
 Configurations: the RTU line alone; with the billing API uplink (httpx); with ``[stellar]``
-(stellar-sdk), once this build's configuration has that section; until then, an estimate: the RTU
-line's peak plus what importing stellar-sdk adds to a process holding the daemon's imports.
-By default the daemon runs as installed on a box (``_as_installed.py`` hides distributions that
-only the development venv has); ``--venv-as-is`` measures the venv as it is too.
+(stellar-sdk and pydantic: the only configuration that imports them), once this build's configuration
+has that section; until then, an estimate: the RTU line's peak plus what importing stellar-sdk adds to
+a process holding the daemon's imports. By default the daemon runs as installed on a box
+(``_as_installed.py`` hides distributions that only the development venv has); ``--venv-as-is``
+measures the venv as it is too (what the shared harness runs).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if stellar is not None:
         rows.append(("RTU line + [stellar]", stellar, True))
     if args.venv_as_is:
-        rows.append(("RTU line, dev venv as is (rich importable)", "", False))
+        rows.append(("RTU line, dev venv as is (as the harness runs)", "", False))
     failed = False
     rtu_peak = 0.0
     for name, extra, as_installed in rows:

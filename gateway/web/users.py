@@ -30,10 +30,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
+
+if TYPE_CHECKING:  # argon2 (cffi and its library, 0.8 MiB) loads at the first sign-in or password change
+    from argon2 import PasswordHasher
 
 from gateway.errors import ConfigError
 from gateway.fsync import fsync_dir
@@ -73,6 +75,8 @@ class UsersFileError(ConfigError):
 
 
 def hasher() -> PasswordHasher:
+    from argon2 import PasswordHasher
+
     return PasswordHasher(time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB, parallelism=ARGON2_PARALLELISM)
 
 
@@ -128,8 +132,14 @@ class UserStore:
         self.data_dir = data_dir
         self.path = data_dir / USERS_FILE
         self._snapshot = _Snapshot(None, {}, None)
-        self._hasher = hasher()
+        self._hasher_made: PasswordHasher | None = None
         self._dummy_hash: str | None = None
+
+    @property
+    def _hasher(self) -> PasswordHasher:
+        if self._hasher_made is None:
+            self._hasher_made = hasher()
+        return self._hasher_made
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -188,6 +198,8 @@ class UserStore:
 
         An unknown name costs one verification as well, so timing does not tell which names exist.
         """
+        from argon2.exceptions import InvalidHashError, VerificationError
+
         user = self.users().get(name) if USERNAME_RE.fullmatch(name) else None
         if user is None:
             with contextlib.suppress(VerificationError, InvalidHashError):
