@@ -260,7 +260,7 @@ def _validating_init(self: Model, **kwargs: Any) -> None:
     if errors:
         raise ValidationError(cls.__name__, errors)
     self._raw_init(**values)  # type: ignore[attr-defined]
-    _after(self, (), errors)
+    _after(self, (), errors, kwargs)
     if errors:
         raise ValidationError(cls.__name__, errors)
 
@@ -314,15 +314,15 @@ def _validate_model(cls: type[Model], data: Any, loc: Loc, errors: list[dict[str
         return None
     instance = object.__new__(cls)
     instance._raw_init(**values)  # type: ignore[attr-defined]
-    return _after(instance, loc, errors)
+    return _after(instance, loc, errors, dict(data))
 
 
-def _after(instance: Model, loc: Loc, errors: list[dict[str, Any]]) -> Any:
+def _after(instance: Model, loc: Loc, errors: list[dict[str, Any]], data: Any) -> Any:
     for fn, _ in _validators(type(instance), "after"):
         try:
             instance = fn(instance)
         except ValueError as exc:
-            _add(errors, loc, "value_error", str(exc), None)
+            _add(errors, loc, "value_error", str(exc), data)
             return None
     return instance
 
@@ -577,8 +577,9 @@ def _convert_one(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], 
         if isinstance(value, str):
             try:
                 return _dt.date.fromisoformat(value)
-            except ValueError:
-                raise _Error("date_from_datetime_parsing", "Input should be a valid date", value) from None
+            except ValueError as exc:
+                raise _Error("date_from_datetime_parsing", f"Input should be a valid date (YYYY-MM-DD), {exc}",
+                             value) from None
         raise _Error("date_type", "Input should be a valid date", value)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         if isinstance(value, hint):
