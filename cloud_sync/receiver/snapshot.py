@@ -85,6 +85,17 @@ class MemoryView:
     added: list[Row] = field(default_factory=list)
     _added_items: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
 
+    def stored_already(self, item: Any) -> bool:
+        """Whether ``item`` names a (meter, channel, seq) stored before this batch: ``examine`` answers
+        it without verifying its signature (an identical copy) or rejects it (another), so
+        :func:`~cloud_sync.receiver.verify.preverify` leaves it out."""
+        if not self.stored_wire:
+            return False
+        body = item.get("credit") if type(item) is dict else None
+        if type(body) is not dict:
+            return False
+        return (body.get("meter"), echoed_channel(body), body.get("seq")) in self.stored_wire
+
     def stored(self, meter: str, channel: str, seq: int) -> dict[str, Any] | None:
         item = self._added_items.get((meter, channel, seq))
         if item is not None:

@@ -26,6 +26,7 @@ lock is free for the gateway's retry.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import random
 import time
@@ -54,6 +55,7 @@ from cloud_sync.receiver.store import (
     pulled_cursor,
     stored_answer,
 )
+from cloud_sync.receiver.verify import preverify
 from cloud_sync.receiver_intake import Batch, BatchRefused, batch_result, examine
 
 if TYPE_CHECKING:
@@ -214,10 +216,15 @@ class PgStore:
 
     async def _examine(self, conn: Conn, batch: Batch, key: str) -> dict[str, Any]:
         view = await self._snapshot(conn, batch.gateway, batch.credits)
+        # The signature checks off the event loop, on several cores (cloud_sync.receiver.verify).
+        verified = await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(preverify, batch.credits, key, skip=view.stored_already))
+        flags = verified if verified is not None else [False] * len(batch.credits)
         results: list[dict[str, Any]] = []
         for first in range(0, len(batch.credits), EXAMINE_CHUNK):
-            results += [examine(item, gateway=batch.gateway, expected_key=key, view=view)
-                        for item in batch.credits[first:first + EXAMINE_CHUNK]]
+            results += [examine(item, gateway=batch.gateway, expected_key=key, view=view, verified=ok)
+                        for item, ok in zip(batch.credits[first:first + EXAMINE_CHUNK],
+                                            flags[first:first + EXAMINE_CHUNK], strict=True)]
             await asyncio.sleep(0)  # let other requests move between chunks
         response = batch_result(batch.key, results)
         if view.added:

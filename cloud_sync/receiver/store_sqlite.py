@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cloud_sync.credit import ChainTip, Credited, channel_of
+from cloud_sync.credit import ChainTip, Credited
+from cloud_sync.fast_json import dumps_compact
 from cloud_sync.receiver.enrolment import (
     Enrolment,
     EnrolmentError,
@@ -31,6 +32,7 @@ from cloud_sync.receiver.enrolment import (
     token_digest,
 )
 from cloud_sync.receiver.migrations import migrations
+from cloud_sync.receiver.snapshot import MemoryView, Series, wanted
 from cloud_sync.receiver.store import (
     PullOutcome,
     ReceiverConfigError,
@@ -38,6 +40,7 @@ from cloud_sync.receiver.store import (
     pulled_cursor,
     stored_answer,
 )
+from cloud_sync.receiver.verify import preverify
 from cloud_sync.receiver_intake import Batch, BatchRefused, examine_batch
 
 BUSY_TIMEOUT_S = 5.0
@@ -48,34 +51,55 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class _SqliteView:
-    """One gateway's credits inside the current transaction (see ``CreditView``)."""
+_KEYS = ("WITH k(meter, channel, n) AS (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+         "json_extract(value, '$[2]') FROM json_each(?2)) ")
+"""The keys a batch asks about, passed as one JSON array of [meter, channel, seq or start] (``json_each``)."""
+_TIPS = (_KEYS + "SELECT k.meter, k.channel, c.seq, c.hash FROM k CROSS JOIN credits c ON c.gateway = ?1 "
+         "AND c.meter = k.meter AND c.channel = k.channel AND c.seq = (SELECT MAX(m.seq) FROM credits m "
+         "WHERE m.gateway = ?1 AND m.meter = k.meter AND m.channel = k.channel)")
+_STORED = (_KEYS + "SELECT c.meter, c.channel, c.seq, c.wire FROM k CROSS JOIN credits c ON c.gateway = ?1 "
+           "AND c.meter = k.meter AND c.channel = k.channel AND c.seq = k.n")
+_HISTORY = (_KEYS + "SELECT c.meter, c.channel, c.start, c.seq, c.kind, c.wh FROM k CROSS JOIN credits c "
+            "ON c.gateway = ?1 AND c.meter = k.meter AND c.channel = k.channel AND c.start = k.n ORDER BY c.seq")
+_INSERT = ("INSERT INTO credits (gateway, meter, channel, seq, kind, start, wh, hash, wire, received_ms) "
+           "VALUES (?,?,?,?,?,?,?,?,?,?)")
 
-    def __init__(self, db: sqlite3.Connection, gateway: str, now_ms: int) -> None:
-        self._db, self._gateway, self._now_ms = db, gateway, now_ms
 
-    def stored(self, meter: str, channel: str, seq: int) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT wire FROM credits WHERE gateway=? AND meter=? AND channel=? AND seq=?",
-                               (self._gateway, meter, channel, seq)).fetchone()
-        return json.loads(row[0]) if row else None
+def _snapshot(db: sqlite3.Connection, gateway: str, credits: list[Any]) -> MemoryView:
+    """What a batch can ask about, in three queries (the PostgreSQL store's :mod:`..snapshot`, the same rows).
 
-    def tip(self, meter: str, channel: str) -> ChainTip | None:
-        row = self._db.execute(
-            "SELECT seq, hash FROM credits WHERE gateway=? AND meter=? AND channel=? ORDER BY seq DESC LIMIT 1",
-            (self._gateway, meter, channel)).fetchone()
-        return ChainTip(row[0], row[1]) if row else None
+    One query per question per credit (four per credit) was a third of the time a batch spent
+    outside the signature checks. The keys travel as one JSON array each (``json_each``).
+    """
+    want = wanted(credits)
+    tips: dict[Series, ChainTip] = {}
+    if want.series:
+        series = dumps_compact([[m, c, 0] for m, c in want.series])
+        for meter, channel, seq, digest in db.execute(_TIPS, (gateway, series)):
+            tips[meter, channel] = ChainTip(seq, digest)
+    stored: dict[tuple[str, str, int], str] = {}
+    keys = want.stored_keys(tips)
+    if keys:
+        for meter, channel, seq, wire in db.execute(_STORED, (gateway, dumps_compact(keys))):
+            stored[meter, channel, seq] = wire
+    history: dict[tuple[str, str, int], list[Credited]] = {}
+    starts = [k for k in want.starts if (k[0], k[1]) in tips]  # a series with no credit has no history
+    if starts:
+        for meter, channel, start, seq, kind, wh in db.execute(_HISTORY, (gateway, dumps_compact(starts))):
+            history.setdefault((meter, channel, start), []).append(Credited(seq, kind, wh))
+    return MemoryView(tips, stored, history)
 
-    def credited(self, meter: str, channel: str, start: int) -> Sequence[Credited]:
-        rows = self._db.execute("SELECT seq, kind, wh FROM credits WHERE gateway=? AND meter=? AND channel=? "
-                                "AND start=?", (self._gateway, meter, channel, start)).fetchall()
-        return [Credited(seq, kind, wh) for seq, kind, wh in rows]
 
-    def add(self, body: dict[str, Any], digest: str, item: dict[str, Any]) -> None:
-        self._db.execute(
-            "INSERT INTO credits (gateway, meter, channel, seq, kind, start, wh, hash, wire, received_ms) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (self._gateway, body["meter"], channel_of(body), body["seq"], body["kind"], body["start"], body["wh"],
-             digest, json.dumps(item, separators=(",", ":")), self._now_ms))
+def _examine(db: sqlite3.Connection, batch: Batch, key: str) -> dict[str, Any]:
+    """Examine a batch inside the current transaction and store what it accepts (one ``executemany``)."""
+    view = _snapshot(db, batch.gateway, batch.credits)
+    verified = preverify(batch.credits, key, skip=view.stored_already)
+    response = examine_batch(batch, key, view, verified)
+    if view.added:
+        now_ms = _now_ms()
+        db.executemany(_INSERT, [(batch.gateway, r.meter, r.channel, r.seq, r.kind, r.start, r.wh, r.hash, r.wire,
+                                  now_ms) for r in view.added])
+    return response
 
 
 def _enrolment(row: tuple[Any, ...]) -> Enrolment:
@@ -157,10 +181,9 @@ class ReceiverStore:
                 replay = stored_answer(prior, digest, batch_key)
                 if replay is not None:
                     return replay
-                now_ms = _now_ms()
-                response = examine_batch(Batch(gateway, batch_key, credits), key, _SqliteView(db, gateway, now_ms))
+                response = _examine(db, Batch(gateway, batch_key, credits), key)
                 db.execute("INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?)",
-                           (gateway, batch_key, digest, json.dumps(response), now_ms))
+                           (gateway, batch_key, digest, dumps_compact(response), _now_ms()))
                 return response
         except sqlite3.OperationalError as exc:  # disk full, I/O error mid-batch: rolled back, nothing stored
             raise StoreUnavailable(f"the receiver database failed ({exc})") from exc
@@ -169,7 +192,7 @@ class ReceiverStore:
         with self._write() as db:
             key = self._active_key(db, gateway)
             batch = Batch(gateway, f"pull:{gateway}:{after}", [item for _, item in page])
-            response = examine_batch(batch, key, _SqliteView(db, gateway, _now_ms()))
+            response = _examine(db, batch, key)
             cursor, stopped = pulled_cursor(after, page, response["results"])
             db.execute("INSERT INTO pull_cursors VALUES (?,?,?) ON CONFLICT (gateway) DO UPDATE "
                        "SET cursor = MAX(cursor, excluded.cursor), updated_ms = excluded.updated_ms",
