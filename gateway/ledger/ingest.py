@@ -41,7 +41,7 @@ import structlog
 
 from cloud_sync.credit import GENESIS_HASH, CreditBody, sign
 from gateway.channels import Channel
-from gateway.credits import Tip
+from gateway.credits import IntervalSigner, Tip
 from gateway.intervals import Disposition, Interval, MeterState, Quality, Reading, feed
 from gateway.intervals.engine import (
     INTERVAL_MS,
@@ -114,6 +114,7 @@ class IngestBatch:
         self._interval_rows: list[tuple[Any, ...]] = []
         self._credit_rows_out: list[tuple[Any, ...]] = []
         self._state_rows_out: list[tuple[Any, ...]] = []
+        self._signer: IntervalSigner | None = None
 
     def plan(self, readings: Sequence[Reading]) -> None:
         """The engine's pass over the batch (CPU only, no database): rows, runs, and the late ones.
@@ -303,15 +304,19 @@ class IngestBatch:
                      credit_rows: list[tuple[Any, ...]]) -> None:
         """Sign the next credit of each interval's chain; append its interval and credit rows."""
         tips, touched, result, now_ms = self.tips, self._touched, self.result, self.now_ms
-        sign_interval = self.ledger._sign
+        if self._signer is None:
+            ledger = self.ledger
+            self._signer = IntervalSigner(gateway_id=ledger._gateway_id, keypair=ledger._keypair,
+                                          public_key=ledger._public_key)
+        sign_interval = self._signer.sign
         for interval in intervals:
             key = (interval.meter, interval.channel)
-            signed, tip = sign_interval(interval, tips.get(key, _GENESIS_TIP), now_ms)
+            digest, wire, tip = sign_interval(interval, tips.get(key, _GENESIS_TIP), now_ms)
             tips[key] = tip
             touched.add(key)
             interval_rows.append(_interval_row(interval, tip.seq))
             credit_rows.append((interval.meter, interval.channel, tip.seq, interval.start, interval.wh,
-                                signed.hash, signed.wire_json(), now_ms))
+                                digest, wire, now_ms))
             result.intervals_closed += 1
             if len(result.intervals) < KEPT_INTERVALS:
                 result.intervals.append(interval)
