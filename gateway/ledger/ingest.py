@@ -33,7 +33,7 @@ import asyncio
 import json
 import sqlite3
 from collections.abc import Awaitable, Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import aiosqlite
@@ -175,7 +175,7 @@ class IngestBatch:
                 state = states[key] = _caught_up(states[key], q)
                 reading_rows.append(_quick_row(q))
             if reading.max_power_w is None:
-                reading = replace(reading, max_power_w=DEFAULT_MAX_POWER_W)
+                reading = _with_default_ceiling(reading)
             step = feed(state, reading, estimate_gap_ms=estimate_gap_ms)
             if step.disposition is Disposition.LATE:
                 (backwards if reading.meter_clock else late).append(reading)
@@ -558,6 +558,18 @@ virtual Wh, register offset, the reading). A plain tuple: one is built for nearl
 def _quick_row(quick: _Quick) -> tuple[Any, ...]:
     t_ms, raw_wh, virtual_wh, _, r = quick
     return (r.meter, t_ms, raw_wh, r.source, ACCEPTED, virtual_wh, r.channel)
+
+
+_READING_FIELDS = ("meter", "t_ms", "register_wh", "source", "meter_clock", "register_modulus_wh", "max_power_w",
+                   "channel")
+if tuple(f.name for f in fields(Reading)) != _READING_FIELDS:  # pragma: no cover - keep _with_default_ceiling whole
+    raise RuntimeError("Reading's fields changed: update _with_default_ceiling")
+
+
+def _with_default_ceiling(r: Reading) -> Reading:
+    """``replace(r, max_power_w=DEFAULT_MAX_POWER_W)``, built directly (``replace`` costs twice as much)."""
+    return Reading(r.meter, r.t_ms, r.register_wh, r.source, r.meter_clock, r.register_modulus_wh,
+                   DEFAULT_MAX_POWER_W, r.channel)
 
 
 def _caught_up(state: MeterState, quick: _Quick) -> MeterState:
