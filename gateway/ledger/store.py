@@ -406,8 +406,10 @@ class Ledger(OutboxMixin, QueriesMixin):
                     (after,) = (await _rows(self._w, "PRAGMA freelist_count"))[0]
                     # The file only shrinks when the WAL is copied back, and the WAL starts over in its
                     # own space only after that (cut back to JOURNAL_SIZE_LIMIT, not to zero). Passive:
-                    # a reader's snapshot (the background check) must not hold the writer.
-                    await settled(self._w.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+                    # a reader's snapshot (the background check) must not hold the writer. Its row is read
+                    # to the end: an unread one leaves the statement active until its cursor is collected,
+                    # and every COMMIT meanwhile fails with "SQL statements in progress".
+                    await settled(_rows(self._w, "PRAGMA wal_checkpoint(PASSIVE)"))
                 released += int(before) - int(after)
                 if not after or after >= before:
                     break
