@@ -123,9 +123,10 @@ from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from enum import StrEnum
 from functools import lru_cache
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
-from cloud_sync.ed25519 import ed25519_verify
+from cloud_sync.ed25519 import ed25519_sign, ed25519_verify
 from cloud_sync.fast_json import canonical_fast
 from cloud_sync.keys import BadSignatureError, Keypair
 
@@ -202,7 +203,8 @@ class CreditBody:
         return {name: getattr(self, name) for name in names}
 
     def canonical(self) -> bytes:
-        return canonical_bytes(self.as_dict())
+        fast = _canonical_v2(self) if self.v == VERSION else None
+        return fast if fast is not None else canonical_bytes(self.as_dict())
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,10 +212,13 @@ class SignedCredit:
     body: CreditBody
     hash: str
     signature: str
-    fields: dict[str, Any]
-    """The body as a dict (keys sorted), built once."""
     canonical: bytes
     """The canonical bytes, encoded once: signed, hashed, and spliced into :meth:`wire_json`."""
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The body as a dict (keys sorted); built when asked (the ledger only needs :meth:`wire_json`)."""
+        return self.body.as_dict()
 
     def to_wire(self) -> dict[str, Any]:
         return {"credit": self.fields, "hash": self.hash, "signature": self.signature}
@@ -245,11 +250,51 @@ def credit_hash(canonical: bytes) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+def _canonical_v2(body: CreditBody) -> bytes | None:
+    """A v2 body's canonical bytes from a template, or None where only the stdlib encoder can say.
+
+    Exactly ``canonical_bytes(body.as_dict())`` (the test holds them equal, by hypothesis): the keys
+    in sorted order, integers as ``int.__repr__`` writes them (only for exact ``int``: a bool or an
+    int subclass goes to the stdlib), strings through the stdlib's own ASCII string encoder. About a
+    third of what building the dict and encoding it with ``json.dumps(sort_keys=True)`` costs, for
+    every credit the gateway signs.
+    """
+    b = body
+    corrects = b.corrects
+    if not (type(b.seq) is int and type(b.start) is int and type(b.end) is int and type(b.wh) is int
+            and type(b.register_start_wh) is int and type(b.register_end_wh) is int
+            and type(b.created_ms) is int and type(b.v) is int and (corrects is None or type(corrects) is int)
+            and isinstance(b.channel, str) and isinstance(b.gateway, str) and isinstance(b.gateway_key, str)
+            and isinstance(b.kind, str) and isinstance(b.meter, str) and isinstance(b.prev_hash, str)
+            and isinstance(b.quality, str)):
+        return None
+    e = _encode_str
+    return (f'{{"channel":{e(b.channel)},"corrects":{"null" if corrects is None else corrects},'
+            f'"created_ms":{b.created_ms},"end":{b.end},"gateway":{e(b.gateway)},'
+            f'"gateway_key":{e(b.gateway_key)},"kind":{e(b.kind)},"meter":{e(b.meter)},'
+            f'"prev_hash":{e(b.prev_hash)},"quality":{e(b.quality)},"register_end_wh":{b.register_end_wh},'
+            f'"register_start_wh":{b.register_start_wh},"seq":{b.seq},"start":{b.start},"v":{b.v},'
+            f'"wh":{b.wh}}}').encode("ascii")
+
+
+_encode_str: Any = encode_basestring_ascii  # what json.dumps(ensure_ascii=True) writes a str with
+_TEMPLATE_KEYS = ("channel", "corrects", "created_ms", "end", "gateway", "gateway_key", "kind", "meter", "prev_hash",
+                  "quality", "register_end_wh", "register_start_wh", "seq", "start", "v", "wh")
+if _TEMPLATE_KEYS != _SORTED_FIELDS:  # pragma: no cover - a field added to CreditBody must be added there too
+    raise RuntimeError("the v2 canonical template must list CreditBody's fields in sorted order")
+
+
 def sign(body: CreditBody, keypair: Keypair) -> SignedCredit:
-    fields = body.as_dict()
-    canonical = canonical_bytes(fields)
-    signature = base64.b64encode(keypair.sign(DOMAIN + canonical)).decode("ascii")
-    return SignedCredit(body, credit_hash(canonical), signature, fields, canonical)
+    """Sign ``body``: canonical bytes encoded once, signed by libsodium directly (:func:`ed25519_sign`).
+
+    The secret key goes to libsodium as it takes it (seed + public key); the signature is the one
+    ``keypair.sign`` gives (ed25519 is deterministic). A key without its secret raises as
+    ``keypair.sign`` would.
+    """
+    canonical = body.canonical()
+    secret = keypair.raw_secret_key() + keypair.raw_public_key()
+    signature = base64.b64encode(ed25519_sign(secret, DOMAIN + canonical)).decode("ascii")
+    return SignedCredit(body, credit_hash(canonical), signature, canonical)
 
 
 class Rejection(StrEnum):

@@ -10,13 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stellar_sdk import Keypair
 
 from cloud_sync.credit import GENESIS_HASH, ChainTip, CreditBody, CreditRejected, Rejection, channel_of, sign, verify
-from gateway.credits import Tip, credit_for_interval
+from cloud_sync.keys import Keypair as OwnKeypair
+from gateway.channels import Channel
+from gateway.credits import IntervalSigner, Tip, credit_for_interval
 from gateway.intervals import Interval, Quality
 
 KEY = Keypair.random()
+OWN_KEY = OwnKeypair.random()
 
 
 def _chain(n: int, keypair: Keypair = KEY) -> list[dict[str, Any]]:
@@ -166,3 +171,30 @@ def test_a_batch_rejected_for_a_cause_fixed_since_is_evaluated_again(tmp_path: P
     assert replay["replayed"] is True, "a fully accepted answer is replayed as stored"
     assert [c["credit"]["seq"] for c in store.credits("gw", "m1")] == [1, 2]
     store.close()
+
+
+_ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True) | st.text(max_size=8)
+_ints = st.integers(-(2**63), 2**63 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(meter=_ids, gateway=_ids, start=_ints, end=_ints, wh=_ints, reg_start=_ints, reg_end=_ints,
+       quality=st.sampled_from(list(Quality)), channel=st.sampled_from(list(Channel)),
+       seq=st.integers(0, 2**62), prev=st.sampled_from([GENESIS_HASH, "ab" * 32]), created_ms=_ints)
+def test_the_ledgers_interval_signer_gives_credit_for_intervals_bytes(
+        meter: str, gateway: str, start: int, end: int, wh: int, reg_start: int, reg_end: int, quality: Quality,
+        channel: Channel, seq: int, prev: str, created_ms: int) -> None:
+    interval = Interval(meter, start, end, wh, quality, reg_start, reg_end, channel=channel)
+    tip = Tip(seq, prev)
+    signed, expected_tip = credit_for_interval(interval, tip, gateway_id=gateway, keypair=OWN_KEY,
+                                               created_ms=created_ms)
+    signer = IntervalSigner(gateway_id=gateway, keypair=OWN_KEY)
+    assert signer.sign(interval, tip, created_ms) == (signed.hash, signed.wire_json(), expected_tip)
+
+
+def test_the_interval_signer_steps_aside_for_a_value_that_is_not_an_int() -> None:
+    interval = Interval("m1", 0, 900, True, Quality.ACTUAL, 0, 1)  # type: ignore[arg-type]  # a bool, as JSON writes it
+    signed, tip = credit_for_interval(interval, Tip(), gateway_id="gw", keypair=OWN_KEY, created_ms=1)
+    assert IntervalSigner(gateway_id="gw", keypair=OWN_KEY).sign(interval, Tip(), 1) == (
+        signed.hash, signed.wire_json(), tip)
+    assert '"wh":true' in signed.wire_json()

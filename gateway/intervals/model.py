@@ -160,22 +160,24 @@ class Run:
 
     def intervals(self, start: int = 0, stop: int | None = None) -> Iterator[Interval]:
         """Intervals ``start`` up to (not including) ``stop``, in time order; each costs O(1)."""
-        bounds = self.boundaries
+        bounds = self.boundaries  # computed once: this runs for every interval the ledger signs
         skip = 0 if self.anchor is not None else 1
-        stop = len(self) if stop is None else min(stop, len(self))
+        count = max(0, len(bounds) - skip)
+        stop = count if stop is None else min(stop, count)
+        boundary, forced, t1 = self.boundary, self.forced, self.t1
         for i in range(start, stop):
             end_ms = bounds[i + skip]
             if i + skip == 0:
                 assert self.anchor is not None
                 start_s, start_wh, start_grade = self.anchor
             else:
-                start_wh, start_grade = self.boundary(end_ms - INTERVAL_MS)
+                start_wh, start_grade = boundary(end_ms - INTERVAL_MS)
                 start_s = (end_ms - INTERVAL_MS) // 1000
-            end_wh, end_grade = self.boundary(end_ms)
-            if self.forced is not None and end_ms == self.t1:
+            end_wh, end_grade = boundary(end_ms)
+            if forced is not None and end_ms == t1:
                 # The interval ending on the reading that proves an epoch change is marked by it,
                 # even though the reading itself is an actual value.
-                end_grade = end_grade.worse(self.forced)
+                end_grade = end_grade.worse(forced)
             yield make_interval(self.meter, start_s, start_wh, start_grade, end_wh, end_grade, self.channel)
 
     def last_boundary(self) -> tuple[int, int, Grade] | None:

@@ -126,17 +126,22 @@ class Ledger(OutboxMixin, QueriesMixin):
         statement queued before it. Also when COMMIT itself failed (disk full, I/O error): no
         transaction is ever left open, or every later BEGIN would fail too.
         """
-        async with self._lock:
+        async with self._lock, self._begun() as db:
+            yield db
+
+    @contextlib.asynccontextmanager
+    async def _begun(self) -> AsyncIterator[aiosqlite.Connection]:
+        """:meth:`_transaction` for a caller already holding the lock."""
+        try:
+            await settled(self._w.execute("BEGIN IMMEDIATE"))
+            yield self._w
+            await settled(self._w.execute("COMMIT"))
+        except BaseException:
             try:
-                await settled(self._w.execute("BEGIN IMMEDIATE"))
-                yield self._w
-                await settled(self._w.execute("COMMIT"))
-            except BaseException:
-                try:
-                    await settled(self._w.rollback())
-                except sqlite3.Error as exc:
-                    log.error("ledger_rollback_failed", path=str(self.path), error=str(exc))
-                raise
+                await settled(self._w.rollback())
+            except sqlite3.Error as exc:
+                log.error("ledger_rollback_failed", path=str(self.path), error=str(exc))
+            raise
 
     def write_transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
         """The single writer's transaction, for a part with its own tables in this file (the Stellar
@@ -253,13 +258,24 @@ class Ledger(OutboxMixin, QueriesMixin):
         signed credits, revisions and corrections caused by late readings, the
         engine state and the chain tips. In-memory state only moves forward once
         the COMMIT has returned, so a failed commit leaves memory and disk in agreement.
+
+        The engine runs and the credits are signed before BEGIN (under the writer's lock, so on the
+        committed state); a batch without late readings is then written in one step on the
+        connection's thread, BEGIN to fsynced COMMIT (:meth:`IngestBatch.write_one_step`).
         """
-        batch = IngestBatch(self, dict(self._states), dict(self._tips), now_ms)
+        batch = IngestBatch(self, {}, {}, now_ms)
 
         async def transaction() -> None:
             try:
-                async with self._transaction() as db:
-                    await batch.run(db, readings)
+                async with self._lock:
+                    batch.states, batch.tips = dict(self._states), dict(self._tips)
+                    batch.plan(readings)
+                    if batch.in_one_step:
+                        await batch.prepare_one_step()
+                        await batch.commit_one_step(self._w)
+                    else:
+                        async with self._begun() as db:
+                            await batch.run(db)
             except Exception as exc:  # a value SQLite cannot bind raises OverflowError, not sqlite3.Error
                 raise translate(exc, self.path, f"commit {len(readings)} readings") from exc
             # Only now, after COMMIT returned, may memory follow the disk.
@@ -390,8 +406,10 @@ class Ledger(OutboxMixin, QueriesMixin):
                     (after,) = (await _rows(self._w, "PRAGMA freelist_count"))[0]
                     # The file only shrinks when the WAL is copied back, and the WAL starts over in its
                     # own space only after that (cut back to JOURNAL_SIZE_LIMIT, not to zero). Passive:
-                    # a reader's snapshot (the background check) must not hold the writer.
-                    await settled(self._w.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+                    # a reader's snapshot (the background check) must not hold the writer. Its row is read
+                    # to the end: an unread one leaves the statement active until its cursor is collected,
+                    # and every COMMIT meanwhile fails with "SQL statements in progress".
+                    await settled(_rows(self._w, "PRAGMA wal_checkpoint(PASSIVE)"))
                 released += int(before) - int(after)
                 if not after or after >= before:
                     break
