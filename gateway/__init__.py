@@ -19,5 +19,7 @@ if "structlog" not in sys.modules and "rich" not in sys.modules:
     sys.modules["rich"] = None  # type: ignore[assignment]
     try:
         import structlog  # noqa: F401
+    except ImportError:  # a bare interpreter using a standalone module (the port lock's check runs that way)
+        pass
     finally:
         del sys.modules["rich"]
