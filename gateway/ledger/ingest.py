@@ -92,8 +92,9 @@ class IngestBatch:
         self.max_id: int | None = None
         self._touched: set[SeriesKey] = set()
         self._credits_written = False
-        self._rechain: dict[SeriesKey, int] = {}
-        """Per (meter, channel), the lowest seq revised in place: its chain is re-signed from there once."""
+        self._rechain: dict[SeriesKey, tuple[int, int]] = {}
+        """Per (meter, channel), the lowest (seq, credit id) revised in place: its chain is re-signed from there
+        once."""
 
     async def run(self, db: aiosqlite.Connection, readings: Sequence[Reading]) -> None:
         late: list[Reading] = []
@@ -306,8 +307,9 @@ class IngestBatch:
         Such a boundary can only have come from a reading older than every stored one, i.e. a
         pruned one; a boundary on ``after_ms`` itself is that reading's own value.
         """
-        (first,) = await _rows(db, "SELECT MIN(start) FROM intervals WHERE meter=? AND channel=?",
-                               (key[0], key[1].value))
+        # Time-ordered key (start, meter, channel): the scan from the oldest start stops at the series' first.
+        (first,) = await _rows(db, "SELECT start FROM intervals WHERE meter=? AND channel=? ORDER BY start LIMIT 1",
+                               (key[0], key[1].value)) or [(None,)]
         anchor = self.states[key].anchor_s
         fixed = [int(x) for x in (first[0], anchor) if x is not None]
         return bool(fixed) and min(fixed) * 1000 < after_ms
@@ -325,10 +327,11 @@ class IngestBatch:
             (interval.wh, interval.quality.value, interval.register_start_wh, interval.register_end_wh,
              interval.method, interval.reason, interval.start_grade.encode(), interval.end_grade.encode(),
              interval.meter, channel, interval.start))
-        (credit_id,) = (await _rows(db, "SELECT id FROM credits WHERE meter=? AND channel=? AND seq=?",
-                                    (interval.meter, channel, seq)))[0]
+        # The interval's own credit carries its start: one probe of credits_by_start.
+        (credit_id,) = (await _rows(db, "SELECT id FROM credits WHERE start=? AND meter=? AND channel=? AND seq=?",
+                                    (interval.start, interval.meter, channel, seq)))[0]
         if credit_id > await _sent_horizon(db):
-            await self._revise_unsent(db, interval, seq)
+            await self._revise_unsent(db, interval, seq, int(credit_id))
             self.result.revised += 1
             return
         delta = interval.wh - change.previous.wh
@@ -342,43 +345,46 @@ class IngestBatch:
         self._credits_written = True
         self.result.corrections += 1
 
-    async def _revise_unsent(self, db: aiosqlite.Connection, interval: Interval, seq: int) -> None:
+    async def _revise_unsent(self, db: aiosqlite.Connection, interval: Interval, seq: int, credit_id: int) -> None:
         """Put an unsent credit's new values in place; it and its successors are re-signed once, at the end."""
-        key, channel = (interval.meter, interval.channel), interval.channel.value
-        (wire,) = (await _rows(db, "SELECT wire FROM credits WHERE meter=? AND channel=? AND seq=?",
-                               (interval.meter, channel, seq)))[0]
+        key = (interval.meter, interval.channel)
+        (wire,) = (await _rows(db, "SELECT wire FROM credits WHERE id=?", (credit_id,)))[0]
         item = json.loads(wire)
         item["credit"].update(wh=interval.wh, quality=interval.quality.value,
                               register_start_wh=interval.register_start_wh, register_end_wh=interval.register_end_wh)
-        await db.execute("UPDATE credits SET wire=?, wh=? WHERE meter=? AND channel=? AND seq=?",
-                         (json.dumps(item, separators=(",", ":")), interval.wh, interval.meter, channel, seq))
-        self._rechain[key] = min(seq, self._rechain.get(key, seq))
+        await db.execute("UPDATE credits SET wire=?, wh=? WHERE id=?",
+                         (json.dumps(item, separators=(",", ":")), interval.wh, credit_id))
+        self._rechain[key] = min((seq, credit_id), self._rechain.get(key, (seq, credit_id)))
 
     async def _rechain_all(self, db: aiosqlite.Connection) -> None:
-        for key, seq in self._rechain.items():
-            await self._rewrite_chain(db, key, seq)
+        for key, (seq, credit_id) in self._rechain.items():
+            await self._rewrite_chain(db, key, seq, credit_id)
 
-    async def _rewrite_chain(self, db: aiosqlite.Connection, key: SeriesKey, seq: int) -> None:
+    async def _rewrite_chain(self, db: aiosqlite.Connection, key: SeriesKey, seq: int, credit_id: int) -> None:
         """Re-sign a series' credits from ``seq`` on and re-link their chain.
 
         Everything from ``seq`` on is unsent (an uplink sends a series' credits in
         order, and nothing past the sent horizon has left), so no credit that left
         the box is touched. Done once per series per batch, however many intervals moved.
         A credit keeps its encoding version (a v1 import credit is re-signed as v1).
+
+        Found by id (``credit_id`` is the credit of ``seq``): within a series ids grow with seqs, so
+        its successors are the series' rows after that id (read from the unsent tail of the outbox)
+        and its predecessor the series' row just before it (normally one commit back).
         """
         meter, channel = key[0], key[1].value
-        prev = await _rows(db, "SELECT hash FROM credits WHERE meter=? AND channel=? AND seq=?",
-                           (meter, channel, seq - 1))
+        prev = await _rows(db, "SELECT hash FROM credits WHERE id<? AND meter=? AND channel=? AND seq=? "
+                               "ORDER BY id DESC LIMIT 1", (credit_id, meter, channel, seq - 1)) if seq > 1 else []
         prev_hash = prev[0][0] if prev else GENESIS_HASH
-        rows = await _rows(db, "SELECT id, seq, wire FROM credits WHERE meter=? AND channel=? AND seq>=? ORDER BY seq",
-                           (meter, channel, seq))
+        rows = await _rows(db, "SELECT id, seq, wire FROM credits WHERE id>=? AND meter=? AND channel=? ORDER BY id",
+                           (credit_id, meter, channel))
         last_seq = seq
-        for credit_id, credit_seq, wire in rows:
+        for row_id, credit_seq, wire in rows:
             body = json.loads(wire)["credit"]
             body["prev_hash"] = prev_hash
             signed = sign(CreditBody(**body), self.ledger._keypair)
             await db.execute("UPDATE credits SET hash=?, wire=? WHERE id=?",
-                             (signed.hash, signed.wire_json(), credit_id))
+                             (signed.hash, signed.wire_json(), row_id))
             prev_hash, last_seq = signed.hash, credit_seq
         self.tips[key] = Tip(last_seq, prev_hash)
         self._touched.add(key)

@@ -45,8 +45,8 @@ bigger ones get the bounded check at start and the full one in the background.""
 TAIL_ROWS = 500
 """Newest rows read from each big table and index at start: the last commits' pages and more."""
 TAIL_PER_METER = 8
-"""Newest intervals and credits read per (meter, channel) at start: the last leaf page of each series' range
-(the keys are (meter, channel, start) and (meter, channel, seq): each series is one stretch of its index)."""
+"""On a ledger from before schema 7 (checked before it is migrated): newest intervals and credits read per
+(meter, channel), the last leaf of each series' stretch of the (meter, channel, ...) keys."""
 SMALL_TABLES = ("sqlite_schema", "meters", "uplink_cursor", "uplink_batches", "events")
 DAMAGED_MARKER = "ledger.damaged"
 """Left next to the ledger when a check or a write found it damaged; holds the finding."""
@@ -97,16 +97,28 @@ async def _tail_probes(db: aiosqlite.Connection) -> None:
     in one statement per table: a few hundred milliseconds at most on a 200-meter ledger.
     """
     n, k = TAIL_ROWS, TAIL_PER_METER
-    for sql in (f"SELECT SUM(t_ms + register_wh + length(meter)) FROM "
-                f"(SELECT * FROM readings ORDER BY rowid DESC LIMIT {n})",
-                f"SELECT SUM(t_ms) FROM (SELECT t_ms, meter FROM readings INDEXED BY readings_by_time "
-                f"ORDER BY t_ms DESC LIMIT {n})",
-                f"SELECT SUM(length(wire) + seq) FROM (SELECT * FROM credits ORDER BY id DESC LIMIT {n})",
-                f"SELECT SUM((SELECT SUM(wh + register_end_wh) FROM (SELECT * FROM intervals i WHERE i.meter = m.meter "
-                f"AND i.channel = m.channel ORDER BY start DESC LIMIT {k})) + (SELECT SUM(seq) FROM (SELECT seq "
-                f"FROM credits c WHERE c.meter = m.meter AND c.channel = m.channel ORDER BY seq DESC LIMIT {k}))) "
-                "FROM meters m",
-                "SELECT SUM(seq) FROM sqlite_sequence"):
+    common = (f"SELECT SUM(t_ms + register_wh + length(meter)) FROM "
+              f"(SELECT * FROM readings ORDER BY rowid DESC LIMIT {n})",
+              f"SELECT SUM(t_ms) FROM (SELECT t_ms, meter FROM readings INDEXED BY readings_by_time "
+              f"ORDER BY t_ms DESC LIMIT {n})",
+              f"SELECT SUM(length(wire) + seq) FROM (SELECT * FROM credits ORDER BY id DESC LIMIT {n})",
+              "SELECT SUM(seq) FROM sqlite_sequence")
+    indexes = {str(name) for (name,) in await db.execute_fetchall(
+        "SELECT name FROM sqlite_schema WHERE type='index'")}
+    if "credits_by_start" in indexes:
+        # Schema 7: every big b-tree is keyed by time first, so the pages the last commits wrote are
+        # the last pages of each: the newest rows of each table and index, in key order.
+        layout: tuple[str, ...] = (
+                  f"SELECT SUM(seq + length(meter)) FROM (SELECT start, meter, channel, seq FROM credits "
+                  f"INDEXED BY credits_by_start ORDER BY start DESC LIMIT {n})",
+                  f"SELECT SUM(wh + register_end_wh + length(meter)) FROM "
+                  f"(SELECT * FROM intervals ORDER BY start DESC LIMIT {n})")
+    else:  # keyed by series first: the last commits wrote the end of every series' stretch
+        layout = (f"SELECT SUM((SELECT SUM(wh + register_end_wh) FROM (SELECT * FROM intervals i WHERE i.meter = "
+                  f"m.meter AND i.channel = m.channel ORDER BY start DESC LIMIT {k})) + (SELECT SUM(seq) FROM "
+                  f"(SELECT seq FROM credits c WHERE c.meter = m.meter AND c.channel = m.channel ORDER BY seq DESC "
+                  f"LIMIT {k}))) FROM meters m",)
+    for sql in common + layout:
         await db.execute_fetchall(sql)
 
 
