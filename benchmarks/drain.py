@@ -29,7 +29,10 @@ for 10k only, ``--sizes 10000,576000`` to choose; ``--help`` for options)
    Every 15 minutes the uplink's ledger work for one
    delivered batch (``next_batch`` + ``settle_batch``) is done too. Printed per meter per day: bytes
    handed to ``write()`` (``wchar``), bytes sent to the block layer (``write_bytes``; file-system
-   journal not included), and growth of ledger.db + WAL.
+   journal not included), and growth of ledger.db + WAL. Then what made those bytes
+   (``benchmarks/_walmap.py``): the WAL frames of each kind of transaction (ingest commit, the
+   uplink's two) by the table or index each page belongs to, and the distinct pages each
+   checkpoint copied back into the database file.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ async def test_a_schema_6_ledger_migrates_keeping_every_credit_and_its_chains_go
     assert migrated["sequence"] == old["sequence"]
     assert "PRIMARY KEY (start, meter, channel)" in migrated["keys"]["intervals"]
     assert "UNIQUE" not in migrated["keys"]["credits"]
-    assert "credits_by_start" in migrated["keys"]
+    assert "credit_id" in migrated["keys"]["intervals"]
     with contextlib.closing(sqlite3.connect(data / DB_FILE)) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
@@ -169,7 +169,7 @@ def _wal_pages_of_last_commit(path: Path) -> list[int]:
 async def test_a_quarter_hour_of_many_meters_writes_a_page_or_two_of_each_billing_btree(tmp_path: Path) -> None:
     """The SD-card property itself: with two days of history (keyed by meter, every series would have
     leaves of its own by then), one more quarter-hour of 40 meters dirties the last few pages of
-    intervals and of the credits index, not one page per meter."""
+    intervals and of the credits, not one page per meter."""
     meters = [f"meter-{i:03d}" for i in range(40)]
     ledger = await Ledger.open(tmp_path, gateway_id=GW, keypair=KEY)
     try:
@@ -190,5 +190,6 @@ async def test_a_quarter_hour_of_many_meters_writes_a_page_or_two_of_each_billin
     # Appending 40 rows to an index b-tree may split its last leaf: SQLite rebalances it with its
     # siblings (up to 3 leaves, the new one and their parent); keyed by meter it was 40 leaves.
     assert written.get("intervals", 0) <= 5, written
-    assert written.get("credits_by_start", 0) <= 5, written
-    assert sum(written.values()) < len(meters), f"less than a page per meter: {written}"
+    # The credits were always appended in id order (their pages are their 40 wire texts); what
+    # else the commit writes is a few pages of each structure, fewer than one per meter in all.
+    assert sum(n for name, n in written.items() if name != "credits") < len(meters), written

@@ -177,27 +177,36 @@ class IngestBatch:
         await self._insert_new(db, pending)
 
     async def _insert_new(self, db: aiosqlite.Connection, intervals: Sequence[Interval]) -> None:
-        interval_rows = []
+        """Sign and write new intervals; each interval row carries its credit's id (schema 7: a credit is
+        found by id, the outbox needs no per-series index that every commit would dirty per meter)."""
+        seqs: list[int] = []
         credit_rows = []
         for interval in intervals:
             key = (interval.meter, interval.channel)
             signed, tip = self.ledger._sign(interval, self.tips.get(key, Tip()), self.now_ms)
             self.tips[key] = tip
             self._touched.add(key)
-            interval_rows.append(_interval_row(interval, tip.seq))
+            seqs.append(tip.seq)
             credit_rows.append((interval.meter, interval.channel, tip.seq, interval.start, interval.wh,
                                 signed.hash, signed.wire_json(), self.now_ms))
             self.result.intervals_closed += 1
             if len(self.result.intervals) < KEPT_INTERVALS:
                 self.result.intervals.append(interval)
-        await db.executemany(
-            'INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, register_end_wh, '
-            "credit_seq, method, reason, start_grade, end_grade, channel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            interval_rows)
+        if not credit_rows:
+            return
         await db.executemany(
             "INSERT INTO credits (meter, channel, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?,?)",
             credit_rows)
-        self._credits_written = self._credits_written or bool(credit_rows)
+        # One statement, one writer: AUTOINCREMENT gave the rows consecutive ids ending at the last one.
+        (last_id,) = (await _rows(db, "SELECT last_insert_rowid()"))[0]
+        first_id = int(last_id) - len(credit_rows) + 1
+        await db.executemany(
+            'INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, register_end_wh, '
+            "credit_seq, method, reason, start_grade, end_grade, channel, credit_id) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [_interval_row(interval, seq, first_id + k) for k, (interval, seq) in enumerate(zip(intervals, seqs,
+                                                                                               strict=True))])
+        self._credits_written = True
 
     # ---- late readings --------------------------------------------------------
 
@@ -269,10 +278,10 @@ class IngestBatch:
         lo = (values[0].t_s if values else t // 1000) - INTERVAL_S
         hi = (values[-1].t_s if values else t // 1000) + INTERVAL_S
         rows = await _rows(db, 'SELECT start, "end", wh, quality, register_start_wh, register_end_wh, method, '
-                               "reason, start_grade, end_grade, credit_seq FROM intervals "
+                               "reason, start_grade, end_grade, credit_seq, credit_id FROM intervals "
                                "WHERE meter=? AND channel=? AND start BETWEEN ? AND ?", (meter, channel.value, lo, hi))
         stored = {int(r[0]): _stored_interval(meter, channel, r[:10]) for r in rows}
-        seqs = {int(r[0]): int(r[10]) for r in rows}
+        seqs = {int(r[0]): (int(r[10]), int(r[11])) for r in rows}
         known: dict[int, BoundaryValue] = {}
         for interval in stored.values():
             known[interval.start] = BoundaryValue(interval.start, interval.register_start_wh, interval.start_grade)
@@ -314,12 +323,12 @@ class IngestBatch:
         fixed = [int(x) for x in (first[0], anchor) if x is not None]
         return bool(fixed) and min(fixed) * 1000 < after_ms
 
-    async def _apply(self, db: aiosqlite.Connection, change: Change, seqs: dict[int, int]) -> None:
+    async def _apply(self, db: aiosqlite.Connection, change: Change, seqs: dict[int, tuple[int, int]]) -> None:
         interval = change.interval
         if change.previous is None:
             await self._insert_new(db, [interval])
             return
-        seq = seqs[interval.start]
+        seq, credit_id = seqs[interval.start]
         key, channel = (interval.meter, interval.channel), interval.channel.value
         await db.execute(
             'UPDATE intervals SET wh=?, quality=?, register_start_wh=?, register_end_wh=?, method=?, reason=?, '
@@ -327,11 +336,8 @@ class IngestBatch:
             (interval.wh, interval.quality.value, interval.register_start_wh, interval.register_end_wh,
              interval.method, interval.reason, interval.start_grade.encode(), interval.end_grade.encode(),
              interval.meter, channel, interval.start))
-        # The interval's own credit carries its start: one probe of credits_by_start.
-        (credit_id,) = (await _rows(db, "SELECT id FROM credits WHERE start=? AND meter=? AND channel=? AND seq=?",
-                                    (interval.start, interval.meter, channel, seq)))[0]
         if credit_id > await _sent_horizon(db):
-            await self._revise_unsent(db, interval, seq, int(credit_id))
+            await self._revise_unsent(db, interval, seq, credit_id)
             self.result.revised += 1
             return
         delta = interval.wh - change.previous.wh
@@ -455,10 +461,10 @@ def _caught_up(state: MeterState, quick: _Quick) -> MeterState:
                       state.anchor_grade, state.offset_wh, quick.raw_wh, (), (), state.channel)
 
 
-def _interval_row(interval: Interval, seq: int) -> tuple[Any, ...]:
+def _interval_row(interval: Interval, seq: int, credit_id: int) -> tuple[Any, ...]:
     return (interval.meter, interval.start, interval.end, interval.wh, interval.quality.value,
             interval.register_start_wh, interval.register_end_wh, seq, interval.method, interval.reason,
-            interval.start_grade.encode(), interval.end_grade.encode(), interval.channel)
+            interval.start_grade.encode(), interval.end_grade.encode(), interval.channel, credit_id)
 
 
 def _bridged_by(before: tuple[int, int], after: tuple[int, int], known: dict[int, BoundaryValue],

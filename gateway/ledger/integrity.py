@@ -44,6 +44,8 @@ FULL_CHECK_AT_START_BYTES = 16 * 1024 * 1024
 bigger ones get the bounded check at start and the full one in the background."""
 TAIL_ROWS = 500
 """Newest rows read from each big table and index at start: the last commits' pages and more."""
+TIME_ORDERED_SCHEMA = 7
+"""From this schema on (migration 0007) intervals and credits are keyed by time first."""
 TAIL_PER_METER = 8
 """On a ledger from before schema 7 (checked before it is migrated): newest intervals and credits read per
 (meter, channel), the last leaf of each series' stretch of the (meter, channel, ...) keys."""
@@ -103,16 +105,12 @@ async def _tail_probes(db: aiosqlite.Connection) -> None:
               f"ORDER BY t_ms DESC LIMIT {n})",
               f"SELECT SUM(length(wire) + seq) FROM (SELECT * FROM credits ORDER BY id DESC LIMIT {n})",
               "SELECT SUM(seq) FROM sqlite_sequence")
-    indexes = {str(name) for (name,) in await db.execute_fetchall(
-        "SELECT name FROM sqlite_schema WHERE type='index'")}
-    if "credits_by_start" in indexes:
-        # Schema 7: every big b-tree is keyed by time first, so the pages the last commits wrote are
-        # the last pages of each: the newest rows of each table and index, in key order.
-        layout: tuple[str, ...] = (
-                  f"SELECT SUM(seq + length(meter)) FROM (SELECT start, meter, channel, seq FROM credits "
-                  f"INDEXED BY credits_by_start ORDER BY start DESC LIMIT {n})",
-                  f"SELECT SUM(wh + register_end_wh + length(meter)) FROM "
-                  f"(SELECT * FROM intervals ORDER BY start DESC LIMIT {n})")
+    (version,) = list(await db.execute_fetchall("PRAGMA user_version"))[0]  # checked before it is migrated
+    if int(version) >= TIME_ORDERED_SCHEMA:
+        # Every big b-tree is keyed by time first, so the pages the last commits wrote are the last
+        # pages of each: the newest rows of each table and index, in key order.
+        layout: tuple[str, ...] = (f"SELECT SUM(wh + register_end_wh + credit_id + length(meter)) FROM "
+                                   f"(SELECT * FROM intervals ORDER BY start DESC LIMIT {n})",)
     else:  # keyed by series first: the last commits wrote the end of every series' stretch
         layout = (f"SELECT SUM((SELECT SUM(wh + register_end_wh) FROM (SELECT * FROM intervals i WHERE i.meter = "
                   f"m.meter AND i.channel = m.channel ORDER BY start DESC LIMIT {k})) + (SELECT SUM(seq) FROM "

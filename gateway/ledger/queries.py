@@ -66,20 +66,26 @@ class QueriesMixin:
     _r: aiosqlite.Connection
 
     async def last_intervals(self, *, channel: Channel = Channel.IMPORT) -> dict[str, tuple[int, int, str]]:
-        """Each meter's newest interval of ``channel``, searched backwards from its newest reading.
+        """Each meter's newest interval of ``channel``: normally one primary-key probe per meter.
 
-        An interval closes only once a reading at or past its end has come, so a series'
-        intervals all start before its last reading (``meters.last_t_ms``): the search starts among
-        that quarter-hour's rows, a few probes per meter even for a meter silent for a month,
-        instead of a backward scan of every other meter's rows since.
+        A series' intervals end at its anchor boundary (``meters.anchor_s``), so the newest one starts
+        an interval before it: probed by its full key. Should it not be there, the search goes backwards
+        from the series' newest reading (an interval closes only once a reading at or past its end has
+        come), among that quarter-hour's rows, not through every other meter's rows since.
         """
         out: dict[str, tuple[int, int, str]] = {}
-        series = await _rows(self._r, "SELECT meter, MAX(COALESCE(last_t_ms / 1000, 0), COALESCE(anchor_s, 0)) "
-                                      "FROM meters WHERE channel=? ORDER BY meter", (channel.value,))
-        for meter, newest_s in series:
-            rows = await _rows(self._r, "SELECT start, wh, quality FROM intervals WHERE start<=? AND meter=? "
-                                        "AND channel=? ORDER BY start DESC LIMIT 1",
-                               (int(newest_s), meter, channel.value))
+        series = await _rows(self._r, "SELECT meter, anchor_s, MAX(COALESCE(last_t_ms / 1000, 0), "
+                                      "COALESCE(anchor_s, 0)) FROM meters WHERE channel=? ORDER BY meter",
+                             (channel.value,))
+        for meter, anchor_s, newest_s in series:
+            rows = []
+            if anchor_s is not None:
+                rows = await _rows(self._r, "SELECT start, wh, quality FROM intervals WHERE start=? AND meter=? "
+                                            "AND channel=?", (int(anchor_s) - GRID_S, meter, channel.value))
+            if not rows:
+                rows = await _rows(self._r, "SELECT start, wh, quality FROM intervals WHERE start<=? AND meter=? "
+                                            "AND channel=? ORDER BY start DESC LIMIT 1",
+                                   (int(newest_s), meter, channel.value))
             if rows:
                 out[meter] = (int(rows[0][0]), int(rows[0][1]), str(rows[0][2]))
         return out

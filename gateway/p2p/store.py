@@ -103,10 +103,10 @@ async def _rows(db: aiosqlite.Connection, sql: str,
 
 async def export_intervals(db: aiosqlite.Connection, meter: str, lo: int, hi: int) -> list[ExportInterval]:
     """The meter's export intervals lying in [lo, hi], each with its credit's seq and hash."""
-    # Time-ordered keys (schema 7): a primary-key probe per grid step, the credit by its interval's start.
+    # Time-ordered keys (schema 7): a primary-key probe per grid step, the credit by the id its interval holds.
     rows = await _rows(db, GRID_CTE +
         'SELECT i.start, i."end", i.wh, i.register_end_wh, i.credit_seq, c.hash FROM intervals i '
-        "JOIN credits c ON c.start = i.start AND c.meter = i.meter AND c.channel = i.channel AND c.seq = i.credit_seq "
+        "JOIN credits c ON c.id = i.credit_id "
         'WHERE i.start IN (SELECT s FROM grid) AND i.meter = :meter AND i.channel = :channel AND i."end" <= :end '
         "ORDER BY i.start", {"meter": meter, "channel": CHANNEL, "lo": lo, "hi": hi, "end": hi})
     return [ExportInterval(int(a), int(b), int(w), int(r), int(s), str(h)) for a, b, w, r, s, h in rows]
