@@ -24,7 +24,9 @@ from stellar_sdk import Keypair
 
 from cloud_sync.receiver import CreditStore, open_store
 from gateway.channels import Channel
+from gateway.errors import LedgerIntegrityError
 from gateway.intervals import Reading
+from gateway.ledger import integrity
 from gateway.ledger.store import DB_FILE, SCHEMA_VERSION, Ledger
 from tests.old_ledger import rewrite_at_version
 
@@ -193,3 +195,28 @@ async def test_a_quarter_hour_of_many_meters_writes_a_page_or_two_of_each_billin
     # The credits were always appended in id order (their pages are their 40 wire texts); what
     # else the commit writes is a few pages of each structure, fewer than one per meter in all.
     assert sum(n for name, n in written.items() if name != "credits") < len(meters), written
+
+
+@pytest.mark.parametrize("damage", ["seq stored twice", "interval names another credit"])
+async def test_the_full_check_finds_what_no_index_guards_any_more(tmp_path: Path, damage: str) -> None:
+    """Schema 7 has no (meter, channel, seq) index to keep a chain's seqs unique, nor a foreign key from an
+    interval to its credit: the full check (at start for a small file, in the background for a big
+    one) looks for both, and the ledger is refused like any damaged file."""
+    ledger = await Ledger.open(tmp_path, gateway_id=GW, keypair=KEY)
+    try:
+        await ledger.commit_readings(_readings(0, 40), now_ms=T0 + 40 * 60_000)
+        assert await integrity.full_check(tmp_path / DB_FILE) == ["ok"]
+    finally:
+        await ledger.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)) as db:
+        if damage == "seq stored twice":  # an UPDATE, not an INSERT: past the trigger
+            db.execute("UPDATE credits SET seq = seq - 1 WHERE id = (SELECT MAX(id) FROM credits "
+                       "WHERE meter='m1' AND channel='import')")
+        else:
+            db.execute("UPDATE intervals SET credit_id = credit_id + 1 WHERE start = (SELECT MIN(start) FROM "
+                       "intervals) AND meter='m1' AND channel='import'")
+    verdict = await integrity.full_check(tmp_path / DB_FILE)
+    assert verdict != ["ok"]
+    assert ("stored 2 times" if damage == "seq stored twice" else "not its own") in verdict[0], verdict
+    with pytest.raises(LedgerIntegrityError):
+        await Ledger.open(tmp_path, gateway_id=GW, keypair=KEY)  # small: checked in full at start
