@@ -34,7 +34,10 @@ for 10k only, ``--sizes 10000,576000`` to choose; ``--help`` for options)
    Every 15 minutes the uplink's ledger work for one
    delivered batch (``next_batch`` + ``settle_batch``) is done too. Printed per meter per day: bytes
    handed to ``write()`` (``wchar``), bytes sent to the block layer (``write_bytes``; file-system
-   journal not included), and growth of ledger.db + WAL.
+   journal not included), and growth of ledger.db + WAL. Then what made those bytes
+   (``benchmarks/_walmap.py``): the WAL frames of each kind of transaction (ingest commit, the
+   uplink's two) by the table or index each page belongs to, and the distinct pages each
+   checkpoint copied back into the database file.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ from benchmarks._common import (
     proc_io,
     rss_kb,
 )
+from benchmarks._walmap import WalTap
 from cloud_sync.billing_api import NAME as UPLINK
 from cloud_sync.billing_api import BillingApiUplink
 from gateway.clock import SimulatedClock, SystemClock
@@ -305,8 +309,9 @@ async def _history(ledger: Ledger, meters: int, days: float) -> int:
 
 
 async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float,
-                     history_days: float) -> dict[str, float]:
+                     history_days: float) -> dict[str, Any]:
     ledger = await Ledger.open(data_dir, gateway_id=GATEWAY_ID, keypair=keypair)
+    tap = WalTap(data_dir / DB_FILE)
     await ledger.register_uplink(UPLINK)
     first = await _history(ledger, meters, history_days)
     clock = SimulatedClock(start=float(T0_S + first * DAY_POLL_S), speed=DAY_SPEED)
@@ -326,7 +331,9 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
         async def counted(readings: list[Any], *, now_ms: int) -> Any:
             nonlocal commits
             commits += measuring
-            return await commit_readings(readings, now_ms=now_ms)
+            result = await commit_readings(readings, now_ms=now_ms)
+            tap.poll("ingest commit")
+            return result
 
         ledger.commit_readings = counted  # type: ignore[method-assign]
         for cycle in range(first, first + warmup + cycles):
@@ -338,6 +345,8 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
                     raise RuntimeError("the writer stopped")
                 await asyncio.sleep(clock.host_seconds(due_s - clock.now()))
             if cycle == first + warmup:
+                tap.poll("warm-up")
+                tap.reset_counts()
                 io0, size0 = proc_io(), ledger_bytes(data_dir)
                 measuring = True
             for reading in polled_readings(meters, DAY_POLL_S, 1, spread_ms=50, first_cycle=cycle):
@@ -347,8 +356,10 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
                 before = proc_io()
                 now_ms = int(clock.now() * 1000)
                 batch = await ledger.next_batch(UPLINK, 500, now_ms=now_ms)
+                tap.poll("uplink next_batch")
                 if batch:
                     await ledger.settle_batch(batch, now_ms=now_ms)
+                    tap.poll("uplink settle_batch")
                 if cycle >= first + warmup:
                     after = proc_io()
                     for k in uplink_io:
@@ -356,10 +367,12 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
         task.cancel()  # commits what is gathered and queued, then stops
         await asyncio.gather(task, return_exceptions=True)
         io1, size1 = proc_io(), ledger_bytes(data_dir)
+        tap.poll("ingest commit")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await ledger.close()
+    wal_lines = tap.breakdown()
     days = hours / 24
     per = meters * days
     return {
@@ -370,6 +383,7 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
         "growth": (size1 - size0) / per,
         "uplink_wchar": uplink_io["wchar"] / per,
         "uplink_write_bytes": uplink_io["write_bytes"] / per,
+        "wal_lines": wal_lines,
     }
 
 
@@ -500,6 +514,9 @@ def parent_main(args: argparse.Namespace) -> int:
         print(f"  bytes sent to the block layer {day['write_bytes'] / 1e6:8.2f} MB per meter per day "
               f"(uplink share {day['uplink_write_bytes'] / max(day['write_bytes'], 1):.1%})")
         print(f"  ledger.db + WAL growth        {day['growth'] / 1e6:8.2f} MB per meter per day")
+        print("  WAL frames per transaction by table/index (pages named by their owner at the end of the day):")
+        for line in day["wal_lines"]:
+            print("    " + line)
         with contextlib.closing(sqlite3.connect(folder / "day" / DB_FILE)) as db:
             (wire_bytes,) = db.execute("SELECT CAST(AVG(LENGTH(wire)) AS INTEGER) FROM credits").fetchone()
         raw = raw_day_volume(folder / "raw-day", DAY_METERS, args.day_hours, int(wire_bytes))

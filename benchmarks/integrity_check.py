@@ -77,6 +77,7 @@ def build(data_dir: Path, meters: int, days: int, poll_s: int) -> None:
     tips = {meter_id(i): (0, "0" * 64) for i in range(meters)}
     cycles_per_hour = 3600 // poll_s
     started = time.monotonic()
+    credit_id = 0
     for hour in range(days * 24):
         readings = []
         for c in range(cycles_per_hour):
@@ -95,16 +96,18 @@ def build(data_dir: Path, meters: int, days: int, poll_s: int) -> None:
                 digest, wire = _credit_rows(fields, template.signature, meter, seq + 1, start, b - a, a, prev,
                                             (start + 930) * 1000)
                 tips[meter] = (seq + 1, digest)
-                intervals.append((meter, start, start + 900, b - a, "A", a, b, seq + 1, None, None, "A", "A"))
-                credits.append((meter, seq + 1, start, b - a, digest, wire, (start + 930) * 1000))
+                credit_id += 1
+                intervals.append((meter, start, start + 900, b - a, "A", a, b, seq + 1, None, None, "A", "A",
+                                  credit_id))
+                credits.append((credit_id, meter, seq + 1, start, b - a, digest, wire, (start + 930) * 1000))
         db.execute("BEGIN")
         db.executemany("INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh) "
                        "VALUES (?,?,?,?,?,?)", readings)
+        db.executemany("INSERT INTO credits (id, meter, seq, start, wh, hash, wire, created_ms) "
+                       "VALUES (?,?,?,?,?,?,?,?)", credits)
         db.executemany('INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, '
-                       "register_end_wh, credit_seq, method, reason, start_grade, end_grade) "
-                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", intervals)
-        db.executemany("INSERT INTO credits (meter, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?)",
-                       credits)
+                       "register_end_wh, credit_seq, method, reason, start_grade, end_grade, credit_id) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", intervals)
         db.execute("COMMIT")
         if hour % 24 == 23:
             print(f"  built day {hour // 24 + 1}/{days} ({time.monotonic() - started:.0f} s)", flush=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -90,7 +90,8 @@ async def connect(database: str | Path, *, uri: bool = False) -> aiosqlite.Conne
     return await pending
 
 
-async def rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+async def rows(db: aiosqlite.Connection, sql: str,
+               params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in await db.execute_fetchall(sql, params)]
 
 

@@ -103,8 +103,9 @@ class IngestBatch:
         self.max_id: int | None = None
         self._touched: set[SeriesKey] = set()
         self._credits_written = False
-        self._rechain: dict[SeriesKey, int] = {}
-        """Per (meter, channel), the lowest seq revised in place: its chain is re-signed from there once."""
+        self._rechain: dict[SeriesKey, tuple[int, int]] = {}
+        """Per (meter, channel), the lowest (seq, credit id) revised in place: its chain is re-signed from there
+        once."""
         # What plan() found, and the rows prepare_one_step() builds.
         self._late_readings: list[Reading] = []
         self._backwards: list[Reading] = []
@@ -112,6 +113,7 @@ class IngestBatch:
         self._event_rows: list[tuple[Any, ...]] = []
         self._runs: list[Run] = []
         self._interval_rows: list[tuple[Any, ...]] = []
+        """Interval rows without their last column, the credit id: known only once the credits are in."""
         self._credit_rows_out: list[tuple[Any, ...]] = []
         self._state_rows_out: list[tuple[Any, ...]] = []
         self._signer: IntervalSigner | None = None
@@ -239,8 +241,9 @@ class IngestBatch:
             if self._event_rows:
                 conn.executemany("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)", self._event_rows)
             if self._credit_rows_out:
-                conn.executemany(_INSERT_INTERVALS, self._interval_rows)
                 conn.executemany(_INSERT_CREDITS, self._credit_rows_out)
+                (last_id,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+                conn.executemany(_INSERT_INTERVALS, _with_credit_ids(self._interval_rows, int(last_id)))
             conn.executemany(_UPSERT_METERS, self._state_rows_out)
             if self._credit_rows_out:
                 (max_id,) = conn.execute("SELECT MAX(id) FROM credits").fetchone()
@@ -326,8 +329,11 @@ class IngestBatch:
         interval_rows: list[tuple[Any, ...]] = []
         credit_rows: list[tuple[Any, ...]] = []
         self._credit_rows(intervals, interval_rows, credit_rows)
-        await db.executemany(_INSERT_INTERVALS, interval_rows)
+        if not credit_rows:
+            return
         await db.executemany(_INSERT_CREDITS, credit_rows)
+        (last_id,) = (await _rows(db, "SELECT last_insert_rowid()"))[0]
+        await db.executemany(_INSERT_INTERVALS, _with_credit_ids(interval_rows, int(last_id)))
 
     # ---- late readings --------------------------------------------------------
 
@@ -399,10 +405,10 @@ class IngestBatch:
         lo = (values[0].t_s if values else t // 1000) - INTERVAL_S
         hi = (values[-1].t_s if values else t // 1000) + INTERVAL_S
         rows = await _rows(db, 'SELECT start, "end", wh, quality, register_start_wh, register_end_wh, method, '
-                               "reason, start_grade, end_grade, credit_seq FROM intervals "
+                               "reason, start_grade, end_grade, credit_seq, credit_id FROM intervals "
                                "WHERE meter=? AND channel=? AND start BETWEEN ? AND ?", (meter, channel.value, lo, hi))
         stored = {int(r[0]): _stored_interval(meter, channel, r[:10]) for r in rows}
-        seqs = {int(r[0]): int(r[10]) for r in rows}
+        seqs = {int(r[0]): (int(r[10]), int(r[11])) for r in rows}
         known: dict[int, BoundaryValue] = {}
         for interval in stored.values():
             known[interval.start] = BoundaryValue(interval.start, interval.register_start_wh, interval.start_grade)
@@ -437,18 +443,19 @@ class IngestBatch:
         Such a boundary can only have come from a reading older than every stored one, i.e. a
         pruned one; a boundary on ``after_ms`` itself is that reading's own value.
         """
-        (first,) = await _rows(db, "SELECT MIN(start) FROM intervals WHERE meter=? AND channel=?",
-                               (key[0], key[1].value))
+        # Time-ordered key (start, meter, channel): the scan from the oldest start stops at the series' first.
+        (first,) = await _rows(db, "SELECT start FROM intervals WHERE meter=? AND channel=? ORDER BY start LIMIT 1",
+                               (key[0], key[1].value)) or [(None,)]
         anchor = self.states[key].anchor_s
         fixed = [int(x) for x in (first[0], anchor) if x is not None]
         return bool(fixed) and min(fixed) * 1000 < after_ms
 
-    async def _apply(self, db: aiosqlite.Connection, change: Change, seqs: dict[int, int]) -> None:
+    async def _apply(self, db: aiosqlite.Connection, change: Change, seqs: dict[int, tuple[int, int]]) -> None:
         interval = change.interval
         if change.previous is None:
             await self._insert_new(db, [interval])
             return
-        seq = seqs[interval.start]
+        seq, credit_id = seqs[interval.start]
         key, channel = (interval.meter, interval.channel), interval.channel.value
         await db.execute(
             'UPDATE intervals SET wh=?, quality=?, register_start_wh=?, register_end_wh=?, method=?, reason=?, '
@@ -456,10 +463,8 @@ class IngestBatch:
             (interval.wh, interval.quality.value, interval.register_start_wh, interval.register_end_wh,
              interval.method, interval.reason, interval.start_grade.encode(), interval.end_grade.encode(),
              interval.meter, channel, interval.start))
-        (credit_id,) = (await _rows(db, "SELECT id FROM credits WHERE meter=? AND channel=? AND seq=?",
-                                    (interval.meter, channel, seq)))[0]
         if credit_id > await _sent_horizon(db):
-            await self._revise_unsent(db, interval, seq)
+            await self._revise_unsent(db, interval, seq, credit_id)
             self.result.revised += 1
             return
         delta = interval.wh - change.previous.wh
@@ -473,43 +478,46 @@ class IngestBatch:
         self._credits_written = True
         self.result.corrections += 1
 
-    async def _revise_unsent(self, db: aiosqlite.Connection, interval: Interval, seq: int) -> None:
+    async def _revise_unsent(self, db: aiosqlite.Connection, interval: Interval, seq: int, credit_id: int) -> None:
         """Put an unsent credit's new values in place; it and its successors are re-signed once, at the end."""
-        key, channel = (interval.meter, interval.channel), interval.channel.value
-        (wire,) = (await _rows(db, "SELECT wire FROM credits WHERE meter=? AND channel=? AND seq=?",
-                               (interval.meter, channel, seq)))[0]
+        key = (interval.meter, interval.channel)
+        (wire,) = (await _rows(db, "SELECT wire FROM credits WHERE id=?", (credit_id,)))[0]
         item = json.loads(wire)
         item["credit"].update(wh=interval.wh, quality=interval.quality.value,
                               register_start_wh=interval.register_start_wh, register_end_wh=interval.register_end_wh)
-        await db.execute("UPDATE credits SET wire=?, wh=? WHERE meter=? AND channel=? AND seq=?",
-                         (json.dumps(item, separators=(",", ":")), interval.wh, interval.meter, channel, seq))
-        self._rechain[key] = min(seq, self._rechain.get(key, seq))
+        await db.execute("UPDATE credits SET wire=?, wh=? WHERE id=?",
+                         (json.dumps(item, separators=(",", ":")), interval.wh, credit_id))
+        self._rechain[key] = min((seq, credit_id), self._rechain.get(key, (seq, credit_id)))
 
     async def _rechain_all(self, db: aiosqlite.Connection) -> None:
-        for key, seq in self._rechain.items():
-            await self._rewrite_chain(db, key, seq)
+        for key, (seq, credit_id) in self._rechain.items():
+            await self._rewrite_chain(db, key, seq, credit_id)
 
-    async def _rewrite_chain(self, db: aiosqlite.Connection, key: SeriesKey, seq: int) -> None:
+    async def _rewrite_chain(self, db: aiosqlite.Connection, key: SeriesKey, seq: int, credit_id: int) -> None:
         """Re-sign a series' credits from ``seq`` on and re-link their chain.
 
         Everything from ``seq`` on is unsent (an uplink sends a series' credits in
         order, and nothing past the sent horizon has left), so no credit that left
         the box is touched. Done once per series per batch, however many intervals moved.
         A credit keeps its encoding version (a v1 import credit is re-signed as v1).
+
+        Found by id (``credit_id`` is the credit of ``seq``): within a series ids grow with seqs, so
+        its successors are the series' rows after that id (read from the unsent tail of the outbox)
+        and its predecessor the series' row just before it (normally one commit back).
         """
         meter, channel = key[0], key[1].value
-        prev = await _rows(db, "SELECT hash FROM credits WHERE meter=? AND channel=? AND seq=?",
-                           (meter, channel, seq - 1))
+        prev = await _rows(db, "SELECT hash FROM credits WHERE id<? AND meter=? AND channel=? AND seq=? "
+                               "ORDER BY id DESC LIMIT 1", (credit_id, meter, channel, seq - 1)) if seq > 1 else []
         prev_hash = prev[0][0] if prev else GENESIS_HASH
-        rows = await _rows(db, "SELECT id, seq, wire FROM credits WHERE meter=? AND channel=? AND seq>=? ORDER BY seq",
-                           (meter, channel, seq))
+        rows = await _rows(db, "SELECT id, seq, wire FROM credits WHERE id>=? AND meter=? AND channel=? ORDER BY id",
+                           (credit_id, meter, channel))
         last_seq = seq
-        for credit_id, credit_seq, wire in rows:
+        for row_id, credit_seq, wire in rows:
             body = json.loads(wire)["credit"]
             body["prev_hash"] = prev_hash
             signed = sign(CreditBody(**body), self.ledger._keypair)
             await db.execute("UPDATE credits SET hash=?, wire=? WHERE id=?",
-                             (signed.hash, signed.wire_json(), credit_id))
+                             (signed.hash, signed.wire_json(), row_id))
             prev_hash, last_seq = signed.hash, credit_seq
         self.tips[key] = Tip(last_seq, prev_hash)
         self._touched.add(key)
@@ -534,7 +542,7 @@ class IngestBatch:
 
 _INSERT_INTERVALS = (
     'INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, register_end_wh, '
-    "credit_seq, method, reason, start_grade, end_grade, channel) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    "credit_seq, method, reason, start_grade, end_grade, channel, credit_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _INSERT_CREDITS = (
     "INSERT INTO credits (meter, channel, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?,?)")
 _UPSERT_METERS = (
@@ -580,9 +588,20 @@ def _caught_up(state: MeterState, quick: _Quick) -> MeterState:
 
 
 def _interval_row(interval: Interval, seq: int) -> tuple[Any, ...]:
+    """An interval's row but its credit id, which :func:`_with_credit_ids` appends once the credits are in."""
     return (interval.meter, interval.start, interval.end, interval.wh, interval.quality.value,
             interval.register_start_wh, interval.register_end_wh, seq, interval.method, interval.reason,
             interval.start_grade.encode(), interval.end_grade.encode(), interval.channel)
+
+
+def _with_credit_ids(interval_rows: Sequence[tuple[Any, ...]], last_id: int) -> list[tuple[Any, ...]]:
+    """Each interval row with its credit's id (schema 7), the credits having been inserted in the same order.
+
+    One executemany on the one write connection gives the credit rows consecutive ids ending at
+    ``last_insert_rowid()``: AUTOINCREMENT takes one past the largest id ever used, row after row.
+    """
+    first_id = last_id - len(interval_rows) + 1
+    return [(*row, first_id + k) for k, row in enumerate(interval_rows)]
 
 
 def _bridged_by(before: tuple[int, int], after: tuple[int, int], known: dict[int, BoundaryValue],

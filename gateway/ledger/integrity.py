@@ -28,7 +28,9 @@ import os
 import sqlite3
 import struct
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import structlog
@@ -44,9 +46,11 @@ FULL_CHECK_AT_START_BYTES = 16 * 1024 * 1024
 bigger ones get the bounded check at start and the full one in the background."""
 TAIL_ROWS = 500
 """Newest rows read from each big table and index at start: the last commits' pages and more."""
+TIME_ORDERED_SCHEMA = 7
+"""From this schema on (migration 0007) intervals and credits are keyed by time first."""
 TAIL_PER_METER = 8
-"""Newest intervals and credits read per (meter, channel) at start: the last leaf page of each series' range
-(the keys are (meter, channel, start) and (meter, channel, seq): each series is one stretch of its index)."""
+"""On a ledger from before schema 7 (checked before it is migrated): newest intervals and credits read per
+(meter, channel), the last leaf of each series' stretch of the (meter, channel, ...) keys."""
 SMALL_TABLES = ("sqlite_schema", "meters", "uplink_cursor", "uplink_batches", "events")
 DAMAGED_MARKER = "ledger.damaged"
 """Left next to the ledger when a check or a write found it damaged; holds the finding."""
@@ -97,16 +101,24 @@ async def _tail_probes(db: aiosqlite.Connection) -> None:
     in one statement per table: a few hundred milliseconds at most on a 200-meter ledger.
     """
     n, k = TAIL_ROWS, TAIL_PER_METER
-    for sql in (f"SELECT SUM(t_ms + register_wh + length(meter)) FROM "
-                f"(SELECT * FROM readings ORDER BY rowid DESC LIMIT {n})",
-                f"SELECT SUM(t_ms) FROM (SELECT t_ms, meter FROM readings INDEXED BY readings_by_time "
-                f"ORDER BY t_ms DESC LIMIT {n})",
-                f"SELECT SUM(length(wire) + seq) FROM (SELECT * FROM credits ORDER BY id DESC LIMIT {n})",
-                f"SELECT SUM((SELECT SUM(wh + register_end_wh) FROM (SELECT * FROM intervals i WHERE i.meter = m.meter "
-                f"AND i.channel = m.channel ORDER BY start DESC LIMIT {k})) + (SELECT SUM(seq) FROM (SELECT seq "
-                f"FROM credits c WHERE c.meter = m.meter AND c.channel = m.channel ORDER BY seq DESC LIMIT {k}))) "
-                "FROM meters m",
-                "SELECT SUM(seq) FROM sqlite_sequence"):
+    common = (f"SELECT SUM(t_ms + register_wh + length(meter)) FROM "
+              f"(SELECT * FROM readings ORDER BY rowid DESC LIMIT {n})",
+              f"SELECT SUM(t_ms) FROM (SELECT t_ms, meter FROM readings INDEXED BY readings_by_time "
+              f"ORDER BY t_ms DESC LIMIT {n})",
+              f"SELECT SUM(length(wire) + seq) FROM (SELECT * FROM credits ORDER BY id DESC LIMIT {n})",
+              "SELECT SUM(seq) FROM sqlite_sequence")
+    (version,) = next(iter(await db.execute_fetchall("PRAGMA user_version")))  # checked before it is migrated
+    if int(version) >= TIME_ORDERED_SCHEMA:
+        # Every big b-tree is keyed by time first, so the pages the last commits wrote are the last
+        # pages of each: the newest rows of each table and index, in key order.
+        layout: tuple[str, ...] = (f"SELECT SUM(wh + register_end_wh + credit_id + length(meter)) FROM "
+                                   f"(SELECT * FROM intervals ORDER BY start DESC LIMIT {n})",)
+    else:  # keyed by series first: the last commits wrote the end of every series' stretch
+        layout = (f"SELECT SUM((SELECT SUM(wh + register_end_wh) FROM (SELECT * FROM intervals i WHERE i.meter = "
+                  f"m.meter AND i.channel = m.channel ORDER BY start DESC LIMIT {k})) + (SELECT SUM(seq) FROM "
+                  f"(SELECT seq FROM credits c WHERE c.meter = m.meter AND c.channel = m.channel ORDER BY seq DESC "
+                  f"LIMIT {k}))) FROM meters m",)
+    for sql in common + layout:
         await db.execute_fetchall(sql)
 
 
@@ -114,7 +126,12 @@ async def start_check(db: aiosqlite.Connection, *, full: bool) -> list[str]:
     """The check at start, on the write connection before anything is written: ``["ok"]`` or findings."""
     try:
         if full:
-            return [str(r[0]) for r in await db.execute_fetchall("PRAGMA quick_check")]
+            checked = [str(r[0]) for r in await db.execute_fetchall("PRAGMA quick_check")]
+            (version,) = next(iter(await db.execute_fetchall("PRAGMA user_version")))
+            if checked != ["ok"] or int(version) < TIME_ORDERED_SCHEMA:
+                return checked
+            return _chain_findings(await db.execute_fetchall(_DUPLICATE_SEQS),
+                                   await db.execute_fetchall(_FOREIGN_CREDITS))
         tables = {str(name) for (name,) in await db.execute_fetchall(
             "SELECT name FROM sqlite_schema WHERE type='table'")} | {"sqlite_schema"}
         found: list[str] = []
@@ -155,7 +172,10 @@ class FullCheck:
         try:
             if self._stop.is_set():
                 return None
-            return [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+            found = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+            if self._stop.is_set():
+                return None
+            return found if found != ["ok"] else chain_keys_check(conn)
         except sqlite3.OperationalError as exc:
             if self._stop.is_set():
                 return None  # interrupted: the daemon is stopping
@@ -195,6 +215,34 @@ class FullCheck:
         finally:
             if not done.done():
                 self._interrupt()
+
+
+_DUPLICATE_SEQS = ("SELECT meter, channel, seq, COUNT(*) FROM credits GROUP BY meter, channel, seq "
+                   "HAVING COUNT(*) > 1 LIMIT 5")
+_FOREIGN_CREDITS = ("SELECT i.start, i.meter, i.channel, i.credit_id, i.credit_seq FROM intervals i "
+                    "LEFT JOIN credits c ON c.id = i.credit_id WHERE c.id IS NULL OR c.meter != i.meter "
+                    "OR c.channel != i.channel OR c.seq != i.credit_seq LIMIT 5")
+
+
+def _chain_findings(duplicates: Iterable[Sequence[Any]], foreign: Iterable[Sequence[Any]]) -> list[str]:
+    found = [f"credits: seq {seq} of {meter} {channel} is stored {n} times" for meter, channel, seq, n in duplicates]
+    found += [f"intervals: {meter} {channel} at {start} names credit {credit_id}, not its own (seq {seq})"
+              for start, meter, channel, credit_id, seq in foreign]
+    return found or ["ok"]
+
+
+def chain_keys_check(conn: sqlite3.Connection) -> list[str]:
+    """What schema 7's time-ordered layout no longer has an index for: ``["ok"]`` or findings.
+
+    Each (meter, channel, seq) is one credit (the writer takes seqs from the chain tip and the
+    schema refuses one at or before it; this finds any that got in another way), and each
+    interval's ``credit_id`` is its own credit (same series, the seq it records). A scan of the
+    credits and one rowid probe per interval, after ``quick_check`` in the same full pass.
+    """
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if int(version) < TIME_ORDERED_SCHEMA:
+        return ["ok"]  # the (meter, channel, seq) index is still there: SQLite keeps it unique
+    return _chain_findings(conn.execute(_DUPLICATE_SEQS), conn.execute(_FOREIGN_CREDITS))
 
 
 async def full_check(path: Path) -> list[str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -23,6 +23,7 @@ import aiosqlite
 from cloud_sync.keys import Keypair
 from gateway.errors import LedgerError
 from gateway.ledger.atomic import atomic
+from gateway.ledger.queries import GRID_CTE
 from gateway.p2p.planner import Carry, Decision, ExportInterval, Terms, order, plan
 from gateway.p2p.record import CHANNEL, SignedRecord, body_of, sign
 
@@ -95,17 +96,19 @@ def _envelope(r: tuple[Any, ...]) -> StoredEnvelope:
     return StoredEnvelope(str(r[0]), int(r[1]), str(r[2]), int(r[3]), int(r[4]), str(r[5]), int(r[6]))
 
 
-async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+async def _rows(db: aiosqlite.Connection, sql: str,
+                params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in await db.execute_fetchall(sql, params)]
 
 
 async def export_intervals(db: aiosqlite.Connection, meter: str, lo: int, hi: int) -> list[ExportInterval]:
     """The meter's export intervals lying in [lo, hi], each with its credit's seq and hash."""
-    rows = await _rows(db,
+    # Time-ordered keys (schema 7): a primary-key probe per grid step, the credit by the id its interval holds.
+    rows = await _rows(db, GRID_CTE +
         'SELECT i.start, i."end", i.wh, i.register_end_wh, i.credit_seq, c.hash FROM intervals i '
-        "JOIN credits c ON c.meter = i.meter AND c.channel = i.channel AND c.seq = i.credit_seq "
-        'WHERE i.meter = ? AND i.channel = ? AND i.start >= ? AND i."end" <= ? ORDER BY i.start',
-        (meter, CHANNEL, lo, hi))
+        "JOIN credits c ON c.id = i.credit_id "
+        'WHERE i.start IN (SELECT s FROM grid) AND i.meter = :meter AND i.channel = :channel AND i."end" <= :end '
+        "ORDER BY i.start", {"meter": meter, "channel": CHANNEL, "lo": lo, "hi": hi, "end": hi})
     return [ExportInterval(int(a), int(b), int(w), int(r), int(s), str(h)) for a, b, w, r, s, h in rows]
 
 

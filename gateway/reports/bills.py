@@ -61,6 +61,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import LedgerError
 from gateway.ledger.connection import rows
 from gateway.ledger.faults import translate
+from gateway.ledger.queries import series_intervals_sql, series_params
 from gateway.ledger.store import Ledger, StoredInterval
 from gateway.reports.service import MeterBill, ReportConfigError, meter_bill, tariff_for
 from gateway.reports.source import ReadOnlyLedger
@@ -310,9 +311,8 @@ class _Intervals:
 
     async def stored_intervals(self, meter: str, start: int, end: int, *,
                                channel: Channel = Channel.IMPORT) -> list[StoredInterval]:
-        found = await rows(self._db, 'SELECT meter, start, "end", wh, quality, method, reason FROM intervals '
-                                     "WHERE meter=? AND channel=? AND start>=? AND start<? ORDER BY start",
-                           (meter, channel.value, start, end))
+        found = await rows(self._db, series_intervals_sql('meter, start, "end", wh, quality, method, reason'),
+                           series_params(meter, channel, start, end))
         self.fetched[channel] = [StoredInterval(str(m), int(a), int(b), int(w), str(q), mt, rs, channel)
                                  for m, a, b, w, q, mt, rs in found]
         return self.fetched[channel]

@@ -22,6 +22,7 @@ import aiosqlite
 
 from gateway.channels import Channel
 from gateway.errors import LedgerError
+from gateway.ledger.queries import series_intervals_sql, series_params
 from gateway.ledger.store import DB_FILE, StoredInterval
 
 MIN_SCHEMA_VERSION = 5
@@ -81,9 +82,8 @@ class ReadOnlyLedger:
                                channel: Channel = Channel.IMPORT) -> list[StoredInterval]:
         try:
             rows = await self._db.execute_fetchall(
-                'SELECT meter, start, "end", wh, quality, method, reason FROM intervals '
-                "WHERE meter=? AND channel=? AND start>=? AND start<? ORDER BY start",
-                (meter, channel.value, start, end))
+                series_intervals_sql('meter, start, "end", wh, quality, method, reason'),
+                series_params(meter, channel, start, end))
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read {channel} intervals of {meter} from {self.path}: {exc}") from exc
         return [StoredInterval(str(m), int(a), int(b), int(w), str(q), mt, rs, channel)

@@ -1,0 +1,100 @@
+-- Schema version 7: the billing tables in time order, and lighter batch records, to spare the SD card (issue 11).
+--
+-- Every commit rewrites each b-tree page it touches, whole. Keyed by meter first, a quarter-hour's
+-- intervals and credit keys went into one leaf per meter: of the ~77 pages a commit of 20 meters
+-- wrote, 28 were intervals and 27 the credits' (meter, channel, seq) index. Keyed by time first,
+-- they land together in the last leaf or two, whatever the number of meters.
+--
+-- Lookups of one series stay cheap: interval starts lie on the 15-minute grid (the CHECK makes it
+-- a rule), so a meter's range is read as one primary-key probe per grid step (see
+-- gateway/ledger/queries.py, series_intervals_sql); an interval row holds its credit's id, so the
+-- outbox needs no index but its ids; a series' chain tip, its last seq and hash, lives in `meters`
+-- as before.
+--
+-- A one-off rewrite of both tables (through the WAL: about their size must be free); ids, seqs,
+-- hashes and wire bytes are copied unchanged.
+
+CREATE TABLE intervals_0007 (
+    start              INTEGER NOT NULL CHECK (start % 900 = 0),
+    meter              TEXT NOT NULL,
+    channel            TEXT NOT NULL DEFAULT 'import' CHECK (channel IN ('import', 'export')),
+    "end"              INTEGER NOT NULL,
+    wh                 INTEGER NOT NULL CHECK (wh >= 0),
+    quality            TEXT NOT NULL,
+    register_start_wh  INTEGER NOT NULL,
+    register_end_wh    INTEGER NOT NULL,
+    credit_seq         INTEGER NOT NULL,
+    method             INTEGER,
+    reason             INTEGER,
+    start_grade        TEXT NOT NULL DEFAULT 'A',
+    end_grade          TEXT NOT NULL DEFAULT 'A',
+    credit_id          INTEGER NOT NULL,  -- credits.id of the interval's own credit (its seq is credit_seq)
+    PRIMARY KEY (start, meter, channel)
+) WITHOUT ROWID;
+-- LEFT JOIN: an interval without its credit (a damaged file) fails the NOT NULL, never goes missing.
+INSERT INTO intervals_0007 (start, meter, channel, "end", wh, quality, register_start_wh, register_end_wh,
+                            credit_seq, method, reason, start_grade, end_grade, credit_id)
+    SELECT i.start, i.meter, i.channel, i."end", i.wh, i.quality, i.register_start_wh, i.register_end_wh,
+           i.credit_seq, i.method, i.reason, i.start_grade, i.end_grade, c.id
+      FROM intervals i LEFT JOIN credits c ON c.meter = i.meter AND c.channel = i.channel AND c.seq = i.credit_seq
+     ORDER BY i.start, i.meter, i.channel;
+DROP TABLE intervals;
+ALTER TABLE intervals_0007 RENAME TO intervals;
+
+-- The outbox: ids and AUTOINCREMENT's high-water mark kept (as in 0005). No (meter, channel, seq)
+-- index any more (it was one leaf per meter per commit): the writer takes each seq from the
+-- series' tip in `meters`, and the trigger below refuses a credit whose seq is not past the tip
+-- committed before its transaction.
+CREATE TEMP TABLE credits_sequence_0007 AS SELECT seq FROM sqlite_sequence WHERE name = 'credits';
+CREATE TABLE credits_0007 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    meter       TEXT NOT NULL,
+    channel     TEXT NOT NULL DEFAULT 'import' CHECK (channel IN ('import', 'export')),
+    seq         INTEGER NOT NULL,
+    start       INTEGER NOT NULL,
+    wh          INTEGER NOT NULL,
+    hash        TEXT NOT NULL,
+    wire        TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+INSERT INTO credits_0007 (id, meter, channel, seq, start, wh, hash, wire, created_ms)
+    SELECT id, meter, channel, seq, start, wh, hash, wire, created_ms FROM credits ORDER BY id;
+DROP TABLE credits;
+ALTER TABLE credits_0007 RENAME TO credits;
+UPDATE sqlite_sequence
+   SET seq = MAX(seq, COALESCE((SELECT seq FROM temp.credits_sequence_0007), 0))
+ WHERE name = 'credits';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'credits', seq FROM temp.credits_sequence_0007
+     WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'credits');
+DROP TABLE temp.credits_sequence_0007;
+
+CREATE TRIGGER credits_seq_after_tip BEFORE INSERT ON credits
+WHEN NEW.seq <= (SELECT last_seq FROM meters WHERE meter = NEW.meter AND channel = NEW.channel)
+BEGIN
+    SELECT RAISE(ABORT, 'a credit''s seq must follow its series'' chain tip (meters.last_seq)');
+END;
+
+-- Batch records: keyed by their primary key alone (WITHOUT ROWID), so recording a batch writes
+-- one b-tree page fewer than a rowid table with a separate key index: two transactions per
+-- batch, every quarter-hour.
+CREATE TABLE uplink_batches_0007 (
+    uplink      TEXT NOT NULL,
+    batch_key   TEXT NOT NULL,
+    first_id    INTEGER NOT NULL,
+    last_id     INTEGER NOT NULL,
+    n_credits   INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('inflight', 'delivered', 'dead')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    created_ms  INTEGER NOT NULL,
+    settled_ms  INTEGER,
+    detail      TEXT,
+    PRIMARY KEY (uplink, batch_key)
+) WITHOUT ROWID;
+INSERT INTO uplink_batches_0007 (uplink, batch_key, first_id, last_id, n_credits, state, attempts, created_ms,
+                                 settled_ms, detail)
+    SELECT uplink, batch_key, first_id, last_id, n_credits, state, attempts, created_ms, settled_ms, detail
+      FROM uplink_batches;
+DROP TABLE uplink_batches;
+ALTER TABLE uplink_batches_0007 RENAME TO uplink_batches;
+CREATE INDEX uplink_batches_open ON uplink_batches (uplink, state);
