@@ -8,7 +8,9 @@ patterns, literals, nested records and tuples, and *every* problem reported with
 (``Model`` subclasses, declared like pydantic models with :func:`Field`) checked by walking their type
 hints. Error types and messages are pydantic's (``missing``, "Field required"; ``extra_forbidden``,
 "Extra inputs are not permitted"; ...), so what installers read and the hints keyed on those types
-stay the same.
+stay the same. This module is the walk (models, unions, tuples, dicts, each problem recorded with its
+path); the leaf checks it ends in (a value against a scalar type or a literal, then its bounds) are
+:mod:`gateway.schema_types`.
 
 Sections the daemon seldom has (``[stellar]``, ``[p2p]``, ``[soroban]``, ``[tariffs]``) are still
 pydantic models: a field can name one *lazily* (:class:`Lazy`), so pydantic is imported only when the
@@ -26,13 +28,14 @@ import enum
 import importlib
 import inspect
 import json
-import re
 import types
 import typing
 from collections.abc import Callable, Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
+
+from gateway.schema_types import Constraints, Invalid, constrain, convert_leaf
 
 __all__ = [
     "BeforeValidator",
@@ -70,23 +73,6 @@ class ValidationError(ValueError):
 
 def _dotted(loc: Loc) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
-
-
-@dataclasses.dataclass(frozen=True)
-class Constraints:
-    """Bounds and patterns of one field or annotated type (pydantic's ``Field`` keywords)."""
-
-    ge: float | Decimal | None = None
-    gt: float | Decimal | None = None
-    le: float | Decimal | None = None
-    lt: float | Decimal | None = None
-    min_length: int | None = None
-    max_length: int | None = None
-    pattern: str | None = None
-    strict: bool | None = None
-    strip_whitespace: bool = False
-    discriminator: str | None = None
-    """For a union of models: the key whose value (each model's Literal default) picks the model."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,12 +159,6 @@ def model_validator(*, mode: Literal["before", "after"]) -> Callable[[F], F]:
         target.__schema_mode__ = mode  # type: ignore[attr-defined]
         return fn
     return mark
-
-
-class _Error(Exception):
-    def __init__(self, kind: str, msg: str, value: Any, ctx: dict[str, Any] | None = None) -> None:
-        super().__init__(msg)
-        self.kind, self.msg, self.value, self.ctx = kind, msg, value, ctx
 
 
 @dataclasses.dataclass
@@ -378,8 +358,12 @@ def _rules_of(metadata: tuple[Any, ...], base: Constraints, strict: bool) -> tup
     return rules, strict
 
 
+_NO_RULES = Constraints()
+"""A field or item with no bounds of its own (shared: the record is frozen)."""
+
+
 def _check(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], strict: bool,
-           rules: Constraints = Constraints()) -> Any:
+           rules: Constraints = _NO_RULES) -> Any:
     """``value`` converted to ``hint`` and within ``rules``; on a problem, one error appended and None."""
     if typing.get_origin(hint) is typing.Annotated:
         inner, *metadata = typing.get_args(hint)
@@ -394,14 +378,14 @@ def _check(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], strict
         return _check(inner, value, loc, errors, strict, rules)
     try:
         converted = _convert(hint, value, loc, errors, strict, rules)
-    except _Error as exc:
+    except Invalid as exc:
         _add(errors, loc, exc.kind, exc.msg, exc.value, exc.ctx)
         return None
     if converted is _FAILED:
         return None
     try:
-        _constrain(converted, rules)
-    except _Error as exc:
+        constrain(converted, rules)
+    except Invalid as exc:
         _add(errors, loc, exc.kind, exc.msg, exc.value, exc.ctx)
         return None
     return converted
@@ -430,21 +414,16 @@ def _tagged(options: list[Any], key: str, value: Any, loc: Loc, errors: list[dic
     if isinstance(value, Model) and type(value) in options:
         return value
     if not isinstance(value, Mapping) or key not in value:
-        raise _Error("union_tag_not_found", f"Unable to extract tag using discriminator '{key}'", value,
-                     {"discriminator": f"'{key}'"})
+        raise Invalid("union_tag_not_found", f"Unable to extract tag using discriminator '{key}'", value,
+                      {"discriminator": f"'{key}'"})
     model = tags.get(value[key])
     if model is None:
         expected = ", ".join(repr(t) for t in tags)
-        raise _Error("union_tag_invalid", f"Input tag {value[key]!r} found using '{key}' does not match any of the "
-                     f"expected tags: {expected}", value)
+        raise Invalid("union_tag_invalid", f"Input tag {value[key]!r} found using '{key}' does not match any of the "
+                      f"expected tags: {expected}", value)
     before = len(errors)
     out = _validate_model(model, value, loc, errors)
     return _FAILED if len(errors) > before else out
-
-
-def _literal_text(values: tuple[Any, ...]) -> str:
-    shown = [repr(v) for v in values]
-    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
 
 
 def _convert(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], strict: bool,
@@ -469,8 +448,8 @@ def _convert(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], stri
             result = _convert_one(option, value, loc, trial, strict, rules)
             if not trial and result is not _FAILED:
                 return result
-        raise _Error(trial[0]["type"] if trial else "union_error",
-                     trial[0]["msg"] if trial else "Input matches none of the allowed types", value)
+        raise Invalid(trial[0]["type"] if trial else "union_error",
+                      trial[0]["msg"] if trial else "Input matches none of the allowed types", value)
     return _convert_one(hint, value, loc, errors, strict, rules)
 
 
@@ -481,12 +460,6 @@ def _convert_one(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], 
         before = len(errors)
         out = _check(hint, value, loc, errors, strict, rules)
         return _FAILED if len(errors) > before else out
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        for option in allowed:
-            if value == option and type(value) is type(option):
-                return option
-        raise _Error("literal_error", f"Input should be {_literal_text(allowed)}", value)
     if origin is tuple:
         args = typing.get_args(hint)
         if isinstance(value, tuple) or (isinstance(value, list) and not strict):
@@ -498,11 +471,11 @@ def _convert_one(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], 
                 failed |= len(errors) > before
                 out.append(converted)
             return _FAILED if failed else tuple(out)
-        raise _Error("tuple_type", "Input should be a valid tuple", value)
+        raise Invalid("tuple_type", "Input should be a valid tuple", value)
     if origin in (dict, Mapping) or hint in (dict, Mapping):
         args = typing.get_args(hint) or (str, Any)
         if not isinstance(value, Mapping):
-            raise _Error("dict_type", "Input should be a valid dictionary", value)
+            raise Invalid("dict_type", "Input should be a valid dictionary", value)
         result, failed = {}, False
         for key, v in value.items():
             before = len(errors)
@@ -516,133 +489,4 @@ def _convert_one(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], 
         out = _validate_model(hint, value, loc, errors) if issubclass(hint, Model) else \
             _check_lazy(hint, value, loc, errors)
         return _FAILED if len(errors) > before else out
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if not strict and isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if not strict and isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-            return _BOOL_WORDS[value.strip().lower()]
-        raise _Error("bool_type", "Input should be a valid boolean", value)
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if not strict and isinstance(value, float):
-            if value.is_integer():
-                return int(value)
-            raise _Error("int_from_float", "Input should be a valid integer, got a number with a fractional part",
-                         value)
-        if not strict and isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise _Error("int_parsing", "Input should be a valid integer, unable to parse string as an integer",
-                             value) from None
-        raise _Error("int_type", "Input should be a valid integer", value)
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if not strict and isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                raise _Error("float_parsing", "Input should be a valid number, unable to parse string as a number",
-                             value) from None
-        raise _Error("float_type", "Input should be a valid number", value)
-    if hint is str:
-        if isinstance(value, str):
-            return value.strip() if rules.strip_whitespace else value
-        raise _Error("string_type", "Input should be a valid string", value)
-    if hint is Path:
-        if isinstance(value, Path):
-            return value
-        if isinstance(value, str):
-            return Path(value)
-        raise _Error("path_type", "Input is not a valid path", value)
-    if hint is Decimal:
-        if isinstance(value, Decimal):
-            return value
-        if isinstance(value, int | str) and not isinstance(value, bool):
-            try:
-                number = Decimal(value.strip() if isinstance(value, str) else value)
-            except InvalidOperation:
-                raise _Error("decimal_parsing", "Input should be a valid decimal", value) from None
-            if not number.is_finite():
-                raise _Error("finite_number", "Input should be a finite number", value)
-            return number
-        raise _Error("decimal_type", "Decimal input should be an integer, float, string or Decimal object", value)
-    if hint is _dt.date:
-        if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
-            return value
-        if isinstance(value, str):
-            try:
-                return _dt.date.fromisoformat(value)
-            except ValueError as exc:
-                raise _Error("date_from_datetime_parsing", f"Input should be a valid date (YYYY-MM-DD), {exc}",
-                             value) from None
-        raise _Error("date_type", "Input should be a valid date", value)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        if isinstance(value, hint):
-            return value
-        if not strict:
-            try:
-                return hint(value)
-            except ValueError:
-                pass
-        raise _Error("enum", f"Input should be {_literal_text(tuple(m.value for m in hint))}", value)
-    raise TypeError(f"gateway.schema cannot check {hint!r}")  # a model declares a type this module lacks
-
-
-_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False, "1": True,
-               "0": False, "t": True, "f": False, "y": True, "n": False}
-
-
-_BOUNDS = (("gt", "greater_than", "greater than"), ("ge", "greater_than_equal", "greater than or equal to"),
-           ("lt", "less_than", "less than"), ("le", "less_than_equal", "less than or equal to"))
-
-
-def _within(name: str, value: Any, bound: Any) -> bool:
-    return bool(value > bound if name == "gt" else value >= bound if name == "ge" else
-                value < bound if name == "lt" else value <= bound)
-
-
-def _constrain(value: Any, rules: Constraints) -> None:
-    if value is None:
-        return
-    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        for name, kind, text in _BOUNDS:
-            bound = getattr(rules, name)
-            if bound is not None and not _within(name, value, bound):
-                raise _Error(kind, f"Input should be {text} {bound}", value, {name: bound})
-    if isinstance(value, str):
-        if rules.min_length is not None and len(value) < rules.min_length:
-            s = "" if rules.min_length == 1 else "s"
-            raise _Error("string_too_short", f"String should have at least {rules.min_length} character{s}", value,
-                         {"min_length": rules.min_length})
-        if rules.max_length is not None and len(value) > rules.max_length:
-            s = "" if rules.max_length == 1 else "s"
-            raise _Error("string_too_long", f"String should have at most {rules.max_length} character{s}", value,
-                         {"max_length": rules.max_length})
-        if rules.pattern is not None and not _compiled(rules.pattern).search(value):
-            raise _Error("string_pattern_mismatch", f"String should match pattern '{rules.pattern}'", value,
-                         {"pattern": rules.pattern})
-    elif isinstance(value, tuple | Mapping):
-        what = "Tuple" if isinstance(value, tuple) else "Dictionary"
-        if rules.min_length is not None and len(value) < rules.min_length:
-            s = "" if rules.min_length == 1 else "s"
-            raise _Error("too_short", f"{what} should have at least {rules.min_length} item{s} after validation, "
-                         f"not {len(value)}", value, {"min_length": rules.min_length})
-        if rules.max_length is not None and len(value) > rules.max_length:
-            s = "" if rules.max_length == 1 else "s"
-            raise _Error("too_long", f"{what} should have at most {rules.max_length} item{s} after validation, "
-                         f"not {len(value)}", value, {"max_length": rules.max_length})
-
-
-_PATTERNS: dict[str, re.Pattern[str]] = {}
-
-
-def _compiled(pattern: str) -> re.Pattern[str]:
-    found = _PATTERNS.get(pattern)
-    if found is None:
-        found = _PATTERNS[pattern] = re.compile(pattern)
-    return found
+    return convert_leaf(hint, value, strict, rules)

@@ -7,10 +7,12 @@ through it: the periodic polls, one-off reads from the local API or CLI
 
 Polls sit on a fixed wall-clock grid, in the order and with the fair shares on an
 overbooked line that :mod:`gateway.acquisition.schedule` decides; a meter may poll
-its instantaneous values on a different period than its energy register. Line
-rates come from :mod:`gateway.acquisition.line_stats`. One-off requests run in the
-line's idle gaps, and ahead of waiting polls only within the bus's
-``one_off_share`` of the line (:mod:`gateway.acquisition.one_off`).
+its instantaneous values on a different period than its energy register. One-off
+requests run in the line's idle gaps, and ahead of waiting polls only within the
+bus's ``one_off_share`` of the line (:mod:`gateway.acquisition.one_off`). What the
+status page and the log say about the line (counts, rates from
+:mod:`gateway.acquisition.line_stats`, outages, overload) is kept by
+:mod:`gateway.acquisition.line_report`.
 
 Faults stay local: bounded retries per transaction, then the meter alone is
 backed off (capped exponential, still on its grid) and shown offline; it
@@ -29,13 +31,12 @@ from dataclasses import dataclass, field
 import structlog
 
 from gateway.acquisition.energy import ENERGY_REGISTERS, ChannelSeries, channel_series, judge, polled_quantities
-from gateway.acquisition.line_stats import LineStats
+from gateway.acquisition.line_report import LineReport
 from gateway.acquisition.one_off import BusBusy, OneOffQueue
 from gateway.acquisition.portlock import PortBusy, PortLock, endpoint_key
 from gateway.acquisition.read_once import read_once
 from gateway.acquisition.read_plan import ReadBlock, ReadPlan, plan_reads, split_block
 from gateway.acquisition.schedule import (
-    OverloadChange,
     PollJob,
     PollSchedule,
     job_specs,
@@ -149,9 +150,6 @@ class ModbusBus:
         self._schedule = PollSchedule[_Meter](wire_timed=bus.kind != "tcp")
         self._meters: list[_Meter] = []
         self.one_off = OneOffQueue(bus, clock)
-        self._stats = LineStats(clock.monotonic(), RATE_WINDOW_S)
-        self._down_since: float | None = None
-        """Monotonic time the line became unavailable (a missing serial device...); None while it works."""
         self.progress = Progress(f"bus:{bus.name}", BUS_STALL_S)
         """Each transaction is a step: the daemon's watchdog stops when one never ends."""
         self._wall_offset: float | None = None
@@ -160,6 +158,7 @@ class ModbusBus:
         """(slot, seconds from the slot to its last poll's end), recent cycles, for benchmarks."""
         self.line = status.lines.setdefault(bus.name, LineStatus(bus.name, bus.kind, self._transport.endpoint,
                                                                  window_s=RATE_WINDOW_S))
+        self._report = LineReport(self.line, bus.name, clock, RATE_WINDOW_S)
         now = clock.now()
         for order, meter_cfg in enumerate(bus.meters):
             profile = profiles[meter_cfg.id]
@@ -243,7 +242,7 @@ class ModbusBus:
                     self._transport.lock_device_on_open(lock.owner, lock.key)
             log.info("bus_started", bus=self.cfg.name, kind=self.cfg.kind, endpoint=self._transport.endpoint,
                      meters=len(self._meters))
-            self._stats = LineStats(self._clock.monotonic(), RATE_WINDOW_S)
+            self._report.restart_rates()
             reopen_delay = REOPEN_MIN_S
             while True:
                 job = await self._next_work()
@@ -254,9 +253,9 @@ class ModbusBus:
                         if await self._poll(job):
                             self._reschedule(job)
                     reopen_delay = REOPEN_MIN_S
-                    self._line_up()
+                    self._report.up()
                 except PortUnavailable as exc:
-                    self._line_down(str(exc), reopen_delay)
+                    self._report.down(str(exc), reopen_delay)
                     # Line outage: wait in host time (a physical replug), then try again.
                     await asyncio.sleep(reopen_delay)
                     reopen_delay = min(reopen_delay * 2, REOPEN_MAX_S)
@@ -285,23 +284,6 @@ class ModbusBus:
                     warned = True
                 await asyncio.sleep(LOCK_RETRY_S)
 
-    def _line_down(self, error: str, retry_in: float) -> None:
-        # Logged once when the outage starts (from start-up too: the line was never "connected" then) and
-        # once when it ends (_line_up); the retries in between are debug, or a missing adapter floods the log.
-        first = self._down_since is None
-        if first:
-            self._down_since = self._clock.monotonic()
-        self.line.connected = False
-        self.line.last_error = error
-        (log.warning if first else log.debug)("line_unavailable", bus=self.cfg.name, error=error,
-                                              retry_in_s=retry_in)
-
-    def _line_up(self) -> None:
-        if self._down_since is not None:
-            log.info("line_available", bus=self.cfg.name, unavailable_s=round(self._clock.monotonic()
-                                                                               - self._down_since, 1))
-            self._down_since = None
-
     async def _next_work(self) -> _Job | None:
         """The next poll to run, or None to serve the queued one-off request at the head."""
         while True:
@@ -314,8 +296,8 @@ class ModbusBus:
             if job is not None and job.next_due <= now:
                 return job
             if (change := self._schedule.idle(now)) is not None:
-                self._overload(change)
-            self._refresh_rates()
+                self._report.overload(change, self._schedule.overloaded_since)
+            self._report.refresh_rates()
             self.one_off.arrived.clear()
             waits: list[Awaitable[object]] = [self.one_off.arrived.wait()]
             if job is not None:
@@ -414,25 +396,7 @@ class ModbusBus:
         raise last
 
     def _record(self, t0: float, *, ok: bool, error: str | None = None, line_down: bool = False) -> None:
-        now = self._clock.monotonic()
-        line = self.line
-        line.transactions += 1
-        line.record(self._clock.now(), ok)
-        if not ok:
-            line.errors += 1
-            line.last_error = error
-        if not line_down:
-            line.connected = True
-        line.noise_bytes = self._transport.noise_bytes
-        self._stats.add(now, now - t0, ok=ok)
-        self._refresh_rates(now)
-
-    def _refresh_rates(self, now: float | None = None) -> None:
-        rates = self._stats.rates(self._clock.monotonic() if now is None else now)
-        line = self.line
-        line.utilisation = rates.utilisation
-        line.transactions_per_s = rates.transactions_per_s
-        line.errors_per_s = rates.errors_per_s
+        self._report.record(t0, ok=ok, error=error, line_down=line_down, noise_bytes=self._transport.noise_bytes)
 
     # ---- polling ------------------------------------------------------------------------
 
@@ -447,29 +411,12 @@ class ModbusBus:
         if done.overrun:
             self.line.cycle_overruns += 1
         if done.change is not None:
-            self._overload(done.change)
+            self._report.overload(done.change, self._schedule.overloaded_since)
         if self.line.overloaded and self._schedule.achieved_s is not None:
             self.line.achievable_period_s = self._schedule.achieved_s
         if done.cycle_s is not None:
             self.line.last_cycle_s = done.cycle_s
             self.cycle_times.append((done.slot, done.cycle_s))
-
-    def _overload(self, change: OverloadChange) -> None:
-        """The one warning when a line's periods stop fitting, and the one when they fit again."""
-        line = self.line
-        line.overloaded = change.started
-        line.overloaded_since = self._schedule.overloaded_since
-        line.achievable_period_s = change.achieved_s if change.started and change.achieved_s else line.poll_period_s
-        needed = None if change.needed_s is None else round(change.needed_s, 3)
-        if change.started:
-            log.warning("line_overloaded", bus=self.cfg.name, period_s=change.period_s, needed_s=needed,
-                        hint="the meters are polled round robin, each as often as the line allows: lengthen "
-                             "poll_s (check-config gives the shortest that fits), read fewer quantities, "
-                             "or split the meters over more lines")
-        else:
-            log.warning("line_overload_ended", bus=self.cfg.name, period_s=change.period_s,
-                        lasted_s=round(change.lasted_s, 1), overruns=change.overruns,
-                        achieved_s=None if change.achieved_s is None else round(change.achieved_s, 3))
 
     async def _poll(self, job: _Job) -> bool:
         """One attempt at a job. False when the caller must not reschedule it: put back for a retry later
