@@ -51,3 +51,45 @@ async def test_a_statement_failing_mid_batch_rolls_the_whole_batch_back(tmp_path
         await ledger.close()
     with contextlib.closing(sqlite3.connect(tmp_path / DB_FILE)) as db:
         assert [s for (s,) in db.execute("SELECT seq FROM credits")] == [1], "the chain starts where it stood"
+
+
+def _misnamed(path: Path) -> list[tuple[object, ...]]:
+    """Interval rows whose credit_id is not the credit of their own (meter, channel, seq)."""
+    with contextlib.closing(sqlite3.connect(path / DB_FILE)) as db:
+        return db.execute(
+            "SELECT i.meter, i.channel, i.credit_seq, i.credit_id FROM intervals i LEFT JOIN credits c "
+            "ON c.id = i.credit_id WHERE c.id IS NULL OR c.meter <> i.meter OR c.channel <> i.channel "
+            "OR c.seq <> i.credit_seq").fetchall()
+
+
+async def test_every_interval_names_its_own_credit_on_every_write_path(tmp_path: Path) -> None:
+    """Schema 7 finds an interval's credit by the id stored with it, taken from ``last_insert_rowid()``.
+
+    Shown on the one-step write (many meters closing together), on the statement-by-statement path (a
+    late reading, a long outage written in slices), and after AUTOINCREMENT's high-water mark ran past
+    the largest id (ids once used by credits since deleted are never handed out again).
+    """
+    meters = [f"m{k:02d}" for k in range(12)]
+    ledger = await Ledger.open(tmp_path, gateway_id="gw", keypair=KEY)
+    try:
+        minute = 60_000
+        for step in range(0, 31):  # two quarter-hours closed by every meter in the same batches
+            await ledger.commit_readings([Reading(m, T0 + step * minute, 1000 + 7 * step + k)
+                                          for k, m in enumerate(meters)], now_ms=step + 1)
+        assert _misnamed(tmp_path) == []
+        with contextlib.closing(sqlite3.connect(tmp_path / DB_FILE)) as db:
+            db.execute("UPDATE sqlite_sequence SET seq = seq + 1000 WHERE name = 'credits'")
+            db.commit()
+        # A late reading of m00 between two it already has, then m01 back after a two-day outage.
+        await ledger.commit_readings([Reading("m00", T0 + 30 * minute + 30_000, 1000 + 7 * 30 + 3),
+                                      Reading("m00", T0 + 31 * minute, 1000 + 7 * 31 + 5)], now_ms=40)
+        await ledger.commit_readings([Reading("m01", T0 + 2 * 86_400_000, 5000)], now_ms=41)
+        await ledger.commit_readings([Reading(m, T0 + 2 * 86_400_000 + 16 * minute, 6000)
+                                      for m in meters], now_ms=42)
+    finally:
+        await ledger.close()
+    assert _misnamed(tmp_path) == []
+    with contextlib.closing(sqlite3.connect(tmp_path / DB_FILE)) as db:
+        (count, low) = db.execute("SELECT COUNT(*), MIN(i.credit_id) FROM intervals i WHERE i.credit_id > "
+                                  "(SELECT MIN(id) FROM credits) + 1000").fetchone()
+    assert count > 2 * 96 and low is not None, "the outage's intervals were written after the high-water mark"
