@@ -14,7 +14,6 @@ readings and retries (:mod:`gateway.ledger.outage`) while the meters are still r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +35,7 @@ from gateway.ledger.store import Ledger
 from gateway.ledger.writer import ReadingWriter
 from gateway.liveness import Progress, Wedge, first_wedge
 from gateway.profiles import Profile, resolve_profile
+from gateway.sdnotify import notify
 from gateway.status import GatewayStatus, UplinkProgress
 from gateway.timetrust import TimeTrust, source_for
 
@@ -78,20 +78,6 @@ WATCHDOG_CHECK_S = 5.0
 """Without a systemd watchdog, how often progress is still checked (for the log and the page)."""
 
 
-def _sd_notify(message: str) -> None:
-    """Tell systemd (Type=notify) about readiness and liveness; no-op elsewhere."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        # Never blocks the event loop: a receiver that does not read (its queue is full) loses a
-        # ping, which systemd's watchdog tolerates; a blocking send would stop every task.
-        sock.setblocking(False)
-        sock.sendto(message.encode(), address)
-
-
 def _watchdog_interval_s() -> float | None:
     """Half systemd's watchdog timeout (as sd_watchdog_enabled reads it), or None without one."""
     pid = os.environ.get("WATCHDOG_PID")
@@ -119,7 +105,7 @@ async def _watchdog(workers: Sequence[Progress], status: GatewayStatus) -> None:
                 log.warning("watchdog_fed_again", worker=wedged.worker, stuck_s=round(wedged.stuck_s))
                 status.alarms.pop(WATCHDOG_ALARM, None)
             if interval is not None:
-                _sd_notify("WATCHDOG=1")
+                notify("WATCHDOG=1")
         elif wedged is None:
             log.error("watchdog_starved", worker=wedge.worker, stuck_s=round(wedge.stuck_s),
                       limit_s=wedge.limit_s, systemd_watchdog=interval is not None)
@@ -330,11 +316,11 @@ async def run_daemon(cfg: GatewayConfig, clock: Clock, stop: asyncio.Event, *,
             port = int(sock.getsockname()[1]) if sock else None
             if on_started:
                 on_started(Running(status, ledger, writer, port, web_token))
-            _sd_notify("READY=1")
+            notify("READY=1")
             log.info("gateway_running", web_port=port)
 
             await stop.wait()
-            _sd_notify("STOPPING=1")
+            notify("STOPPING=1")
             log.info("gateway_stopping")
             await _stop_tasks(workers)
             # The writer is cancelled once: it then commits what it holds (shielded), which a second

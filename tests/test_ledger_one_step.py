@@ -73,7 +73,7 @@ async def test_every_interval_names_its_own_credit_on_every_write_path(tmp_path:
     ledger = await Ledger.open(tmp_path, gateway_id="gw", keypair=KEY)
     try:
         minute = 60_000
-        for step in range(0, 31):  # two quarter-hours closed by every meter in the same batches
+        for step in range(31):  # two quarter-hours closed by every meter in the same batches
             await ledger.commit_readings([Reading(m, T0 + step * minute, 1000 + 7 * step + k)
                                           for k, m in enumerate(meters)], now_ms=step + 1)
         assert _misnamed(tmp_path) == []
@@ -90,6 +90,6 @@ async def test_every_interval_names_its_own_credit_on_every_write_path(tmp_path:
         await ledger.close()
     assert _misnamed(tmp_path) == []
     with contextlib.closing(sqlite3.connect(tmp_path / DB_FILE)) as db:
-        (count, low) = db.execute("SELECT COUNT(*), MIN(i.credit_id) FROM intervals i WHERE i.credit_id > "
-                                  "(SELECT MIN(id) FROM credits) + 1000").fetchone()
-    assert count > 2 * 96 and low is not None, "the outage's intervals were written after the high-water mark"
+        (count,) = db.execute("SELECT COUNT(*) FROM intervals WHERE credit_id > (SELECT MIN(id) FROM credits) + 1000"
+                              ).fetchone()
+    assert count > 2 * 96, "the outage's intervals were written after the high-water mark"

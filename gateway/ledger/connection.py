@@ -26,6 +26,7 @@ from gateway.errors import LedgerError, LedgerIntegrityError
 from gateway.ledger import integrity, lineage
 from gateway.ledger.faults import DAMAGED_ADVICE, translate
 from gateway.ledger.lineage import DB_FILE
+from gateway.sdnotify import start_extended
 
 log = structlog.get_logger("gateway.ledger")
 
@@ -179,13 +180,16 @@ async def migrate(conn: aiosqlite.Connection, path: Path) -> None:
             f"ledger {path} has schema version {current}, newer than this gateway knows "
             f"({SCHEMA_VERSION}); install the newer gateway version again"
         )
-    for version, sql in migrations():
-        if version <= current:
-            continue
-        try:
-            await conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={version};\nCOMMIT;")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                await conn.rollback()
-            raise translate(exc, path, f"apply migration {version}") from None
-        log.info("ledger_migrated", path=str(path), version=version)
+    pending = [(version, sql) for version, sql in migrations() if version > current]
+    if not pending:
+        return
+    # A migration rewrites tables: on a big ledger it outlasts systemd's start timeout unless renewed.
+    async with start_extended("ledger_migration"):
+        for version, sql in pending:
+            try:
+                await conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={version};\nCOMMIT;")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    await conn.rollback()
+                raise translate(exc, path, f"apply migration {version}") from None
+            log.info("ledger_migrated", path=str(path), version=version)
