@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Literal, TypeVar, dataclass_transform
 __all__ = [
     "BeforeValidator",
     "Field",
+    "FieldError",
     "Lazy",
     "Model",
     "Strict",
@@ -66,6 +67,15 @@ class ValidationError(ValueError):
 
     def error_count(self) -> int:
         return len(self._errors)
+
+
+class FieldError(ValueError):
+    """A validator's problem with its own error type and context, as pydantic's ``PydanticCustomError``:
+    ``check-config`` shows ``ctx["hint"]`` as the hint (a plain ValueError is a ``value_error``)."""
+
+    def __init__(self, kind: str, msg: str, ctx: dict[str, Any] | None = None) -> None:
+        super().__init__(msg)
+        self.kind, self.ctx = kind, ctx
 
 
 def _dotted(loc: Loc) -> str:
@@ -300,6 +310,10 @@ def _add(errors: list[dict[str, Any]], loc: Loc, kind: str, msg: str, value: Any
     errors.append({"loc": loc, "msg": msg, "type": kind, "input": value, **({"ctx": ctx} if ctx else {})})
 
 
+def _kind(exc: ValueError) -> tuple[str, str]:
+    return (exc.kind if isinstance(exc, FieldError) else "value_error"), str(exc)
+
+
 def _validate_model(cls: type[Model], data: Any, loc: Loc, errors: list[dict[str, Any]]) -> Any:
     if isinstance(data, cls):
         return data
@@ -351,7 +365,7 @@ def _field_values(cls: type[Model], data: Mapping[str, Any], loc: Loc, errors: l
                     takes_info = len(inspect.signature(fn).parameters) > 2
                     value = fn(cls, value, ValidationInfo(dict(values))) if takes_info else fn(cls, value)
         except ValueError as exc:
-            _add(errors, where, "value_error", str(exc), data[spec.name])
+            _add(errors, where, *_kind(exc), data[spec.name], getattr(exc, "ctx", None))
             continue
         values[spec.name] = value
     for key in data:
@@ -388,7 +402,7 @@ def _check(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], strict
                 try:
                     value = meta.func(value)
                 except ValueError as exc:
-                    _add(errors, loc, "value_error", str(exc), value)
+                    _add(errors, loc, *_kind(exc), value, getattr(exc, "ctx", None))
                     return None
         rules, strict = _rules_of(tuple(metadata), rules, strict)
         return _check(inner, value, loc, errors, strict, rules)

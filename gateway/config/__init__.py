@@ -403,7 +403,7 @@ def ceiling_report(cfg: GatewayConfig, base_dir: Path | None = None) -> list[str
 
 
 def __getattr__(name: str) -> Any:
-    """``StellarConfig`` on demand: its module imports pydantic, which a box without [stellar] never needs."""
+    """``StellarConfig`` on demand: a box without [stellar] never needs its module."""
     if name == "StellarConfig":
         from gateway.config.stellar import StellarConfig
 
