@@ -106,20 +106,6 @@ def _decimal(value: str, what: str, *, places: int = MAX_AMOUNT_DECIMALS) -> Dec
     return number
 
 
-def _rate(value: str) -> str:
-    _decimal(value, "rate")
-    return value.strip()
-
-
-def _starting_balance(value: str) -> str:
-    if _decimal(value, "starting_balance") < MIN_STARTING_BALANCE_XLM:
-        raise FieldError(
-            "stellar_amount", f"starting_balance {value!r} XLM is below a meter account's minimum balance",
-            {"hint": "a meter account holds a trustline, its serial and two signers: (2 + 4) × 0.5 XLM = 3 XLM "
-                     "at the network's base reserve; use at least \"3\""})
-    return value.strip()
-
-
 def _asset_code(value: str) -> str:
     if not 1 <= len(value) <= MAX_ASSET_CODE or not value.isascii() or not value.isalnum():
         raise FieldError(
@@ -136,15 +122,6 @@ def parse_asset(value: str) -> tuple[str, str] | None:
     if not sep:
         raise ValueError("write the asset as \"native\" or \"CODE:ISSUER\"")
     return _asset_code(code), account_key(issuer)
-
-
-def _payment_asset(value: str) -> str:
-    try:
-        parse_asset(value)
-    except ValueError as exc:
-        raise FieldError("stellar_asset", f"payment_asset {value!r}: {exc}",
-                         {"hint": 'e.g. "native" (XLM) or "USDC:G…"'}) from None
-    return value
 
 
 class StellarConfig(Model):
@@ -189,17 +166,28 @@ class StellarConfig(Model):
     @field_validator("rate")
     @classmethod
     def _check_rate(cls, value: str) -> str:
-        return _rate(value)
+        _decimal(value, "rate")
+        return value.strip()
 
     @field_validator("starting_balance")
     @classmethod
     def _check_starting_balance(cls, value: str) -> str:
-        return _starting_balance(value)
+        if _decimal(value, "starting_balance") < MIN_STARTING_BALANCE_XLM:
+            raise FieldError(
+                "stellar_amount", f"starting_balance {value!r} XLM is below a meter account's minimum balance",
+                {"hint": "a meter account holds a trustline, its serial and two signers: (2 + 4) × 0.5 XLM = 3 XLM "
+                         "at the network's base reserve; use at least \"3\""})
+        return value.strip()
 
     @field_validator("payment_asset")
     @classmethod
     def _check_payment_asset(cls, value: str) -> str:
-        return _payment_asset(value)
+        try:
+            parse_asset(value)
+        except ValueError as exc:
+            raise FieldError("stellar_asset", f"payment_asset {value!r}: {exc}",
+                             {"hint": 'e.g. "native" (XLM) or "USDC:G…"'}) from None
+        return value
 
 
 def _meters(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], dict[str, Any]]]:
