@@ -10,9 +10,9 @@ hints. Error types and messages are pydantic's (``missing``, "Field required"; `
 "Extra inputs are not permitted"; ...), so what installers read and the hints keyed on those types
 stay the same.
 
-Sections the daemon seldom has (``[stellar]``, ``[p2p]``, ``[soroban]``, ``[tariffs]``) are still
-pydantic models: a field can name one *lazily* (:class:`Lazy`), so pydantic is imported only when the
-file has that section, and its errors join the same list.
+Sections the daemon seldom has are named *lazily* (:class:`Lazy`), so their modules are imported only
+when the file has them; ``[p2p]`` and ``[soroban]`` are still pydantic models, whose errors join the
+same list.
 
 Lax like pydantic's default mode, unless a model or field says ``strict``: a quoted whole number is
 accepted for an int, an int for a float; strict refuses strings for numbers and lists for tuples.
