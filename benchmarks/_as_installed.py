@@ -1,6 +1,6 @@
 """Run a module as it runs on a box: distributions meter-gateway does not depend on are hidden.
 
-usage: BENCH_HIDDEN=name,name python benchmarks/_as_installed.py -m MODULE [ARGS...]
+usage: BENCH_HIDDEN=name,name [BENCH_PRELOAD=module,module] python benchmarks/_as_installed.py -m MODULE [ARGS...]
        BENCH_HIDDEN=name,name python benchmarks/_as_installed.py -c CODE
 
 A development venv holds test and lint tools beside the product (pytest, schemathesis and what
@@ -14,6 +14,7 @@ cost in memory, so the figure is the box's.
 
 from __future__ import annotations
 
+import importlib
 import os
 import runpy
 import sys
@@ -57,6 +58,8 @@ def main() -> None:
         raise SystemExit(__doc__.split("\n\n")[1])
     for name in filter(None, os.environ.pop("BENCH_HIDDEN", "").split(",")):
         sys.modules[name] = None  # type: ignore[assignment]
+    for name in filter(None, os.environ.pop("BENCH_PRELOAD", "").split(",")):
+        importlib.import_module(name)  # a library's cost in the running daemon (memory.py's [stellar] floor)
     if sys.argv[1] == "-c":
         code = sys.argv[2]
         sys.argv = ["-c", *sys.argv[3:]]

@@ -12,9 +12,9 @@ stay the same. This module is the walk (models, unions, tuples, dicts, each prob
 path); the leaf checks it ends in (a value against a scalar type or a literal, then its bounds) are
 :mod:`gateway.schema_types`.
 
-Sections the daemon seldom has (``[stellar]``, ``[p2p]``, ``[soroban]``, ``[tariffs]``) are still
-pydantic models: a field can name one *lazily* (:class:`Lazy`), so pydantic is imported only when the
-file has that section, and its errors join the same list.
+Sections the daemon seldom has are named *lazily* (:class:`Lazy`), so their modules are imported only
+when the file has them; ``[p2p]`` and ``[soroban]`` are still pydantic models, whose errors join the
+same list.
 
 Lax like pydantic's default mode, unless a model or field says ``strict``: a quoted whole number is
 accepted for an int, an int for a float; strict refuses strings for numbers and lists for tuples.
@@ -40,6 +40,7 @@ from gateway.schema_types import Constraints, Invalid, constrain, convert_leaf
 __all__ = [
     "BeforeValidator",
     "Field",
+    "FieldError",
     "Lazy",
     "Model",
     "Strict",
@@ -69,6 +70,15 @@ class ValidationError(ValueError):
 
     def error_count(self) -> int:
         return len(self._errors)
+
+
+class FieldError(ValueError):
+    """A validator's problem with its own error type and context, as pydantic's ``PydanticCustomError``:
+    ``check-config`` shows ``ctx["hint"]`` as the hint (a plain ValueError is a ``value_error``)."""
+
+    def __init__(self, kind: str, msg: str, ctx: dict[str, Any] | None = None) -> None:
+        super().__init__(msg)
+        self.kind, self.ctx = kind, ctx
 
 
 def _dotted(loc: Loc) -> str:
@@ -280,6 +290,10 @@ def _add(errors: list[dict[str, Any]], loc: Loc, kind: str, msg: str, value: Any
     errors.append({"loc": loc, "msg": msg, "type": kind, "input": value, **({"ctx": ctx} if ctx else {})})
 
 
+def _kind(exc: ValueError) -> tuple[str, str]:
+    return (exc.kind if isinstance(exc, FieldError) else "value_error"), str(exc)
+
+
 def _validate_model(cls: type[Model], data: Any, loc: Loc, errors: list[dict[str, Any]]) -> Any:
     if isinstance(data, cls):
         return data
@@ -331,7 +345,7 @@ def _field_values(cls: type[Model], data: Mapping[str, Any], loc: Loc, errors: l
                     takes_info = len(inspect.signature(fn).parameters) > 2
                     value = fn(cls, value, ValidationInfo(dict(values))) if takes_info else fn(cls, value)
         except ValueError as exc:
-            _add(errors, where, "value_error", str(exc), data[spec.name])
+            _add(errors, where, *_kind(exc), data[spec.name], getattr(exc, "ctx", None))
             continue
         values[spec.name] = value
     for key in data:
@@ -372,7 +386,7 @@ def _check(hint: Any, value: Any, loc: Loc, errors: list[dict[str, Any]], strict
                 try:
                     value = meta.func(value)
                 except ValueError as exc:
-                    _add(errors, loc, "value_error", str(exc), value)
+                    _add(errors, loc, *_kind(exc), value, getattr(exc, "ctx", None))
                     return None
         rules, strict = _rules_of(tuple(metadata), rules, strict)
         return _check(inner, value, loc, errors, strict, rules)

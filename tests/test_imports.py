@@ -144,13 +144,63 @@ energy = { kind = "tiered", tiers = [{ up_to_kwh = "500", rate = "0.30" }, { rat
 
 
 @pytest.mark.slow
-def test_stellar_sections_load_their_pydantic_models(tmp_path: Path) -> None:
-    """The other side of the test above: with [stellar] configured its (pydantic) model is what checks it."""
+def test_a_stellar_section_is_checked_without_pydantic_nor_stellar_sdk(tmp_path: Path) -> None:
+    """[stellar] is a gateway.schema record: ``check-config`` of such a file needs neither pydantic nor
+    stellar-sdk (its keys are checked by their StrKey checksum)."""
     out = subprocess.run([sys.executable, "-c", (
         "import sys; from gateway.config import parse_config; from gateway.config.stellar import StellarConfig\n"
-        "cfg = parse_config(sys.stdin.read()); print(type(cfg.stellar) is StellarConfig)")],
+        "cfg = parse_config(sys.stdin.read())\n"
+        "print(type(cfg.stellar) is StellarConfig,\n"
+        "      sorted(m for m in ('pydantic', 'stellar_sdk') if m in sys.modules))")],
         input=_stellar_config(tmp_path), capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path)
-    assert out.stdout.strip() == "True"
+    assert out.stdout.strip() == "True []"
+
+
+STELLAR_CHILD = textwrap.dedent("""
+    import asyncio, json, sys
+    from gateway.clock import SystemClock
+    from gateway.config import parse_config
+    from gateway.daemon import run_daemon
+
+    NEVER = {never!r}
+    cfg = parse_config(sys.stdin.read())
+
+    def models(base):
+        for sub in base.__subclasses__():
+            yield sub
+            yield from models(sub)
+
+    async def main():
+        stop = asyncio.Event()
+        seen = {{}}
+
+        def started(running):
+            import pydantic  # stellar-sdk's own (its exceptions module imports its RPC models)
+            seen["models"] = sorted({{m.__module__ for m in models(pydantic.BaseModel)
+                                     if m.__module__.startswith(("gateway", "cloud_sync"))}})
+            seen["loaded"] = sorted(m for m in NEVER if m in sys.modules)
+            seen["sdk"] = "stellar_sdk" in sys.modules
+            stop.set()
+
+        await run_daemon(cfg, SystemClock(), stop, on_started=started, final_sync_s=0)
+        print(json.dumps(seen))
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.slow
+def test_a_stellar_daemon_builds_no_pydantic_model_and_loads_no_stellar_tool(tmp_path: Path) -> None:
+    """Issue 11: a daemon with [stellar] may cost no more than the peer's 69.7 MiB, and stellar-sdk's own import
+    is ~26 MiB of it. What the gateway adds is checked here: no pydantic model of its own (the [stellar]
+    model's schema cost 1.2 MiB), and none of the Stellar commands' modules (onboarding, invoices, the CLI),
+    the local Horizon ledger or the [p2p] section's models, which only other commands and sections use."""
+    never = ("cloud_sync.stellar.cli", "cloud_sync.stellar.onboarding", "cloud_sync.stellar.invoice",
+             "cloud_sync.horizon", "cloud_sync.soroban", "gateway.config.p2p")
+    out = subprocess.run([sys.executable, "-c", STELLAR_CHILD.format(never=never)], input=_stellar_config(tmp_path),
+                         capture_output=True, text=True, timeout=90, check=True, cwd=tmp_path)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen == {"models": [], "loaded": [], "sdk": True}
 
 
 def _stellar_config(tmp_path: Path) -> str:

@@ -190,7 +190,7 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[tuple[KeyPat
             found.append(((*where, "id"), f"meter id {meter_id!r} is used more than once",
                           "every meter needs its own id"))
     found.extend(_billing_problems(raw, [where for where, _ in where_ids]))
-    # These sections' modules import pydantic: only for a file that has them.
+    # These sections' modules are imported only for a file that has them ([p2p]'s imports pydantic).
     if "stellar" in raw:
         from gateway.config.stellar import stellar_problems
 
@@ -403,7 +403,7 @@ def ceiling_report(cfg: GatewayConfig, base_dir: Path | None = None) -> list[str
 
 
 def __getattr__(name: str) -> Any:
-    """``StellarConfig`` on demand: its module imports pydantic, which a box without [stellar] never needs."""
+    """``StellarConfig`` on demand: a box without [stellar] never needs its module."""
     if name == "StellarConfig":
         from gateway.config.stellar import StellarConfig
 

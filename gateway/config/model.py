@@ -3,8 +3,9 @@
 Models are frozen and forbid unknown keys, so a typo (``pol_s``) is an error
 with a path instead of a silently ignored setting. They are :mod:`gateway.schema` records, not
 pydantic models: the daemon reads this schema at every start, and pydantic would cost it about
-13 MiB. The sections only some boxes have (``[stellar]``, ``[p2p]``, ``[soroban]``) keep their
-pydantic models, imported only when the file has them (:func:`gateway.schema.lazy_model`).
+13 MiB. The sections only some boxes have are imported only when the file has them
+(:func:`gateway.schema.lazy_model`): ``[stellar]`` (a gateway.schema record too), ``[p2p]`` and
+``[soroban]`` (still pydantic models).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from gateway.billing.tariff import Tariff
     from gateway.config.p2p import P2PConfig, SorobanConfig
     from gateway.config.stellar import StellarConfig
-else:  # imported only when the file has the section: [stellar], [p2p], [soroban] are pydantic models
+else:  # imported only when the file has the section; [p2p] and [soroban] are pydantic models
     Tariff = lazy_model("gateway.billing.tariff", "Tariff")  # the billing engine: only for a box with tariffs
     P2PConfig = lazy_model("gateway.config.p2p", "P2PConfig")
     SorobanConfig = lazy_model("gateway.config.p2p", "SorobanConfig")

@@ -18,7 +18,8 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.config.stellar import AccountKey, strkey_version
+from gateway.config.stellar import account_key, strkey_version
+from gateway.schema import FieldError
 
 U64_MAX: Final = 2**64 - 1
 _VERSION_CONTRACT: Final = 2 << 3
@@ -35,6 +36,16 @@ def _contract_id(value: str) -> str:
 
 
 ContractId = Annotated[str, AfterValidator(_contract_id)]
+
+
+def _account_key(value: str) -> str:
+    try:
+        return account_key(value)
+    except FieldError as exc:  # the [stellar] section's check, in pydantic's terms (this section is pydantic)
+        raise PydanticCustomError(exc.kind, str(exc), exc.ctx) from None
+
+
+AccountKey = Annotated[str, AfterValidator(_account_key)]
 
 
 class AgreementConfig(BaseModel):

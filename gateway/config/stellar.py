@@ -8,6 +8,11 @@ never holds the issuer's or the platform's secret. Its own account is its identi
 Keys are checked without stellar-sdk (the daemon imports it only when ``[stellar]`` is
 configured): a StrKey is base32 of a version byte, the 32-byte key and a CRC16-XModem
 checksum (SEP-23), which is all a config check needs.
+
+The section is a :mod:`gateway.schema` record like the rest of the file, not a pydantic model:
+stellar-sdk imports pydantic anyway, but building this model's pydantic schema cost the daemon
+another 1.2 MiB, and ``check-config`` of a file with ``[stellar]`` now needs neither. Error types,
+messages and hints are the ones the pydantic model gave (:class:`gateway.schema.FieldError`).
 """
 
 from __future__ import annotations
@@ -16,10 +21,9 @@ import base64
 import binascii
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pydantic_core import PydanticCustomError
+from gateway.schema import Field, FieldError, Model, field_validator
 
 MAX_AMOUNT_DECIMALS: Final = 7
 """Stellar amounts are integers of 10^-7 units (stroops)."""
@@ -66,61 +70,45 @@ def is_account_id(text: str) -> bool:
     return len(text) == 56 and strkey_version(text) == _VERSION_ACCOUNT
 
 
-def _account_key(value: str) -> str:
+def account_key(value: str) -> str:
+    """``value`` stripped if it is a plain account address (``G…``); else a FieldError saying what it is."""
     value = value.strip()
     version = strkey_version(value)
     if version == _VERSION_ACCOUNT and len(value) == 56:
         return value
     if version == _VERSION_MUXED:
-        raise PydanticCustomError(
+        raise FieldError(
             "stellar_muxed", "muxed accounts (M…) are not supported",
             {"hint": "use the underlying G… account; the platform does not support muxed accounts"})
     if version == _VERSION_SEED:
-        raise PydanticCustomError(
+        raise FieldError(
             "stellar_secret", "this is a SECRET key (S…), not an account address",
             {"hint": "remove it from the file now and rotate it; the gateway only needs public keys (G…)"})
-    raise PydanticCustomError(
+    raise FieldError(
         "stellar_key", "not a valid Stellar account address",
         {"hint": "a public key is 56 characters starting with G; copy it again (the checksum does not match)"})
-
-
-AccountKey = Annotated[str, AfterValidator(_account_key)]
 
 
 def _decimal(value: str, what: str, *, places: int = MAX_AMOUNT_DECIMALS) -> Decimal:
     try:
         number = Decimal(value.strip())
     except InvalidOperation:
-        raise PydanticCustomError("stellar_amount", f"{what} {value!r} is not a decimal number",
-                                  {"hint": 'write it as a quoted decimal string, e.g. "0.001"'}) from None
+        raise FieldError("stellar_amount", f"{what} {value!r} is not a decimal number",
+                         {"hint": 'write it as a quoted decimal string, e.g. "0.001"'}) from None
     if not number.is_finite() or number <= 0:
-        raise PydanticCustomError("stellar_amount", f"{what} must be a positive number",
-                                  {"hint": 'e.g. "0.001"'})
+        raise FieldError("stellar_amount", f"{what} must be a positive number",
+                         {"hint": 'e.g. "0.001"'})
     exponent = number.normalize().as_tuple().exponent
     if isinstance(exponent, int) and -exponent > places:
-        raise PydanticCustomError(
+        raise FieldError(
             "stellar_amount", f"{what} {value!r} has more than {places} decimal places",
             {"hint": f"Stellar amounts are whole multiples of 0.0000001 ({places} places); round it"})
     return number
 
 
-def _rate(value: str) -> str:
-    _decimal(value, "rate")
-    return value.strip()
-
-
-def _starting_balance(value: str) -> str:
-    if _decimal(value, "starting_balance") < MIN_STARTING_BALANCE_XLM:
-        raise PydanticCustomError(
-            "stellar_amount", f"starting_balance {value!r} XLM is below a meter account's minimum balance",
-            {"hint": "a meter account holds a trustline, its serial and two signers: (2 + 4) × 0.5 XLM = 3 XLM "
-                     "at the network's base reserve; use at least \"3\""})
-    return value.strip()
-
-
 def _asset_code(value: str) -> str:
     if not 1 <= len(value) <= MAX_ASSET_CODE or not value.isascii() or not value.isalnum():
-        raise PydanticCustomError(
+        raise FieldError(
             "stellar_asset", f"asset code {value!r} must be 1 to {MAX_ASSET_CODE} letters or digits",
             {"hint": "use the code exactly as the utility issued it, e.g. \"KWH\""})
     return value
@@ -133,38 +121,27 @@ def parse_asset(value: str) -> tuple[str, str] | None:
     code, sep, issuer = value.partition(":")
     if not sep:
         raise ValueError("write the asset as \"native\" or \"CODE:ISSUER\"")
-    return _asset_code(code), _account_key(issuer)
+    return _asset_code(code), account_key(issuer)
 
 
-def _payment_asset(value: str) -> str:
-    try:
-        parse_asset(value)
-    except ValueError as exc:
-        raise PydanticCustomError("stellar_asset", f"payment_asset {value!r}: {exc}",
-                                  {"hint": 'e.g. "native" (XLM) or "USDC:G…"'}) from None
-    return value
-
-
-class StellarConfig(BaseModel):
+class StellarConfig(Model):
     """Where and how consumption is tokenized; see README "Stellar: tokenized consumption"."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     horizon_url: str = Field(pattern=r"^https?://", description="Horizon API base URL")
     network_passphrase: str = Field(min_length=1, description="the network's passphrase (signatures cover it)")
-    asset_code: Annotated[str, AfterValidator(_asset_code)] = Field(description="the utility's asset code")
-    asset_issuer: AccountKey = Field(description="the utility's issuing account (public key only)")
-    platform_signer: AccountKey = Field(
+    asset_code: str = Field(description="the utility's asset code")
+    asset_issuer: str = Field(description="the utility's issuing account (public key only)")
+    platform_signer: str = Field(
         description="the platform's master signer: controls every meter account (it alone meets HIGH)")
-    rate: Annotated[str, AfterValidator(_rate)] = Field(
+    rate: str = Field(
         description="asset units per Wh, an exact decimal with at most 7 places (\"0.001\" = 1 unit per kWh)")
-    starting_balance: Annotated[str, AfterValidator(_starting_balance)] = Field(
+    starting_balance: str = Field(
         default="3", description="XLM each new meter account is created with (seed 000: 3 XLM)")
-    gateway_account: AccountKey | None = Field(
+    gateway_account: str | None = Field(
         default=None, description="this box's account; must be its identity key (meter-gateway identity)")
-    company_account: AccountKey | None = Field(
+    company_account: str | None = Field(
         default=None, description="the management company's account that invoices pay (seed 000's CreateInvoice)")
-    payment_asset: Annotated[str, AfterValidator(_payment_asset)] = Field(
+    payment_asset: str = Field(
         default="native", description="what payers pay the company in: \"native\" (XLM) or \"CODE:ISSUER\"")
     batch_ops: int = Field(default=100, ge=1, le=100, description="payments per transaction (protocol maximum 100)")
     tx_timeout_s: int = Field(
@@ -175,6 +152,42 @@ class StellarConfig(BaseModel):
     backoff_max_s: float = Field(default=300.0, ge=1, le=3600, description="cap of the retry delay")
     balance_refresh_s: float = Field(
         default=300.0, ge=10, le=86_400, description="how often idle meter balances are re-read for the status page")
+
+    @field_validator("asset_issuer", "platform_signer", "gateway_account", "company_account")
+    @classmethod
+    def _check_account(cls, value: str | None) -> str | None:
+        return None if value is None else account_key(value)
+
+    @field_validator("asset_code")
+    @classmethod
+    def _check_code(cls, value: str) -> str:
+        return _asset_code(value)
+
+    @field_validator("rate")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        _decimal(value, "rate")
+        return value.strip()
+
+    @field_validator("starting_balance")
+    @classmethod
+    def _check_starting_balance(cls, value: str) -> str:
+        if _decimal(value, "starting_balance") < MIN_STARTING_BALANCE_XLM:
+            raise FieldError(
+                "stellar_amount", f"starting_balance {value!r} XLM is below a meter account's minimum balance",
+                {"hint": "a meter account holds a trustline, its serial and two signers: (2 + 4) × 0.5 XLM = 3 XLM "
+                         "at the network's base reserve; use at least \"3\""})
+        return value.strip()
+
+    @field_validator("payment_asset")
+    @classmethod
+    def _check_payment_asset(cls, value: str) -> str:
+        try:
+            parse_asset(value)
+        except ValueError as exc:
+            raise FieldError("stellar_asset", f"payment_asset {value!r}: {exc}",
+                             {"hint": 'e.g. "native" (XLM) or "USDC:G…"'}) from None
+        return value
 
 
 def _meters(raw: dict[str, Any]) -> list[tuple[tuple[str | int, ...], dict[str, Any]]]:

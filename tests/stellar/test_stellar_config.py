@@ -99,3 +99,31 @@ def test_check_config_command_prints_the_lines(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "stellar.rate: rate '1.123456789' has more than 7 decimal places (hint: Stellar amounts are" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_errors_keep_their_types_and_hints_and_p2p_keys_share_the_check() -> None:
+    """The section is a gateway.schema record: its validators' own error types and hints (``stellar_secret``
+    and the others, as the pydantic model had them) survive, beside the schema's own; the [p2p] section's
+    pydantic models check their keys with the same function and report the same type and hint."""
+    from pydantic import ValidationError as PydanticValidationError
+
+    from gateway.config.p2p import AgreementConfig
+    from gateway.schema import ValidationError
+
+    seed = Keypair.random().secret
+    raw = {"horizon_url": "http://h", "network_passphrase": "p", "asset_code": "KWH", "asset_issuer": seed,
+           "platform_signer": f" {PLATFORM} ", "rate": "x", "batch_ops": 0, "colour": "red"}
+    with pytest.raises(ValidationError) as exc:
+        StellarConfig.model_validate(raw)
+    got = {e["loc"]: (e["type"], (e.get("ctx") or {}).get("hint", "")) for e in exc.value.errors()}
+    assert {loc: kind for loc, (kind, _) in got.items()} == {
+        ("asset_issuer",): "stellar_secret", ("rate",): "stellar_amount", ("batch_ops",): "greater_than_equal",
+        ("colour",): "extra_forbidden"}
+    assert "rotate it" in got[("asset_issuer",)][1]
+    fixed = {k: v for k, v in raw.items() if k != "colour"} | {"asset_issuer": ISSUER, "rate": "0.5", "batch_ops": 5}
+    assert StellarConfig.model_validate(fixed).platform_signer == PLATFORM, "an account key is stripped, as before"
+    with pytest.raises(PydanticValidationError) as p2p:
+        AgreementConfig.model_validate({"provider": seed})
+    provider = next(e for e in p2p.value.errors() if e["loc"] == ("provider",))
+    assert provider["type"] == "stellar_secret"
+    assert provider["ctx"]["hint"] == got[("asset_issuer",)][1]
