@@ -21,8 +21,10 @@ for 10k only, ``--sizes 10000,576000`` to choose; ``--help`` for options)
    absolute rate against issue 11's 10 000 credits/s, peak RSS of the gateway's drainer at each
    backlog size and the ratio largest/smallest (flat memory: about 1), and the drainer's RSS
    growth while draining, largest backlog less smallest, against the 5 MB limit. The absolute
-   rate is bounded by the receiver (it verifies every signature, about 60 µs of CPU each, and
-   fsyncs each batch) and by what else the machine runs: the raw loop's rate beside it says so.
+   rate is bounded by the receiver (it verifies every signature, 65-85 µs of CPU each here, and
+   fsyncs each batch) and by what else the machine runs: the raw loop's rate beside it says so,
+   and so do the CPU seconds per credit printed for the receiver process and the sender child
+   (with the load average: on 2 cores, 10 000 credits/s leaves 200 µs of CPU per credit in all).
    ``--drain-only`` skips part 2.
 
 2. Write volume per meter per day. 20 meters polled every 60 s for a simulated day (after an hour
@@ -47,6 +49,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -86,6 +89,7 @@ from gateway.status import GatewayStatus
 from gateway.web.server import free_port
 
 COMMIT_EVERY_S = LedgerConfig().commit_every_s
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 METERS = 200
 INTERVAL_S = 900
@@ -168,6 +172,11 @@ class Receiver:
         answer.raise_for_status()
         return sum(int(m["credits"]) for m in answer.json()["meters"])
 
+    def cpu_s(self) -> float:
+        """The receiver's CPU time so far (user + system, all its threads), from ``/proc``."""
+        fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
     def log_tail(self) -> str:
         self._log.flush()
         return self._log_path.read_text(errors="replace")[-2000:]
@@ -201,8 +210,10 @@ def measure_drain(folder: Path, mode: str, data_dir: Path, public_key: str, toke
     receiver = Receiver(folder / f"receiver-{mode}", public_key, token_file)
     try:
         receiver.wait_ready()
+        cpu0 = receiver.cpu_s()
         outcome = run_child(mode, data_dir, receiver.url, token_file, key_file, batch_size,
                             folder / f"result-{mode}.json")
+        outcome["receiver_cpu_s"] = receiver.cpu_s() - cpu0  # the whole drain (and the child's start, a few ms)
         outcome["receiver_stored"] = receiver.stored()
     finally:
         receiver.stop()
@@ -228,7 +239,7 @@ async def child_uplink(args: argparse.Namespace) -> dict[str, Any]:
         uplink = BillingApiUplink(cfg, ledger, SystemClock(), gateway_id=GATEWAY_ID, token=token,
                                   wakeup=asyncio.Event)
         rss_before = rss_kb()
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         task = asyncio.create_task(uplink.run())
         try:
             while uplink.progress.delivered < backlog:
@@ -238,7 +249,7 @@ async def child_uplink(args: argparse.Namespace) -> dict[str, Any]:
                 if time.perf_counter() - start > CHILD_TIMEOUT_S:
                     raise RuntimeError(f"backlog not drained in {CHILD_TIMEOUT_S:.0f} s")
                 await asyncio.sleep(0.005)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu0
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -246,7 +257,7 @@ async def child_uplink(args: argparse.Namespace) -> dict[str, Any]:
         summary = await ledger.uplink_summary(UPLINK)
         if left or summary.dead_credits:
             raise RuntimeError(f"{left} credits left, {summary.dead_credits} dead-lettered")
-        return {"credits": uplink.progress.delivered, "elapsed_s": elapsed, "open_s": open_s,
+        return {"credits": uplink.progress.delivered, "elapsed_s": elapsed, "cpu_s": cpu_s, "open_s": open_s,
                 "rss_before_kb": rss_before, "maxrss_kb": peak_rss_kb()}
     finally:
         await ledger.close()
@@ -260,7 +271,7 @@ def child_raw(args: argparse.Namespace) -> dict[str, Any]:
     sent = 0
     try:
         rss_before = rss_kb()
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         with httpx.Client(base_url=args.url, timeout=60.0, headers={"Authorization": f"Bearer {token}"}) as http:
             last = 0
             while rows := db.execute("SELECT id, wire FROM credits WHERE id > ? ORDER BY id LIMIT ?",
@@ -273,10 +284,10 @@ def child_raw(args: argparse.Namespace) -> dict[str, Any]:
                 if answer.status_code != 200 or answer.json().get("accepted") != len(rows):
                     raise RuntimeError(f"batch {key}: HTTP {answer.status_code} {answer.text[:300]}")
                 sent += len(rows)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu0
     finally:
         db.close()
-    return {"credits": sent, "elapsed_s": elapsed, "open_s": 0.0, "rss_before_kb": rss_before,
+    return {"credits": sent, "elapsed_s": elapsed, "cpu_s": cpu_s, "open_s": 0.0, "rss_before_kb": rss_before,
             "maxrss_kb": peak_rss_kb()}
 
 
@@ -432,6 +443,8 @@ def raw_day_volume(data_dir: Path, meters: int, hours: float, wire_bytes: int) -
 def _summary(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     """Median time, highest peak RSS of repeated drains."""
     return {"elapsed_s": median([o["elapsed_s"] for o in outcomes]),
+            "cpu_s": median([o["cpu_s"] for o in outcomes]),
+            "receiver_cpu_s": median([o["receiver_cpu_s"] for o in outcomes]),
             "open_s": median([o["open_s"] for o in outcomes]),
             "rss_before_kb": median([o["rss_before_kb"] for o in outcomes]),
             "maxrss_kb": max(o["maxrss_kb"] for o in outcomes)}
@@ -482,6 +495,12 @@ def parent_main(args: argparse.Namespace) -> int:
             print(f"  raw POST loop   {raw_rate:>8,.0f} credits/s  peak RSS {_mib(raw['maxrss_kb'])}  ({runs})")
             print(f"  gateway uplink  {gw_rate:>8,.0f} credits/s  peak RSS {_mib(gw['maxrss_kb'])}  ({runs}; RSS "
                   f"before draining {_mib(gw['rss_before_kb']).strip()}, ledger open {gw['open_s']:.2f} s)")
+            for name, o in (("raw POST loop", raw), ("gateway uplink", gw)):
+                print(f"  CPU per credit, {name:14s}: receiver {1e6 * o['receiver_cpu_s'] / made:5.1f} µs, "
+                      f"sender {1e6 * o['cpu_s'] / made:5.1f} µs  (2 cores: {2e6 / made * o['elapsed_s']:.0f} µs "
+                      "of CPU time per credit elapsed)")
+            with contextlib.suppress(OSError):
+                print(f"  load average now (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
             print(f"  ratio gateway / raw: {gw_rate / raw_rate:.3f}  (target >= {DRAIN_RATIO_TARGET} at 500k)")
             print(f"  absolute: gateway {gw_rate:,.0f} credits/s, target {DRAIN_RATE_TARGET:,}/s: "
                   f"{'met' if gw_rate >= DRAIN_RATE_TARGET else 'NOT met'} ({gw_rate / DRAIN_RATE_TARGET:.2f} of it; "

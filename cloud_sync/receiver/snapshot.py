@@ -94,7 +94,9 @@ class MemoryView:
         body = item.get("credit") if type(item) is dict else None
         if type(body) is not dict:
             return False
-        return (body.get("meter"), echoed_channel(body), body.get("seq")) in self.stored_wire
+        meter, seq = body.get("meter"), body.get("seq")
+        # Only well-formed keys were fetched; anything else (a list for a meter, say) cannot be stored.
+        return type(meter) is str and type(seq) is int and (meter, echoed_channel(body), seq) in self.stored_wire
 
     def stored(self, meter: str, channel: str, seq: int) -> dict[str, Any] | None:
         item = self._added_items.get((meter, channel, seq))

@@ -68,3 +68,18 @@ def test_a_sqlite_file_of_a_newer_receiver_is_refused(tmp_path: Path) -> None:
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(ReceiverConfigError, match="upgrade this receiver"):
         ReceiverStore(tmp_path / "receiver.db")
+
+
+def test_the_quarter_hour_index_is_keyed_by_time_and_answers_the_history_rule(tmp_path: Path) -> None:
+    """Migration 0004: (gateway, start, meter, channel), so a batch's new credits share a few leaves of it
+    (with the meter first, each meter of a batch dirtied a leaf of its own at every commit)."""
+    with sqlite3.connect(tmp_path / "receiver.db") as old:
+        old.executescript(OLD_SCHEMA)
+    ReceiverStore(tmp_path / "receiver.db", {GW: KEY.public_key}).close()
+    with sqlite3.connect(tmp_path / "receiver.db") as db:
+        columns = [row[2] for row in db.execute("PRAGMA index_info(credits_by_start)")]
+        assert columns == ["gateway", "start", "meter", "channel"]
+        plan = " ".join(row[3] for row in db.execute(
+            "EXPLAIN QUERY PLAN SELECT seq FROM credits WHERE gateway = ? AND meter = ? AND channel = ? "
+            "AND start = ?", (GW, "m1", "import", 0)))
+        assert "credits_by_start" in plan, plan
