@@ -149,8 +149,8 @@ async def test_a_credit_cannot_reuse_a_seq_at_or_before_its_series_tip(tmp_path:
         (tip,) = db.execute("SELECT last_seq FROM meters WHERE meter='m1' AND channel='import'").fetchone()
         assert tip >= 2
         with pytest.raises(sqlite3.IntegrityError, match="chain tip"):
-            db.execute("INSERT INTO credits (meter, channel, seq, start, wh, hash, wire, created_ms) "
-                       "VALUES ('m1', 'import', ?, 0, 0, 'x', '{}', 0)", (tip,))
+            db.execute("INSERT INTO credits (meter, channel, seq, start, wh, hash_b, wire_text, created_ms) "
+                       "VALUES ('m1', 'import', ?, 0, 0, x'00', '{}', 0)", (tip,))
 
 
 def _wal_pages_of_last_commit(path: Path) -> list[int]:

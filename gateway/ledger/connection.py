@@ -179,6 +179,9 @@ async def migrate(conn: aiosqlite.Connection, path: Path) -> None:
             f"ledger {path} has schema version {current}, newer than this gateway knows "
             f"({SCHEMA_VERSION}); install the newer gateway version again"
         )
+    if current < SCHEMA_VERSION:
+        # Migration 7 stores the credits' hashes as raw bytes; SQLite before 3.41 has no unhex().
+        await conn.create_function("ledger_unhex", 1, _unhex, deterministic=True)
     for version, sql in migrations():
         if version <= current:
             continue
@@ -189,3 +192,11 @@ async def migrate(conn: aiosqlite.Connection, path: Path) -> None:
                 await conn.rollback()
             raise translate(exc, path, f"apply migration {version}") from None
         log.info("ledger_migrated", path=str(path), version=version)
+
+
+def _unhex(text: object) -> bytes | None:
+    """Hex text to bytes for a migration's SQL (NULL for anything else: that credit is then kept whole)."""
+    try:
+        return bytes.fromhex(text) if isinstance(text, str) else None
+    except ValueError:
+        return None

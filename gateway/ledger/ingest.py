@@ -56,6 +56,7 @@ from gateway.intervals.engine import (
 )
 from gateway.intervals.plausibility import DEFAULT_MAX_POWER_W, MS_PER_HOUR, ROUNDING_SLACK_WH
 from gateway.intervals.revision import Change, plan_changes
+from gateway.ledger.credit_rows import INSERT_CREDIT, UPDATE_CREDIT, compact_columns, credit_columns
 
 if TYPE_CHECKING:
     from gateway.ledger.store import CommitResult, Ledger
@@ -312,14 +313,19 @@ class IngestBatch:
             self._signer = IntervalSigner(gateway_id=ledger._gateway_id, keypair=ledger._keypair,
                                           public_key=ledger._public_key)
         sign_interval = self._signer.sign
+        gateway, gateway_key = self.ledger._gateway_id, self.ledger._public_key
         for interval in intervals:
             key = (interval.meter, interval.channel)
-            digest, wire, tip = sign_interval(interval, tips.get(key, _GENESIS_TIP), now_ms)
+            prev = tips.get(key, _GENESIS_TIP)
+            digest, wire, tip = sign_interval(interval, prev, now_ms)
             tips[key] = tip
             touched.add(key)
             interval_rows.append(_interval_row(interval, tip.seq))
-            credit_rows.append((interval.meter, interval.channel, tip.seq, interval.start, interval.wh,
-                                digest, wire, now_ms))
+            # The wire ends with "signature":"<88 characters>"} (a mismatch is caught: stored whole).
+            credit_rows.append(compact_columns(
+                interval.meter, interval.channel.value, tip.seq, interval.start, interval.wh, digest, now_ms,
+                gateway, gateway_key, None, interval.quality.value, interval.register_start_wh,
+                interval.register_end_wh, prev.hash, wire[-90:-2], wire))
             result.intervals_closed += 1
             if len(result.intervals) < KEPT_INTERVALS:
                 result.intervals.append(interval)
@@ -471,22 +477,23 @@ class IngestBatch:
         signed, tip = self.ledger._sign(interval, self.tips[key], self.now_ms, corrects=seq, wh=delta)
         self.tips[key] = tip
         self._touched.add(key)
-        await db.execute(
-            "INSERT INTO credits (meter, channel, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?,?)",
-            (interval.meter, channel, tip.seq, interval.start, delta, signed.hash,
-             signed.wire_json(), self.now_ms))
+        await db.execute(INSERT_CREDIT, credit_columns(interval.meter, channel, tip.seq, interval.start, delta,
+                                                       signed.hash, self.now_ms, signed.wire_json()))
         self._credits_written = True
         self.result.corrections += 1
 
     async def _revise_unsent(self, db: aiosqlite.Connection, interval: Interval, seq: int, credit_id: int) -> None:
         """Put an unsent credit's new values in place; it and its successors are re-signed once, at the end."""
         key = (interval.meter, interval.channel)
-        (wire,) = (await _rows(db, "SELECT wire FROM credits WHERE id=?", (credit_id,)))[0]
+        (meter, channel, credit_seq, start, digest, created_ms, wire) = (await _rows(
+            db, "SELECT meter, channel, seq, start, hash, created_ms, wire FROM credits WHERE id=?", (credit_id,)))[0]
         item = json.loads(wire)
         item["credit"].update(wh=interval.wh, quality=interval.quality.value,
                               register_start_wh=interval.register_start_wh, register_end_wh=interval.register_end_wh)
-        await db.execute("UPDATE credits SET wire=?, wh=? WHERE id=?",
-                         (json.dumps(item, separators=(",", ":")), interval.wh, credit_id))
+        # Not signed again yet (the hash and signature are stale until _rewrite_chain, in this transaction).
+        columns = credit_columns(meter, channel, credit_seq, start, interval.wh, digest, created_ms,
+                                 json.dumps(item, separators=(",", ":")))
+        await db.execute(UPDATE_CREDIT, (*columns[4:], credit_id))
         self._rechain[key] = min((seq, credit_id), self._rechain.get(key, (seq, credit_id)))
 
     async def _rechain_all(self, db: aiosqlite.Connection) -> None:
@@ -509,15 +516,16 @@ class IngestBatch:
         prev = await _rows(db, "SELECT hash FROM credits WHERE id<? AND meter=? AND channel=? AND seq=? "
                                "ORDER BY id DESC LIMIT 1", (credit_id, meter, channel, seq - 1)) if seq > 1 else []
         prev_hash = prev[0][0] if prev else GENESIS_HASH
-        rows = await _rows(db, "SELECT id, seq, wire FROM credits WHERE id>=? AND meter=? AND channel=? ORDER BY id",
-                           (credit_id, meter, channel))
+        rows = await _rows(db, "SELECT id, seq, start, wh, created_ms, wire FROM credits WHERE id>=? AND meter=? "
+                               "AND channel=? ORDER BY id", (credit_id, meter, channel))
         last_seq = seq
-        for row_id, credit_seq, wire in rows:
+        for row_id, credit_seq, start, wh, created_ms, wire in rows:
             body = json.loads(wire)["credit"]
             body["prev_hash"] = prev_hash
             signed = sign(CreditBody(**body), self.ledger._keypair)
-            await db.execute("UPDATE credits SET hash=?, wire=? WHERE id=?",
-                             (signed.hash, signed.wire_json(), row_id))
+            columns = credit_columns(meter, channel, credit_seq, start, wh, signed.hash, created_ms,
+                                     signed.wire_json())
+            await db.execute(UPDATE_CREDIT, (*columns[4:], row_id))
             prev_hash, last_seq = signed.hash, credit_seq
         self.tips[key] = Tip(last_seq, prev_hash)
         self._touched.add(key)
@@ -543,8 +551,7 @@ class IngestBatch:
 _INSERT_INTERVALS = (
     'INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, register_end_wh, '
     "credit_seq, method, reason, start_grade, end_grade, channel, credit_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-_INSERT_CREDITS = (
-    "INSERT INTO credits (meter, channel, seq, start, wh, hash, wire, created_ms) VALUES (?,?,?,?,?,?,?,?)")
+_INSERT_CREDITS = INSERT_CREDIT
 _UPSERT_METERS = (
     "INSERT INTO meters (meter, channel, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, "
     "last_hash, anchor_grade, register_offset_wh, last_raw_wh, pending) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
