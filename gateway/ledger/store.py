@@ -58,7 +58,7 @@ PRUNE_CHUNK = 5000
 """Readings deleted per transaction: a few hundred pages of WAL each, so pruning fits in the WAL's
 own space on a full disk, and never holds the writer for long."""
 VACUUM_CHUNK_PAGES = 256
-"""Free pages returned to the file system per step (1 MB at 4 KiB pages)."""
+"""Free pages returned to the file system per step (256 KiB at 1 KiB pages, 1 MiB in an older 4 KiB file)."""
 
 
 @dataclass(frozen=True, slots=True)
