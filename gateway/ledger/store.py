@@ -42,7 +42,8 @@ from gateway.ledger import integrity, lineage
 from gateway.ledger.connection import SCHEMA_VERSION, open_connections, settled
 from gateway.ledger.connection import rows as _rows
 from gateway.ledger.faults import DAMAGED_ADVICE, translate
-from gateway.ledger.ingest import IngestBatch, SeriesKey
+from gateway.ledger.ingest import IngestBatch
+from gateway.ledger.late import SeriesKey
 from gateway.ledger.lineage import DB_FILE
 from gateway.ledger.outbox import OutboxMixin, PendingBatch, UplinkSummary
 from gateway.ledger.queries import QueriesMixin, StoredInterval
