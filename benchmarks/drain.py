@@ -25,8 +25,10 @@ for 10k only, ``--sizes 10000,576000`` to choose; ``--help`` for options)
    fsyncs each batch) and by what else the machine runs: the raw loop's rate beside it says so.
    ``--drain-only`` skips part 2.
 
-2. Write volume per meter per day. 20 meters polled every 60 s for a simulated day (after an hour
-   of warm-up) through the real ``ReadingWriter`` (the daemon's defaults) on a simulated clock,
+2. Write volume per meter per day. 20 meters polled every 60 s for a simulated day (after 7 days of
+   history, ``--history-days``, the ledger closed and opened again so that the bulk-built history is
+   checkpointed first, and an hour of warm-up) through the real ``ReadingWriter`` (the daemon's
+   defaults) on a simulated clock,
    readings submitted as the clock reaches each poll: the writer decides when to commit (with the
    defaults, once per quarter-hour, when the boundary's readings come). Baseline, in the same run:
    a plain sqlite3 file that stores every reading durably as it comes (one fsynced commit per poll

@@ -224,7 +224,7 @@ class IngestBatch(LatePlacement):
         try:
             conn.executemany(
                 "INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh, channel) "
-                "VALUES (?,?,?,?,?,?,?)", self._reading_rows)
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", self._reading_rows)
             if self._event_rows:
                 conn.executemany("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)", self._event_rows)
             if self._credit_rows_out:
@@ -262,7 +262,7 @@ class IngestBatch(LatePlacement):
         """
         await db.executemany(
             "INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh, channel) "
-            "VALUES (?,?,?,?,?,?,?)", self._reading_rows)
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING", self._reading_rows)
         if self._event_rows:
             await db.executemany("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)", self._event_rows)
         await self._insert_runs(db, self._runs)

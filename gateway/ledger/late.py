@@ -62,7 +62,8 @@ class LatePlacement:
     async def _refuse(self, db: aiosqlite.Connection, reading: Reading, why: str) -> None:
         self.result.dispositions.append((reading, why))
         await db.execute(
-            "INSERT INTO readings (meter, t_ms, register_wh, source, disposition, channel) VALUES (?,?,?,?,?,?)",
+            "INSERT INTO readings (meter, t_ms, register_wh, source, disposition, channel) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT DO NOTHING",
             (reading.meter, reading.t_ms, reading.register_wh, reading.source, why, reading.channel.value))
 
     async def _meter_clock_back(self, db: aiosqlite.Connection, reading: Reading) -> None:
@@ -150,7 +151,7 @@ class LatePlacement:
             return
         self.result.dispositions.append((reading, "late"))
         await db.execute("INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh, channel) "
-                         "VALUES (?,?,?,?,?,?,?)",
+                         "VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                          (meter, t, raw, reading.source, "late", virtual, channel.value))
         for change in changes:
             await self._apply(db, change, seqs)

@@ -130,3 +130,24 @@ ALTER TABLE uplink_batches_0007 RENAME TO uplink_batches;
 -- No (uplink, state) index: it was one more page in both of a batch's transactions, and the open
 -- batches are found by a scan of the uplink's records, which pruning keeps to the retention
 -- (at one batch per quarter-hour, under 10 000 short rows).
+
+-- Raw readings keyed by time first (WITHOUT ROWID): one b-tree, not a table and a time index,
+-- both of which a commit wrote the last pages of. The key is the whole reading but its source
+-- and virtual value, so the only rows it cannot hold twice are the same reading refused or
+-- repeated twice with the same verdict (kept once: ON CONFLICT DO NOTHING in the ingest).
+CREATE TABLE readings_0007 (
+    t_ms         INTEGER NOT NULL,
+    meter        TEXT NOT NULL,
+    channel      TEXT NOT NULL DEFAULT 'import',
+    disposition  TEXT NOT NULL,
+    register_wh  INTEGER NOT NULL,
+    source       TEXT NOT NULL,
+    virtual_wh   INTEGER,
+    PRIMARY KEY (t_ms, meter, channel, disposition, register_wh)
+) WITHOUT ROWID;
+INSERT INTO readings_0007 (t_ms, meter, channel, disposition, register_wh, source, virtual_wh)
+    SELECT t_ms, meter, channel, disposition, register_wh, source, virtual_wh FROM readings
+     WHERE true ORDER BY t_ms, meter, channel, disposition, register_wh, rowid
+    ON CONFLICT DO NOTHING;
+DROP TABLE readings;
+ALTER TABLE readings_0007 RENAME TO readings;
