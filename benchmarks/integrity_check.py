@@ -41,6 +41,7 @@ from stellar_sdk import Keypair
 
 from benchmarks._common import GATEWAY_ID, T0_S, meter_id, register_wh
 from cloud_sync.credit import CreditBody, canonical_bytes, sign
+from gateway.ledger.credit_rows import CREDIT_COLUMNS, credit_columns
 from gateway.ledger.integrity import full_check
 from gateway.ledger.store import DB_FILE, Ledger
 from gateway.logs import configure as configure_logs
@@ -99,12 +100,13 @@ def build(data_dir: Path, meters: int, days: int, poll_s: int) -> None:
                 credit_id += 1
                 intervals.append((meter, start, start + 900, b - a, "A", a, b, seq + 1, None, None, "A", "A",
                                   credit_id))
-                credits.append((credit_id, meter, seq + 1, start, b - a, digest, wire, (start + 930) * 1000))
+                credits.append((credit_id, *credit_columns(meter, "import", seq + 1, start, b - a, digest,
+                                                           (start + 930) * 1000, wire)))
         db.execute("BEGIN")
         db.executemany("INSERT INTO readings (meter, t_ms, register_wh, source, disposition, virtual_wh) "
                        "VALUES (?,?,?,?,?,?)", readings)
-        db.executemany("INSERT INTO credits (id, meter, seq, start, wh, hash, wire, created_ms) "
-                       "VALUES (?,?,?,?,?,?,?,?)", credits)
+        db.executemany(f"INSERT INTO credits (id, {', '.join(CREDIT_COLUMNS)}) "  # schema 7: compact rows
+                       f"VALUES (?{',?' * len(CREDIT_COLUMNS)})", credits)
         db.executemany('INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, '
                        "register_end_wh, credit_seq, method, reason, start_grade, end_grade, credit_id) "
                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", intervals)

@@ -63,7 +63,8 @@ def rewrite_at_version(path: Path, version: int) -> None:
         db.execute("BEGIN")
         tables = [name for (name,) in db.execute("SELECT name FROM main.sqlite_master WHERE type='table'")]
         for name in tables:
-            have = {row[1] for row in db.execute(f'PRAGMA current.table_info("{name}")')}
+            # table_xinfo: generated columns too (schema 7's credits.hash and credits.wire, rebuilt when read).
+            have = {row[1] for row in db.execute(f'PRAGMA current.table_xinfo("{name}")')}
             cols = ", ".join(f'"{row[1]}"' for row in db.execute(f'PRAGMA main.table_info("{name}")')
                              if row[1] in have)
             db.execute(f'INSERT INTO main."{name}" ({cols}) SELECT {cols} FROM current."{name}"')

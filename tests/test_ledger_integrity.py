@@ -25,10 +25,11 @@ from gateway.daemon import run_daemon
 from gateway.errors import LedgerIntegrityError
 from gateway.intervals import Reading
 from gateway.ledger import integrity
+from gateway.ledger.connection import PAGE_SIZE
 from gateway.ledger.store import DB_FILE, Ledger
 
 T0 = 1_767_225_600_000
-PAGE = 4096
+PAGE = PAGE_SIZE
 
 
 async def _filled(data: Path, keypair: Keypair) -> int:

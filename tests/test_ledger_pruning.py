@@ -12,6 +12,7 @@ from stellar_sdk import Keypair
 from gateway.clock import ManualClock
 from gateway.config.model import LedgerConfig
 from gateway.intervals import Reading
+from gateway.ledger.connection import PAGE_SIZE
 from gateway.ledger.maintenance import maintain_once
 from gateway.ledger.store import DB_FILE, Ledger, StoredInterval
 from gateway.ledger.writer import ReadingWriter
@@ -177,6 +178,7 @@ async def test_prune_and_release_free_pages_shrink_the_file(tmp_path: Path) -> N
     credits = await ledger.credit_count()
     await ledger.close()
     assert auto_vacuum == 2, "a new ledger is created with incremental auto-vacuum"
+    assert page_size == PAGE_SIZE == 1024, "and small pages: each commit writes its pages whole"
     assert free_pages > 50
     assert released == free_pages
     assert left == 0, "every free page is released, not one per call"

@@ -34,7 +34,16 @@ OLD_CLEAN_MARKER = "ledger.clean"
 """Left by versions that skipped the check after a clean stop; removed on open."""
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 """A checkpointed WAL is cut back to this, not to zero: its allocated space is where SQLite can still
-write (prune readings, return pages) when the disk is full. About SQLite's auto-checkpoint size."""
+write (prune readings, return pages) when the disk is full. SQLite's auto-checkpoint runs at 1000
+pages: 1 MiB of WAL at :data:`PAGE_SIZE`, 4 MiB in a ledger made before it."""
+PAGE_SIZE = 1024
+"""Bytes per page of a ledger file made by this version (an older file keeps its 4 KiB pages).
+
+Every commit writes each page it changes whole, and a quarter-hour commit changes the last page or
+two of every table and index (and page 1, the meters, the pointer map, the sequence), each with a
+few hundred bytes new: at 1 KiB pages that costs a third of what it costs at SQLite's 4 KiB, and
+the card's write volume follows (``benchmarks/drain.py --volume-only``; 512-byte pages measured
+worse: rows of a few hundred bytes then split more pages than they save)."""
 BUSY_TIMEOUT_MS = 5000
 """Only the ledger's own connections use the file; waiting longer would only hide a stuck one."""
 
@@ -130,8 +139,10 @@ async def open_connections(data_dir: Path, *, gateway_id: str, keypair: Keypair,
         raise translate(exc, path, "open the ledger") from None
     try:
         if (await rows(write, "PRAGMA page_count"))[0][0] == 0:
-            # A new file: auto-vacuum can only be chosen before the first page is written, and
-            # switching to WAL writes it. Without it, pruning never returns space to the card.
+            # A new file: auto-vacuum and the page size can only be chosen before the first page is
+            # written, and switching to WAL writes it. Without auto-vacuum, pruning never returns space
+            # to the card. The page size goes first (after auto-vacuum, SQLite ignores it).
+            await write.execute(f"PRAGMA page_size={PAGE_SIZE}")
             await write.execute("PRAGMA auto_vacuum=INCREMENTAL")
         await write.execute("PRAGMA journal_mode=WAL")
         await write.execute("PRAGMA synchronous=FULL")
@@ -183,6 +194,8 @@ async def migrate(conn: aiosqlite.Connection, path: Path) -> None:
     pending = [(version, sql) for version, sql in migrations() if version > current]
     if not pending:
         return
+    # Migration 7 stores the credits' hashes as raw bytes; SQLite before 3.41 has no unhex().
+    await conn.create_function("ledger_unhex", 1, _unhex, deterministic=True)
     # A migration rewrites tables: on a big ledger it outlasts systemd's start timeout unless renewed.
     async with start_extended("ledger_migration"):
         for version, sql in pending:
@@ -193,3 +206,12 @@ async def migrate(conn: aiosqlite.Connection, path: Path) -> None:
                     await conn.rollback()
                 raise translate(exc, path, f"apply migration {version}") from None
             log.info("ledger_migrated", path=str(path), version=version)
+
+
+def _unhex(text: object) -> bytes | None:
+    """Hex text to bytes for a migration's SQL (NULL for anything else: that credit is then kept whole)."""
+    try:
+        return bytes.fromhex(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+

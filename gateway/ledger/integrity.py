@@ -101,20 +101,22 @@ async def _tail_probes(db: aiosqlite.Connection) -> None:
     in one statement per table: a few hundred milliseconds at most on a 200-meter ledger.
     """
     n, k = TAIL_ROWS, TAIL_PER_METER
-    common = (f"SELECT SUM(t_ms + register_wh + length(meter)) FROM "
-              f"(SELECT * FROM readings ORDER BY rowid DESC LIMIT {n})",
-              f"SELECT SUM(t_ms) FROM (SELECT t_ms, meter FROM readings INDEXED BY readings_by_time "
-              f"ORDER BY t_ms DESC LIMIT {n})",
-              f"SELECT SUM(length(wire) + seq) FROM (SELECT * FROM credits ORDER BY id DESC LIMIT {n})",
+    common = (f"SELECT SUM(length(wire) + seq) FROM (SELECT * FROM credits ORDER BY id DESC LIMIT {n})",
               "SELECT SUM(seq) FROM sqlite_sequence")
     (version,) = next(iter(await db.execute_fetchall("PRAGMA user_version")))  # checked before it is migrated
     if int(version) >= TIME_ORDERED_SCHEMA:
         # Every big b-tree is keyed by time first, so the pages the last commits wrote are the last
         # pages of each: the newest rows of each table and index, in key order.
         layout: tuple[str, ...] = (f"SELECT SUM(wh + register_end_wh + credit_id + length(meter)) FROM "
-                                   f"(SELECT * FROM intervals ORDER BY start DESC LIMIT {n})",)
+                                   f"(SELECT * FROM intervals ORDER BY start DESC LIMIT {n})",
+                                   f"SELECT SUM(t_ms + register_wh + length(meter)) FROM "
+                                   f"(SELECT * FROM readings ORDER BY t_ms DESC LIMIT {n})")
     else:  # keyed by series first: the last commits wrote the end of every series' stretch
-        layout = (f"SELECT SUM((SELECT SUM(wh + register_end_wh) FROM (SELECT * FROM intervals i WHERE i.meter = "
+        layout = (f"SELECT SUM(t_ms + register_wh + length(meter)) FROM "
+                  f"(SELECT * FROM readings ORDER BY rowid DESC LIMIT {n})",
+                  f"SELECT SUM(t_ms) FROM (SELECT t_ms, meter FROM readings INDEXED BY readings_by_time "
+                  f"ORDER BY t_ms DESC LIMIT {n})",
+                  f"SELECT SUM((SELECT SUM(wh + register_end_wh) FROM (SELECT * FROM intervals i WHERE i.meter = "
                   f"m.meter AND i.channel = m.channel ORDER BY start DESC LIMIT {k})) + (SELECT SUM(seq) FROM "
                   f"(SELECT seq FROM credits c WHERE c.meter = m.meter AND c.channel = m.channel ORDER BY seq DESC "
                   f"LIMIT {k}))) FROM meters m",)

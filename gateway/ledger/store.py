@@ -42,7 +42,8 @@ from gateway.ledger import integrity, lineage
 from gateway.ledger.connection import SCHEMA_VERSION, open_connections, settled
 from gateway.ledger.connection import rows as _rows
 from gateway.ledger.faults import DAMAGED_ADVICE, translate
-from gateway.ledger.ingest import IngestBatch, SeriesKey
+from gateway.ledger.ingest import IngestBatch
+from gateway.ledger.late import SeriesKey
 from gateway.ledger.lineage import DB_FILE
 from gateway.ledger.outbox import OutboxMixin, PendingBatch, UplinkSummary
 from gateway.ledger.queries import QueriesMixin, StoredInterval
@@ -57,8 +58,10 @@ AUTO_VACUUM_INCREMENTAL = 2
 PRUNE_CHUNK = 5000
 """Readings deleted per transaction: a few hundred pages of WAL each, so pruning fits in the WAL's
 own space on a full disk, and never holds the writer for long."""
+_READING_KEY = "t_ms, meter, channel, disposition, register_wh"
+"""The readings table's primary key (schema 7: WITHOUT ROWID, time first)."""
 VACUUM_CHUNK_PAGES = 256
-"""Free pages returned to the file system per step (1 MB at 4 KiB pages)."""
+"""Free pages returned to the file system per step (256 KiB at 1 KiB pages, 1 MiB in an older 4 KiB file)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,19 +357,20 @@ class Ledger(OutboxMixin, QueriesMixin):
         full disk every chunk fits in the WAL's space, and the writer is never held for long.
         """
         if keep_latest:
-            # One backward probe of the time index per meter, not a scan of all readings.
-            victims = ("SELECT rowid FROM readings WHERE t_ms < ? AND rowid NOT IN (SELECT keep FROM "
-                       "(SELECT (SELECT r.rowid FROM readings r WHERE r.meter = m.meter AND r.channel = m.channel "
-                       "AND r.virtual_wh IS NOT NULL "
-                       "ORDER BY r.t_ms DESC LIMIT 1) AS keep FROM meters m) WHERE keep IS NOT NULL) "
-                       f"ORDER BY t_ms LIMIT {PRUNE_CHUNK}")
+            # One backward probe of the time-first key per meter, not a scan of all readings.
+            keep = ("SELECT m.meter, m.channel, (SELECT r.t_ms FROM readings r WHERE r.meter = m.meter "
+                    "AND r.channel = m.channel AND r.virtual_wh IS NOT NULL ORDER BY r.t_ms DESC LIMIT 1) "
+                    "FROM meters m")
+            victims = (f"SELECT {_READING_KEY} FROM readings WHERE t_ms < ? AND NOT (virtual_wh IS NOT NULL "
+                       f"AND (meter, channel, t_ms) IN ({keep})) ORDER BY t_ms LIMIT {PRUNE_CHUNK}")
         else:
-            victims = f"SELECT rowid FROM readings WHERE t_ms < ? ORDER BY t_ms LIMIT {PRUNE_CHUNK}"
+            victims = f"SELECT {_READING_KEY} FROM readings WHERE t_ms < ? ORDER BY t_ms LIMIT {PRUNE_CHUNK}"
         total = 0
         while True:
             try:
                 async with self._transaction() as db:
-                    cursor = await db.execute(f"DELETE FROM readings WHERE rowid IN ({victims})", (older_than_ms,))
+                    cursor = await db.execute(f"DELETE FROM readings WHERE ({_READING_KEY}) IN ({victims})",
+                                              (older_than_ms,))
                     n = int(cursor.rowcount)
             except sqlite3.Error as exc:
                 raise translate(exc, self.path, f"prune raw readings (after {total} pruned)") from None
