@@ -36,10 +36,11 @@ from tests import old_ledger
 from tests.crash_rig import ReceiverChaos, Rig, assert_exact, assert_receiver_within_ledger, late_arrivals
 
 KILLS = int(os.environ.get("CRASH_KILLS", "26"))
-HISTORY_DAYS = 3
+HISTORY_DAYS = 6
 HISTORY_STEP_S = 10
-"""About 130 000 readings (what makes the upgrade, the VACUUM and pruning last long enough to be
-struck in the middle of) but only 1 440 credits of backlog to deliver."""
+"""Six days of 10-s readings: what makes the upgrade, the VACUUM and pruning last long enough to be
+struck in the middle of (with compact credit rows, three days made a file whose VACUUM could end
+before the kill landed), yet only 2 880 credits of backlog to deliver."""
 FROM_VERSION = 1
 """The oldest schema: every migration up to today's runs inside the kill window."""
 STRIKE_TRIES = 6
