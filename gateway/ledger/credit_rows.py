@@ -67,9 +67,7 @@ def credit_columns(meter: str, channel: str, seq: int, start: int, wh: int, dige
 
     Compact when the rebuilt text is the signed text exactly; else the whole text in ``wire_text``.
     """
-    hash_b = bytes.fromhex(digest)
-    whole = (meter, channel, seq, start, wh, hash_b, created_ms, None, None, None, None, None, None, None, None,
-             wire)
+    whole = _stored_whole(meter, channel, seq, start, wh, digest, created_ms, wire)
     try:
         item = json.loads(wire)
         body = item["credit"]
@@ -100,7 +98,13 @@ def compact_columns(meter: str, channel: str, seq: int, start: int, wh: int, dig
     # Upper-case hex would not come back as it was (lower(hex()) in SQL), nor an end past SQLite's integers.
     if (text != wire or hash_b.hex() != digest or prev_b.hex() != prev_hash
             or not INT64_MIN <= start <= INT64_MAX - INTERVAL_S):
-        return (meter, channel, seq, start, wh, bytes.fromhex(digest), created_ms, None, None, None, None, None,
-                None, None, None, wire)
+        return _stored_whole(meter, channel, seq, start, wh, digest, created_ms, wire)
     return (meter, channel, seq, start, wh, hash_b, created_ms, gateway, gateway_key, corrects, quality,
             register_start_wh, register_end_wh, prev_b, signature, None)
+
+
+def _stored_whole(meter: str, channel: str, seq: int, start: int, wh: int, digest: str, created_ms: int,
+                  wire: str) -> tuple[Any, ...]:
+    """The row of a credit the template does not reproduce: its keys, and its wire text kept whole."""
+    return (meter, channel, seq, start, wh, bytes.fromhex(digest), created_ms, None, None, None, None, None, None,
+            None, None, wire)

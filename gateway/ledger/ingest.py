@@ -228,7 +228,7 @@ class IngestBatch(LatePlacement):
             if self._event_rows:
                 conn.executemany("INSERT INTO events (t_ms, meter, kind, detail) VALUES (?,?,?,?)", self._event_rows)
             if self._credit_rows_out:
-                conn.executemany(_INSERT_CREDITS, self._credit_rows_out)
+                conn.executemany(INSERT_CREDIT, self._credit_rows_out)
                 (last_id,) = conn.execute("SELECT last_insert_rowid()").fetchone()
                 conn.executemany(_INSERT_INTERVALS, _with_credit_ids(self._interval_rows, int(last_id)))
             conn.executemany(_UPSERT_METERS, self._state_rows_out)
@@ -323,7 +323,7 @@ class IngestBatch(LatePlacement):
         self._credit_rows(intervals, interval_rows, credit_rows)
         if not credit_rows:
             return
-        await db.executemany(_INSERT_CREDITS, credit_rows)
+        await db.executemany(INSERT_CREDIT, credit_rows)
         (last_id,) = (await _rows(db, "SELECT last_insert_rowid()"))[0]
         await db.executemany(_INSERT_INTERVALS, _with_credit_ids(interval_rows, int(last_id)))
 
@@ -348,7 +348,6 @@ class IngestBatch(LatePlacement):
 _INSERT_INTERVALS = (
     'INSERT INTO intervals (meter, start, "end", wh, quality, register_start_wh, register_end_wh, '
     "credit_seq, method, reason, start_grade, end_grade, channel, credit_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-_INSERT_CREDITS = INSERT_CREDIT
 _UPSERT_METERS = (
     "INSERT INTO meters (meter, channel, last_t_ms, last_wh, anchor_s, anchor_wh, anchor_quality, last_seq, "
     "last_hash, anchor_grade, register_offset_wh, last_raw_wh, pending) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
