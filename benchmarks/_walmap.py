@@ -61,6 +61,13 @@ class WalTap:
         self.block_bytes.clear()
         self.checkpoint_bytes = 0
         self.checkpoints.clear()
+        self._db_stamp = self._stamp()
+
+    def checkpointed(self, label: str, block_bytes: int) -> None:
+        """A checkpoint run outside a transaction (the end of the measured day), and its bytes."""
+        self._db_stamp = self._stamp()
+        self.checkpoint_bytes += block_bytes
+        self.checkpoints[label] += 1
 
     def poll(self, label: str, block_bytes: int = 0) -> int:
         """Record the frames committed since the last poll under ``label``; returns how many.
@@ -143,7 +150,7 @@ class WalTap:
             total = sum(len(g) for g in generations)
             counts = Counter(owner.get(p, "free list now") for g in generations for p in g)
             lines.append(f"checkpoints: {len(generations)} WAL generations, {total / len(generations):.0f} distinct "
-                         f"pages each ({total * self.page_size / 1e6:.2f} MB in all, the last one not yet copied back; "
+                         f"pages each ({total * self.page_size / 1e6:.2f} MB in all; "
                          f"block layer {self.checkpoint_bytes / 1e6:.2f} MB in the transactions that ran one: "
                          f"{', '.join(f'{n} {k}' for k, n in sorted(self.checkpoints.items()))})")
             lines += [f"    {c / len(generations):6.1f}  {name}" for name, c in counts.most_common(8)]
