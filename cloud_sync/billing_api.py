@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -145,7 +146,10 @@ class BillingApiUplink:
                     sent += len(batch.wire)
         except TimeoutError:
             log.info("drain_incomplete", sent=sent)
-        await self._ledger.save_settles()  # the last settle has no next claim to go with
+        try:
+            await self._ledger.save_settles()  # the last settle has no next claim to go with
+        except sqlite3.Error as exc:  # close() tries again; failing that, the batch is only resent
+            log.warning("settle_not_saved", error=str(exc))
         return sent
 
     def _now_ms(self) -> int:
