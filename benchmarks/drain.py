@@ -10,7 +10,8 @@ for 10k only, ``--sizes 10000,576000`` to choose; ``--help`` for options)
    link and stores each credit with ``synchronous=FULL``), a separate child process drains it:
 
    * gateway: opens the ledger and runs ``BillingApiUplink.run()`` (default config: batches of 500)
-     until the backlog is 0 — batch bookkeeping in the ledger, idempotency keys, fsynced claims (each with the settle before it);
+     until the backlog is 0 — batch bookkeeping in the ledger, idempotency keys, fsynced claims
+     (each with the settle before it);
    * baseline: a raw batched POST loop — plain ``sqlite3`` reads of the same stored wire JSON, the
      same batch size, one ``httpx`` POST per batch, no ledger bookkeeping.
 
@@ -541,8 +542,8 @@ def parent_main(args: argparse.Namespace) -> int:
         print(f"write volume: {DAY_METERS} meters polled every {DAY_POLL_S} s for {args.day_hours:g} h of simulated "
               f"time through ReadingWriter ([ledger] defaults: commit_every_s = {COMMIT_EVERY_S:g}), after "
               f"{args.history_days:g} days of history,")
-        print("              plus the uplink's ledger work for each 15-minute batch of credits (next_batch, with the last "
-              "batch's settle)")
+        print("              plus the uplink's ledger work for each 15-minute batch of credits "
+              "(next_batch, with the last batch's settle)")
         day = asyncio.run(day_volume(folder / "day", keypair, DAY_METERS, args.day_hours, args.history_days))
         print(f"  per meter per day: {day['readings_per_meter_day']:.0f} readings, "
               f"{day['credits_per_meter_day']:.0f} credits; {day['commits_per_day']:.0f} ingest commits per day")

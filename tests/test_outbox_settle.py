@@ -86,7 +86,8 @@ async def test_a_settle_goes_to_disk_with_the_next_claim(tmp_path: Path) -> None
         summary = await after.uplink_summary(UPLINK)
         assert (summary.delivered_id, summary.last_success_ms) == (first.last_id, 3)
         resent = await _claim(after, 10, 5)
-        assert (resent.batch_key, resent.wire) == (second.batch_key, second.wire), "the claim in flight, not the settled one"
+        assert (resent.batch_key, resent.wire) == (second.batch_key, second.wire), \
+            "the claim in flight, not the settled one"
     finally:
         await after.close()
 
@@ -120,7 +121,8 @@ async def test_a_dead_batch_settled_in_memory_is_no_longer_counted_dead(tmp_path
         await ledger.mark_refused(first, now_ms=3, detail="HTTP 422")
         assert (await ledger.uplink_summary(UPLINK)).dead_batches == 1
         refused = await _claim(ledger, 10, 4)
-        assert refused.refused and refused.batch_key == first.batch_key
+        assert refused.refused
+        assert refused.batch_key == first.batch_key
         ledger.settle_batch_later(refused, now_ms=5)
         summary = await ledger.uplink_summary(UPLINK)
         assert (summary.dead_batches, summary.dead_credits, summary.delivered_id) == (0, 0, first.last_id)
