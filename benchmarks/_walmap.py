@@ -39,15 +39,49 @@ class WalTap:
         self.transactions: Counter[str] = Counter()
         self.generation_pages: list[set[int]] = [set()]
         """Distinct pages per WAL generation: what each checkpoint writes into the database file."""
+        self.block_bytes: Counter[str] = Counter()
+        """Per label, bytes sent to the block layer by its transactions (``write_bytes``), checkpoints apart."""
+        self.checkpoint_bytes = 0
+        """Block-layer bytes of the transactions that ran a checkpoint (the database file changed)."""
+        self.checkpoints: Counter[str] = Counter()
+        self._db_stamp = self._stamp()
+
+    def _stamp(self) -> tuple[int, int]:
+        try:
+            st = self.db_path.stat()
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_size)
 
     def reset_counts(self) -> None:
         """Forget what was seen (the warm-up), keep the position in the WAL."""
         self.frames.clear()
         self.transactions.clear()
         self.generation_pages = [set()]
+        self.block_bytes.clear()
+        self.checkpoint_bytes = 0
+        self.checkpoints.clear()
+        self._db_stamp = self._stamp()
 
-    def poll(self, label: str) -> int:
-        """Record the frames committed since the last poll under ``label``; returns how many."""
+    def checkpointed(self, label: str, block_bytes: int) -> None:
+        """A checkpoint run outside a transaction (the end of the measured day), and its bytes."""
+        self._db_stamp = self._stamp()
+        self.checkpoint_bytes += block_bytes
+        self.checkpoints[label] += 1
+
+    def poll(self, label: str, block_bytes: int = 0) -> int:
+        """Record the frames committed since the last poll under ``label``; returns how many.
+
+        ``block_bytes``: what the transaction sent to the block layer, counted under ``label``, or
+        under the checkpoints when the database file changed (in WAL mode only a checkpoint writes it).
+        """
+        stamp = self._stamp()
+        if stamp != self._db_stamp:
+            self._db_stamp = stamp
+            self.checkpoint_bytes += block_bytes
+            self.checkpoints[label] += 1
+        else:
+            self.block_bytes[label] += block_bytes
         try:
             with open(self.wal_path, "rb") as wal:
                 header = wal.read(WAL_HEADER)
@@ -108,13 +142,16 @@ class WalTap:
             n = self.transactions[label]
             counts = Counter(owner.get(p, "free list now") for p in pages)
             lines.append(f"{label}: {n} transactions, {len(pages) / n:.1f} WAL frames each "
-                         f"({len(pages) * (self.page_size + FRAME_HEADER) / 1e6:.2f} MB in all)")
+                         f"({len(pages) * (self.page_size + FRAME_HEADER) / 1e6:.2f} MB in all; block layer "
+                         f"{self.block_bytes[label] / 1e6:.2f} MB, those that checkpointed apart)")
             lines += [f"    {c / n:6.2f}  {name}" for name, c in counts.most_common()]
         generations = [g for g in self.generation_pages if g]
         if generations:
             total = sum(len(g) for g in generations)
             counts = Counter(owner.get(p, "free list now") for g in generations for p in g)
             lines.append(f"checkpoints: {len(generations)} WAL generations, {total / len(generations):.0f} distinct "
-                         f"pages each ({total * self.page_size / 1e6:.2f} MB in all, the last one not yet copied back)")
+                         f"pages each ({total * self.page_size / 1e6:.2f} MB in all; "
+                         f"block layer {self.checkpoint_bytes / 1e6:.2f} MB in the transactions that ran one: "
+                         f"{', '.join(f'{n} {k}' for k, n in sorted(self.checkpoints.items()))})")
             lines += [f"    {c / len(generations):6.1f}  {name}" for name, c in counts.most_common(8)]
         return lines

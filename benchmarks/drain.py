@@ -10,7 +10,8 @@ for 10k only, ``--sizes 10000,576000`` to choose; ``--help`` for options)
    link and stores each credit with ``synchronous=FULL``), a separate child process drains it:
 
    * gateway: opens the ledger and runs ``BillingApiUplink.run()`` (default config: batches of 500)
-     until the backlog is 0 — batch bookkeeping in the ledger, idempotency keys, fsynced settles;
+     until the backlog is 0 — batch bookkeeping in the ledger, idempotency keys, fsynced claims
+     (each with the settle before it);
    * baseline: a raw batched POST loop — plain ``sqlite3`` reads of the same stored wire JSON, the
      same batch size, one ``httpx`` POST per batch, no ledger bookkeeping.
 
@@ -36,12 +37,16 @@ for 10k only, ``--sizes 10000,576000`` to choose; ``--help`` for options)
    a plain sqlite3 file that stores every reading durably as it comes (one fsynced commit per poll
    cycle, WAL, ``synchronous=FULL``, no index) and the same credits' wire text every 15 minutes.
    Every 15 minutes the uplink's ledger work for one
-   delivered batch (``next_batch`` + ``settle_batch``) is done too. Printed per meter per day: bytes
+   delivered batch is done too, as ``BillingApiUplink`` does it: ``next_batch`` (one fsynced
+   transaction: the claim, with the settle of the batch before) and ``settle_batch_later`` (in
+   memory; on disk with the next claim). Printed per meter per day: bytes
    handed to ``write()`` (``wchar``), bytes sent to the block layer (``write_bytes``; file-system
-   journal not included), and growth of ledger.db + WAL. Then what made those bytes
+   journal not included), and growth of ledger.db + WAL; the day starts from an empty WAL and ends with its last WAL
+   generation copied back (so every page it wrote is counted once in the database file too).
+   Then what made those bytes
    (``benchmarks/_walmap.py``): the WAL frames of each kind of transaction (ingest commit, the
-   uplink's two) by the table or index each page belongs to, and the distinct pages each
-   checkpoint copied back into the database file.
+   uplink's claim) by the table or index each page belongs to, with the block-layer bytes of each
+   kind, and the distinct pages each checkpoint copied back into the database file.
 """
 
 from __future__ import annotations
@@ -348,8 +353,9 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
         async def counted(readings: list[Any], *, now_ms: int) -> Any:
             nonlocal commits
             commits += measuring
+            before = proc_io()["write_bytes"]
             result = await commit_readings(readings, now_ms=now_ms)
-            tap.poll("ingest commit")
+            tap.poll("ingest commit", proc_io()["write_bytes"] - before)
             return result
 
         ledger.commit_readings = counted  # type: ignore[method-assign]
@@ -363,6 +369,7 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
                 await asyncio.sleep(clock.host_seconds(due_s - clock.now()))
             if cycle == first + warmup:
                 tap.poll("warm-up")
+                await ledger.checkpoint()  # the measured day starts from an empty WAL ...
                 tap.reset_counts()
                 io0, size0 = proc_io(), ledger_bytes(data_dir)
                 measuring = True
@@ -373,18 +380,24 @@ async def day_volume(data_dir: Path, keypair: Keypair, meters: int, hours: float
                 before = proc_io()
                 now_ms = int(clock.now() * 1000)
                 batch = await ledger.next_batch(UPLINK, 500, now_ms=now_ms)
-                tap.poll("uplink next_batch")
-                if batch:
-                    await ledger.settle_batch(batch, now_ms=now_ms)
-                    tap.poll("uplink settle_batch")
+                tap.poll("uplink next_batch", proc_io()["write_bytes"] - before["write_bytes"])
+                if batch:  # as BillingApiUplink does: on disk with the next claim
+                    ledger.settle_batch_later(batch, now_ms=now_ms)
                 if cycle >= first + warmup:
                     after = proc_io()
                     for k in uplink_io:
                         uplink_io[k] += after[k] - before[k]
         task.cancel()  # commits what is gathered and queued, then stops
         await asyncio.gather(task, return_exceptions=True)
-        io1, size1 = proc_io(), ledger_bytes(data_dir)
+        size1 = ledger_bytes(data_dir)
         tap.poll("ingest commit")
+        # ... and ends with every page of it in the database file: its last WAL generation is
+        # copied back as the next checkpoint would (else a larger WAL would look cheaper than it is).
+        before = proc_io()["write_bytes"]
+        await ledger.save_settles()
+        await ledger.checkpoint()
+        io1 = proc_io()
+        tap.checkpointed("end of the day", io1["write_bytes"] - before)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -529,7 +542,8 @@ def parent_main(args: argparse.Namespace) -> int:
         print(f"write volume: {DAY_METERS} meters polled every {DAY_POLL_S} s for {args.day_hours:g} h of simulated "
               f"time through ReadingWriter ([ledger] defaults: commit_every_s = {COMMIT_EVERY_S:g}), after "
               f"{args.history_days:g} days of history,")
-        print("              plus the uplink's next_batch + settle_batch for each 15-minute batch of credits")
+        print("              plus the uplink's ledger work for each 15-minute batch of credits "
+              "(next_batch, with the last batch's settle)")
         day = asyncio.run(day_volume(folder / "day", keypair, DAY_METERS, args.day_hours, args.history_days))
         print(f"  per meter per day: {day['readings_per_meter_day']:.0f} readings, "
               f"{day['credits_per_meter_day']:.0f} credits; {day['commits_per_day']:.0f} ingest commits per day")

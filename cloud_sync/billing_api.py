@@ -3,7 +3,9 @@
 Delivery is at-least-once with idempotent receivers, which gives
 exactly-once effect: a batch is fixed in the ledger (its credits and its
 Idempotency-Key) before the first attempt, every retry resends the same
-bytes, and the ledger marks it delivered only after a clear success.
+bytes, and the ledger marks it delivered only after a clear success (in
+memory at once, on disk with the next batch's claim: a crash before that
+only resends the same bytes under the same key).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -104,33 +107,23 @@ class BillingApiUplink:
         async with httpx.AsyncClient(base_url=self.cfg.url, timeout=self.cfg.timeout_s,
                                      headers=self._headers) as http:
             batch = await self._ready_batch()
-            settling: asyncio.Task[None] | None = None
             while True:
-                # A backlog: the next full batch is fixed in the ledger while this one travels, and
-                # the last one is settled meanwhile, so the POSTs never wait for an fsync.
+                # A backlog: the next full batch is fixed in the ledger while this one travels, so the
+                # POSTs never wait for an fsync. A delivered batch is settled in memory at once; its
+                # record goes to disk with the next claim (or at close).
                 ahead = None
                 if self._ledger.max_credit_id - batch.last_id >= self.cfg.batch_size and not batch.refused:
                     ahead = asyncio.create_task(self._ledger.next_batch(
                         NAME, self.cfg.batch_size, now_ms=self._now_ms(), after_id=batch.last_id))
                 try:
-                    delivered = await self._deliver(http, batch, settle=False)
+                    delivered = await self._deliver(http, batch)
                     following = await ahead if ahead is not None else None
-                    if settling is not None:
-                        await settling
-                        settling = None
-                    if delivered:
-                        settling = asyncio.create_task(self._settled(batch))
                     if not delivered or following is None:
-                        if settling is not None:
-                            await settling
-                            settling = None
                         following = await self._ready_batch()
                 except BaseException:
                     if ahead is not None:  # recorded or not, it is sent in its turn after a restart
                         ahead.cancel()
                         await asyncio.gather(ahead, return_exceptions=True)
-                    if settling is not None:  # delivered: let its settle finish, not be resent
-                        await asyncio.gather(settling, return_exceptions=True)
                     raise
                 batch = following
 
@@ -153,6 +146,10 @@ class BillingApiUplink:
                     sent += len(batch.wire)
         except TimeoutError:
             log.info("drain_incomplete", sent=sent)
+        try:
+            await self._ledger.save_settles()  # the last settle has no next claim to go with
+        except sqlite3.Error as exc:  # close() tries again; failing that, the batch is only resent
+            log.warning("settle_not_saved", error=str(exc))
         return sent
 
     def _now_ms(self) -> int:
@@ -188,14 +185,14 @@ class BillingApiUplink:
         await self._ledger.mark_refused(batch, now_ms=self._now_ms(), detail=detail)
         await self._clock.sleep(self._backoff.give_up_to_max())
 
-    async def _settled(self, batch: PendingBatch) -> None:
-        await self._ledger.settle_batch(batch, now_ms=self._now_ms())
+    def _settled(self, batch: PendingBatch) -> None:
+        self._ledger.settle_batch_later(batch, now_ms=self._now_ms())
         self._backoff.reset()
         self.progress.record(len(batch.wire), self._clock.monotonic())
         log.info("batch_delivered", uplink=NAME, batch=batch.batch_key, credits=len(batch.wire))
 
-    async def _deliver(self, http: httpx.AsyncClient, batch: PendingBatch, *, settle: bool = True) -> bool:
-        """One attempt. True when the batch was delivered (and settled, unless ``settle`` is False)."""
+    async def _deliver(self, http: httpx.AsyncClient, batch: PendingBatch) -> bool:
+        """One attempt. True when the batch was delivered (and settled: in memory, see :meth:`_settled`)."""
         ctx = {"uplink": NAME, "batch": batch.batch_key, "credits": len(batch.wire)}
         try:
             try:
@@ -225,6 +222,5 @@ class BillingApiUplink:
             detail = "; ".join(f"{r.get('meter')}#{r.get('seq')}: {r.get('reason')}" for r in rejected[:5])
             await self._refused(batch, f"{len(rejected)} credit(s) rejected: {detail}", ctx)
             return False
-        if settle:
-            await self._settled(batch)
+        self._settled(batch)
         return True

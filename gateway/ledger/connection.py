@@ -34,8 +34,11 @@ OLD_CLEAN_MARKER = "ledger.clean"
 """Left by versions that skipped the check after a clean stop; removed on open."""
 JOURNAL_SIZE_LIMIT = 4 * 1024 * 1024
 """A checkpointed WAL is cut back to this, not to zero: its allocated space is where SQLite can still
-write (prune readings, return pages) when the disk is full. SQLite's auto-checkpoint runs at 1000
-pages: 1 MiB of WAL at :data:`PAGE_SIZE`, 4 MiB in a ledger made before it."""
+write (prune readings, return pages) when the disk is full. The auto-checkpoint runs when the WAL
+reaches this size too (``wal_autocheckpoint`` in pages of the file: 4096 at :data:`PAGE_SIZE`, 1024
+in a ledger made before it with 4 KiB pages): each checkpoint copies back every distinct page of
+its WAL, and four times fewer of them rewrite the pages every commit touches (meters, interior
+pages, the last leaves) four times less often (issue 11, ``benchmarks/drain.py --volume-only``)."""
 PAGE_SIZE = 1024
 """Bytes per page of a ledger file made by this version (an older file keeps its 4 KiB pages).
 
@@ -148,6 +151,8 @@ async def open_connections(data_dir: Path, *, gateway_id: str, keypair: Keypair,
         await write.execute("PRAGMA synchronous=FULL")
         await write.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         await write.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+        (page_size,) = (await rows(write, "PRAGMA page_size"))[0]
+        await write.execute(f"PRAGMA wal_autocheckpoint={JOURNAL_SIZE_LIMIT // int(page_size)}")
         verdict = await integrity.start_check(write, full=full)
         if verdict != ["ok"]:
             finding = integrity.verdict_text(verdict)

@@ -4,12 +4,21 @@ Kept apart from :mod:`gateway.ledger.store` (the ingest and the file's lifecycle
 :class:`~gateway.ledger.store.Ledger`, using its connections and its single writer's transaction.
 Credits of every channel go through the one outbox in id order; each uplink decides what it does
 with a channel (the Stellar uplink pays import only, :mod:`cloud_sync.stellar.store`).
+
+A batch costs one fsynced transaction, its claim (:meth:`OutboxMixin.next_batch`): what must be
+on disk before a POST is that its credits may have left the box (so a late reading corrects them
+instead of rewriting them) and the batch's key and contents. Its settle need not be: a settle
+lost in a crash only sends the same batch again, same key and bytes, which the receiver answers
+from its record of the first (``cloud_sync/openapi.yaml``). So :meth:`OutboxMixin.settle_batch_later`
+settles in memory at once (backlog and status follow it), and the record goes to disk with the
+outbox's next transaction, the next claim as a rule, or at close (issue 11: the SD card).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiosqlite
@@ -49,17 +58,43 @@ class OutboxMixin:
     _r: aiosqlite.Connection
     _gateway_id: str
     _max_credit_id: int
+    _unsaved_settles: list[tuple[PendingBatch, int]]
+    """Batches delivered and settled in memory, with their settle time, oldest first, whose record
+    waits for the outbox's next transaction (see the module's docstring)."""
 
     def _transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
         raise NotImplementedError
 
-    async def register_uplink(self, uplink: str) -> None:
+    @contextlib.asynccontextmanager
+    async def _outbox_transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction that first records the settles waiting in memory.
+
+        They leave the waiting list only once the COMMIT returned: a failed transaction keeps
+        them for the next one (the worst a lost settle does is send its batch again).
+        """
         async with self._transaction() as db:
+            saved = len(self._unsaved_settles)
+            for batch, now_ms in self._unsaved_settles[:saved]:
+                await db.execute(
+                    "UPDATE uplink_batches SET state='delivered', settled_ms=?, detail=NULL, attempts=attempts+1 "
+                    "WHERE uplink=? AND batch_key=?", (now_ms, batch.uplink, batch.batch_key))
+                await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?), last_success_ms=? "
+                                 "WHERE uplink=?", (batch.last_id, now_ms, batch.uplink))
+            yield db
+        # Nothing ran between COMMIT and here (no await): only later settles were appended.
+        del self._unsaved_settles[:saved]
+
+    def _unsaved(self, uplink: str) -> list[tuple[PendingBatch, int]]:
+        return [(b, t) for b, t in self._unsaved_settles if b.uplink == uplink]
+
+    async def register_uplink(self, uplink: str) -> None:
+        async with self._outbox_transaction() as db:
             await db.execute("INSERT OR IGNORE INTO uplink_cursor (uplink) VALUES (?)", (uplink,))
 
     async def _delivered_id(self, uplink: str) -> int:
+        """The uplink's cursor, settles still in memory included."""
         rows = await _rows(self._r, "SELECT delivered_id FROM uplink_cursor WHERE uplink=?", (uplink,))
-        return int(rows[0][0]) if rows else 0
+        return max([int(rows[0][0]) if rows else 0] + [b.last_id for b, _ in self._unsaved(uplink)])
 
     async def pending_count(self, uplink: str) -> tuple[int, int | None]:
         """Credits not yet settled for ``uplink`` and the creation time of the oldest.
@@ -103,7 +138,7 @@ class OutboxMixin:
         ``after_id``: the batch that follows one still in flight (ending at that id), fixed while
         it travels, so that the next POST does not wait for this transaction's fsync.
         """
-        async with self._transaction() as db:
+        async with self._outbox_transaction() as db:
             rows = await _rows(db,
                 "SELECT batch_key, first_id, last_id, attempts, state FROM uplink_batches "
                 "WHERE uplink=? AND state IN ('inflight', 'dead') AND first_id > ? ORDER BY first_id LIMIT 1",
@@ -133,14 +168,25 @@ class OutboxMixin:
                 "SELECT wire FROM credits WHERE id BETWEEN ? AND ? ORDER BY id", (first, last))
         return PendingBatch(uplink, key, first, last, [str(w) for (w,) in wire_rows], attempts, state == "dead")
 
+    def settle_batch_later(self, batch: PendingBatch, *, now_ms: int) -> None:
+        """Mark a batch delivered now, in memory; on disk with the outbox's next transaction.
+
+        From now on the backlog, the status and the next claim are past it. Until its record is
+        written a crash only sends it again (same key, same bytes): the receiver answers from its
+        record, nothing is counted twice. :meth:`save_settles` (and closing the ledger) writes it.
+        """
+        self._unsaved_settles.append((batch, now_ms))
+
     async def settle_batch(self, batch: PendingBatch, *, now_ms: int) -> None:
-        """Mark a batch delivered and move the cursor past it, atomically."""
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE uplink_batches SET state='delivered', settled_ms=?, detail=NULL, attempts=attempts+1 "
-                "WHERE uplink=? AND batch_key=?", (now_ms, batch.uplink, batch.batch_key))
-            await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?), last_success_ms=? "
-                             "WHERE uplink=?", (batch.last_id, now_ms, batch.uplink))
+        """Mark a batch delivered and move the cursor past it, atomically, on disk now."""
+        self.settle_batch_later(batch, now_ms=now_ms)
+        await self.save_settles()
+
+    async def save_settles(self) -> None:
+        """Write the settles waiting in memory (one transaction; none when nothing waits)."""
+        if self._unsaved_settles:
+            async with self._outbox_transaction():
+                pass
 
     async def mark_refused(self, batch: PendingBatch, *, now_ms: int, detail: str) -> None:
         """The receiver refused the batch for a reason a retry soon will not fix.
@@ -148,7 +194,7 @@ class OutboxMixin:
         It is dead-lettered — shown in status with the reason, offered again only
         at the slowest retry pace — but never skipped and never dropped.
         """
-        async with self._transaction() as db:
+        async with self._outbox_transaction() as db:
             await db.execute(
                 "UPDATE uplink_batches SET state='dead', attempts=attempts+1, detail=? WHERE uplink=? AND batch_key=?",
                 (detail, batch.uplink, batch.batch_key))
@@ -156,7 +202,7 @@ class OutboxMixin:
                              (f"refused {batch.batch_key}: {detail}", now_ms, batch.uplink))
 
     async def note_attempt_failed(self, batch: PendingBatch, *, now_ms: int, error: str) -> None:
-        async with self._transaction() as db:
+        async with self._outbox_transaction() as db:
             await db.execute(
                 "UPDATE uplink_batches SET attempts=attempts+1, detail=? WHERE uplink=? AND batch_key=?",
                 (error, batch.uplink, batch.batch_key))
@@ -168,9 +214,14 @@ class OutboxMixin:
             "SELECT delivered_id, last_success_ms, last_error, last_error_ms FROM uplink_cursor WHERE uplink=?",
             (uplink,))
         cursor, success, error, error_ms = rows[0] if rows else (0, None, None, None)
+        unsaved = self._unsaved(uplink)
+        if unsaved:  # settled in memory, not yet on disk: as they will be
+            cursor = max([int(cursor)] + [b.last_id for b, _ in unsaved])
+            success = max(t for _, t in unsaved) if success is None else max([int(success)] + [t for _, t in unsaved])
         backlog, oldest = await self.pending_count(uplink)
+        keys = [b.batch_key for b, _ in unsaved]
         (dead,) = await _rows(self._r,
-            "SELECT COUNT(*), COALESCE(SUM(n_credits), 0) FROM uplink_batches WHERE uplink=? AND state='dead'",
-            (uplink,))
+            "SELECT COUNT(*), COALESCE(SUM(n_credits), 0) FROM uplink_batches WHERE uplink=? AND state='dead' "
+            f"AND batch_key NOT IN ({','.join('?' * len(keys))})", (uplink, *keys))
         return UplinkSummary(uplink, int(cursor), backlog, oldest, success, error, error_ms,
                              int(dead[0]), int(dead[1]))
