@@ -6,6 +6,7 @@ real TLS server on loopback whose certificate is signed by a CA made here with t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -108,3 +109,17 @@ def test_a_directory_without_hash_links_is_not_taken_for_a_trust_store(tmp_path:
     assert _hashed_dir(str(tmp_path)) is None
     assert _hashed_dir(str(tmp_path / "missing")) is None
     assert _hashed_dir(None) is None
+
+
+def test_the_default_context_holds_no_parsed_bundle_where_the_system_has_a_hashed_directory() -> None:
+    """The memory point of cloud_sync.tls (issue 11): with the OS's hashed CA directory, no CA is in memory before
+    a handshake asks for its issuer; without one, certifi's bundle is loaded (well over a hundred CAs)."""
+    code = ("import json, ssl\nfrom cloud_sync.tls import _hashed_dir, client_context\n"
+            "paths = ssl.get_default_verify_paths()\n"
+            "print(json.dumps([bool(_hashed_dir(paths.capath) or _hashed_dir(paths.openssl_capath)), "
+            "client_context().cert_store_stats()['x509_ca']]))")
+    env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+                         check=True).stdout
+    hashed, loaded = json.loads(out)
+    assert loaded == 0 if hashed else loaded > 100
