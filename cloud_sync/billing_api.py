@@ -21,6 +21,7 @@ import httpx
 import structlog
 
 from cloud_sync.backoff import Backoff
+from cloud_sync.tls import client_context
 from gateway.clock import Clock
 from gateway.config import BillingApiConfig
 from gateway.errors import UplinkRejected, UplinkRetryable
@@ -105,7 +106,7 @@ class BillingApiUplink:
     async def run(self) -> None:
         await self._ledger.register_uplink(NAME)
         async with httpx.AsyncClient(base_url=self.cfg.url, timeout=self.cfg.timeout_s,
-                                     headers=self._headers) as http:
+                                     headers=self._headers, verify=client_context()) as http:
             batch = await self._ready_batch()
             while True:
                 # A backlog: the next full batch is fixed in the ledger while this one travels, so the
@@ -137,7 +138,7 @@ class BillingApiUplink:
         sent = 0
         try:
             async with asyncio.timeout(deadline_s), httpx.AsyncClient(
-                base_url=self.cfg.url, timeout=self.cfg.timeout_s, headers=self._headers
+                base_url=self.cfg.url, timeout=self.cfg.timeout_s, headers=self._headers, verify=client_context()
             ) as http:
                 while batch := await self._ledger.next_batch(NAME, self.cfg.batch_size,
                                                              now_ms=self._now_ms()):

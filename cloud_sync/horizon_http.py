@@ -24,6 +24,8 @@ from stellar_sdk.client.response import Response
 from stellar_sdk.exceptions import ConnectionError as SdkConnectionError
 from stellar_sdk.exceptions import ContentSizeLimitExceededError
 
+from cloud_sync.tls import client_context
+
 GET_TIMEOUT_S: Final = 10.0
 """A Horizon read answers in milliseconds; ten seconds means the server or the path is in trouble."""
 POST_TIMEOUT_S: Final = 35.0
@@ -33,7 +35,8 @@ POST_TIMEOUT_S: Final = 35.0
 class HttpxAsyncClient(BaseAsyncClient):
     def __init__(self, client: httpx.AsyncClient | None = None, *, get_timeout_s: float = GET_TIMEOUT_S,
                  post_timeout_s: float = POST_TIMEOUT_S) -> None:
-        self._client = client if client is not None else httpx.AsyncClient()
+        # The process's one TLS context (cloud_sync.tls), not a CA bundle parsed per client.
+        self._client = client if client is not None else httpx.AsyncClient(verify=client_context())
         self._owned = client is None
         self._get_timeout = httpx.Timeout(get_timeout_s)
         self._post_timeout = httpx.Timeout(post_timeout_s)
