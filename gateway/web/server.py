@@ -27,7 +27,7 @@ class EmbeddedServer(uvicorn.Server):
         self._exit = asyncio.Event()
         super().__init__(config)
 
-    @property  # type: ignore[override]
+    @property
     def should_exit(self) -> bool:
         return self._exit.is_set()
 
