@@ -59,6 +59,14 @@ PRECISE_WAIT_S = 0.001
 therefore waited for in the loop until this close to its end, and the rest in place: never longer
 than needed, never a busy loop, and the loop held for at most this long per transaction."""
 
+ALONE_HOLD_MAX_S = 0.005
+"""...except on the only RTU line of the process, where a frame gap up to this long (t3.5 is 3.6 ms at
+9600 baud) is waited for in place, all of it. A wake-up of the event loop costs a Raspberry-class box (and
+the shared harness's VM) about 0.1-0.2 ms of CPU, against well under 0.1 ms for a plain sleep, and the
+gap is one of the two wake-ups of every transaction: holding it in place takes about a sixth off the
+daemon's CPU on a busy line. Nothing else in the loop is timed to the millisecond then (the web page, the
+writer and the uplinks wait at most that long), whereas a second line's own frame gaps would be."""
+
 
 class FrameError(AcquisitionError):
     """Bytes arrived but were not a valid answer: CRC error, garbage, wrong unit, truncated."""
@@ -203,6 +211,9 @@ class _TcpLink(_Link):
 class RtuTransport:
     """Modbus RTU master on a serial port or a raw TCP byte stream."""
 
+    _open_links: set[RtuTransport] = set()  # noqa: RUF012 - shared on purpose: the RTU lines open in this process
+    """RTU transports of this process with an open link: with one, its frame gaps are held in place."""
+
     def __init__(self, bus: BusConfig) -> None:
         self.cfg = bus
         self.cost = wire_cost(bus)
@@ -287,6 +298,7 @@ class RtuTransport:
             tcp.transport = transport
             link = tcp
         self._link = link
+        RtuTransport._open_links.add(self)
         self._quiet_from = time.monotonic()
         log.info("line_opened", endpoint=self.endpoint)
         return link
@@ -303,10 +315,11 @@ class RtuTransport:
         if self._last_unit is not None and unit != self._last_unit:
             gap = max(gap, self.cfg.device_switch_delay_s)
         asked = time.monotonic()
+        precise = ALONE_HOLD_MAX_S if len(RtuTransport._open_links) == 1 else PRECISE_WAIT_S
         while True:
             quiet_until = max(self._quiet_from, link.last_rx) + gap
             wait = quiet_until - time.monotonic()
-            if wait > PRECISE_WAIT_S:
+            if wait > precise:
                 await asyncio.sleep(wait - PRECISE_WAIT_S)  # wakes up to 1 ms late: still before the end
                 self._discard(link)
                 continue  # bytes that came meanwhile restart the silence
@@ -408,6 +421,7 @@ class RtuTransport:
         self._discard(link)
 
     def close(self) -> None:
+        RtuTransport._open_links.discard(self)
         if self._link is not None:
             self._link.close()
             self._link = None
@@ -470,7 +484,7 @@ class ModbusTcpTransport:
 
 
 def _hold(seconds: float) -> None:
-    """The last fraction of a millisecond of a frame gap, in place (see PRECISE_WAIT_S)."""
+    """The end of a frame gap, in place: its last millisecond, or all of it on a line alone (see PRECISE_WAIT_S)."""
     time.sleep(seconds)
 
 
