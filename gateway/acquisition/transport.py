@@ -137,6 +137,10 @@ class _Link:
             timer.cancel()
             self._waiter = None
 
+    def take_pending(self) -> bool:
+        """Read now what came while the loop was held (a frame gap waited in place); True if anything did."""
+        return False
+
     def write(self, data: bytes) -> None:
         raise NotImplementedError
 
@@ -166,6 +170,14 @@ class _SerialLink(_Link):
             self._lost("end of file on the serial device")
             return
         self._received(data)
+
+    def take_pending(self) -> bool:
+        # A line held alone sleeps its whole gap in place: noise or a stray answer in those milliseconds
+        # must restart the silence before the request goes out, as it would if the loop had seen it.
+        before = len(self.inbox)
+        if self.broken is None:
+            self._readable()
+        return len(self.inbox) > before
 
     def _detach(self) -> None:
         with contextlib.suppress(Exception):
@@ -325,6 +337,9 @@ class RtuTransport:
                 continue  # bytes that came meanwhile restart the silence
             if wait > 0:
                 _hold(wait)
+                if link.take_pending():
+                    self._discard(link)
+                    continue
             self.gaps_timed += 1
             self.gap_late_s += max(0.0, time.monotonic() - max(quiet_until, asked))
             return
