@@ -128,3 +128,20 @@ async def test_a_dead_batch_settled_in_memory_is_no_longer_counted_dead(tmp_path
         assert (summary.dead_batches, summary.dead_credits, summary.delivered_id) == (0, 0, first.last_id)
     finally:
         await ledger.close()
+
+
+async def test_a_settle_still_listed_after_its_commit_is_recorded_once(tmp_path: Path) -> None:
+    """A claim cancelled while its COMMIT is awaited has written the settles but not unlisted them."""
+    ledger = await _ledger_with_credits(tmp_path / "ledger")
+    try:
+        first = await _claim(ledger, 10, 2)
+        ledger.settle_batch_later(first, now_ms=3)
+        await _claim(ledger, 10, 4)  # writes the settle
+        ledger.settle_batch_later(first, now_ms=3)  # as the cancelled COMMIT would leave it listed
+        await _claim(ledger, 10, 5)
+        async with ledger._transaction() as db:
+            rows = await (await db.execute("SELECT state, attempts FROM uplink_batches WHERE uplink=? AND batch_key=?",
+                                           (UPLINK, first.batch_key))).fetchall()
+        assert [tuple(r) for r in rows] == [("delivered", 1)]
+    finally:
+        await ledger.close()

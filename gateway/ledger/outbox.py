@@ -77,7 +77,8 @@ class OutboxMixin:
             for batch, now_ms in self._unsaved_settles[:saved]:
                 await db.execute(
                     "UPDATE uplink_batches SET state='delivered', settled_ms=?, detail=NULL, attempts=attempts+1 "
-                    "WHERE uplink=? AND batch_key=?", (now_ms, batch.uplink, batch.batch_key))
+                    "WHERE uplink=? AND batch_key=? AND state<>'delivered'",  # once, even if a cancelled
+                    (now_ms, batch.uplink, batch.batch_key))  # COMMIT left it listed after writing it
                 await db.execute("UPDATE uplink_cursor SET delivered_id=MAX(delivered_id, ?), last_success_ms=? "
                                  "WHERE uplink=?", (batch.last_id, now_ms, batch.uplink))
             yield db
