@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import time
 from typing import TYPE_CHECKING, Protocol
 
@@ -153,6 +154,8 @@ class _SerialLink(_Link):
         super().__init__()
         self._port = port
         self._fd: int = port.fileno()
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
         asyncio.get_running_loop().add_reader(self._fd, self._readable)
 
     def _readable(self) -> None:
@@ -174,8 +177,9 @@ class _SerialLink(_Link):
     def take_pending(self) -> bool:
         # A line held alone sleeps its whole gap in place: noise or a stray answer in those milliseconds
         # must restart the silence before the request goes out, as it would if the loop had seen it.
+        # Asked first, not just read: with pyserial's VMIN=0/VTIME=0 an empty line reads as end of file.
         before = len(self.inbox)
-        if self.broken is None:
+        if self.broken is None and self._poll.poll(0):
             self._readable()
         return len(self.inbox) > before
 

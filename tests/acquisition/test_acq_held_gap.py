@@ -66,6 +66,7 @@ async def test_noise_during_a_gap_held_in_place_restarts_the_silence(
         done = time.monotonic()
     finally:
         rtu.close()
+    assert link.broken is None, link.broken
     assert len(holds) == 2, "the silence was not restarted by bytes that came during the held gap"
     assert rtu.noise_bytes == len(NOISE)
     assert done - noise_at[0] >= rtu.gap_s
