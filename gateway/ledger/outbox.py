@@ -218,7 +218,7 @@ class OutboxMixin:
         unsaved = self._unsaved(uplink)
         if unsaved:  # settled in memory, not yet on disk: as they will be
             cursor = max([int(cursor)] + [b.last_id for b, _ in unsaved])
-            success = max(t for _, t in unsaved) if success is None else max([int(success)] + [t for _, t in unsaved])
+            success = max([t for _, t in unsaved] + ([] if success is None else [int(success)]))
         backlog, oldest = await self.pending_count(uplink)
         keys = [b.batch_key for b, _ in unsaved]
         (dead,) = await _rows(self._r,
