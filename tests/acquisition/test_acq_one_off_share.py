@@ -9,7 +9,6 @@ the polls lost about half their slots.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 
 import pytest
@@ -25,6 +24,7 @@ from gateway.sim.load import LoadModel
 from gateway.sim.modbus_sim import MeterSimulator, SimulatedMeter
 from gateway.status import GatewayStatus
 from gateway.web.server import free_port
+from tests.bounded import within
 
 SDM630 = builtin_profile("eastron-sdm630")
 PERIOD_S = 1.0
@@ -32,6 +32,8 @@ SLOW_ANSWER_S = 0.6
 WINDOW_S = 8.0
 SHARE = 0.2
 SLOW_UNIT = 9
+STEP_S = 20.0
+"""Bounds each set-up and tear-down step: each takes well under a second; a hang fails, naming the step."""
 
 
 async def test_three_slow_one_off_reads_keep_the_polls_on_their_period() -> None:
@@ -64,10 +66,13 @@ async def test_three_slow_one_off_reads_keep_the_polls_on_their_period() -> None
             await bus.read_values(SLOW_UNIT, SDM630, ["energy_import", "voltage_l1", "frequency"])
             one_off_reads += 1
 
-    task = asyncio.create_task(bus.run())
-    try:
+    async def first_polls() -> None:
         while len(readings) < 3:
             await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(bus.run())
+    try:
+        await within(STEP_S, "the first three polls", first_polls())
         before = len(readings)
         slow_reads_before = slow.reads
         t0 = clock.monotonic()
@@ -78,12 +83,11 @@ async def test_three_slow_one_off_reads_keep_the_polls_on_their_period() -> None
         slow_answers = slow.reads - slow_reads_before
         for t in technicians:
             t.cancel()
-        await asyncio.gather(*technicians, return_exceptions=True)
+        await within(STEP_S, "the technicians' reads, cancelled", asyncio.gather(*technicians, return_exceptions=True))
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await sim.stop()
+        await within(STEP_S, "the bus, cancelled", asyncio.gather(task, return_exceptions=True))
+        await within(STEP_S, "the simulator's stop", sim.stop())
     expected = len(polled) * window / PERIOD_S
     cut = 1 - polls / expected
     print(f"polls {polls} of {expected:.0f} expected (cut {cut:.0%}); one-off transactions {slow_answers}, "

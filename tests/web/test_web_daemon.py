@@ -43,6 +43,7 @@ START_S = 20.0
 """The daemon is up within a second or two; this bounds a broken start on a loaded box."""
 STOP_S = 10.0
 SECRET = "s3cr3t-Value-0042-do-not-echo"
+CLIENT_KEEPALIVE_S = 2.0
 
 
 def _limit_address_space() -> None:
@@ -118,8 +119,11 @@ async def test_read_flood_device_files_and_secrets_against_a_real_daemon(tmp_pat
                                                     stderr=subprocess.STDOUT, env=env,
                                                     preexec_fn=_limit_address_space)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}", timeout=60,
-                                     limits=httpx.Limits(max_connections=FLOOD_CLIENTS + 4)) as http:
+        # keepalive_expiry below the server's 5-s keep-alive: a connection left idle for about 5 s (the pool
+        # prefers its oldest ones) would otherwise be reused just as the server closes it, and the request
+        # fails with "Server disconnected without sending a response" (seen once in CI under load).
+        limits = httpx.Limits(max_connections=FLOOD_CLIENTS + 4, keepalive_expiry=CLIENT_KEEPALIVE_S)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}", timeout=60, limits=limits) as http:
             await _wait_up(http, proc, log)
             token = (tmp_path / "data" / "web.token").read_text().strip()
             http.headers["Authorization"] = f"Bearer {token}"
@@ -144,7 +148,12 @@ async def test_read_flood_device_files_and_secrets_against_a_real_daemon(tmp_pat
                     others[(await http.get("/api/v1/meters")).status_code] += 1
                     await asyncio.sleep(0.2)
 
-            await asyncio.gather(*(client() for _ in range(FLOOD_CLIENTS)), technician())
+            # A TaskGroup, not gather: if one request fails, the others are cancelled with the test instead of
+            # running on into the next test on this worker.
+            async with asyncio.TaskGroup() as flood:
+                for _ in range(FLOOD_CLIENTS):
+                    flood.create_task(client())
+                flood.create_task(technician())
             flood_log = log.stat().st_size - log_before
             after_flood = _memory_mib(proc.pid)
 
@@ -156,6 +165,9 @@ async def test_read_flood_device_files_and_secrets_against_a_real_daemon(tmp_pat
                 refusals[ref] = (answer.status_code, round(time.monotonic() - t0, 2), answer.text)
             after_all = _memory_mib(proc.pid)
             still = (await http.get("/api/v1/meters")).status_code
+    except Exception:
+        print(f"the daemon's log, last 3000 characters:\n{log.read_text(errors='replace')[-3000:]}")
+        raise
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
