@@ -157,7 +157,8 @@ async def test_an_exhausted_allowance_is_dead_lettered_with_what_to_do(tmp_path:
         uplink = t.uplink(["m1"])
 
         async def dead() -> bool:
-            return (await t.ledger.uplink_summary("stellar")).dead_credits > 0
+            # Both: the ledger's commit wakes this poll before the uplink, back from it, raises the alarm.
+            return (await t.ledger.uplink_summary("stellar")).dead_credits > 0 and "stellar" in t.alarms
 
         await run_until(uplink, dead)
         alarm = t.alarms["stellar"]
