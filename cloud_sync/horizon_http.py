@@ -1,24 +1,41 @@
-"""stellar-sdk's async HTTP client interface over httpx, so ``ServerAsync`` uses the gateway's one HTTP stack.
+"""stellar-sdk's async HTTP client interface over requests, one worker thread per request.
 
-stellar-sdk ships ``ServerAsync`` with an aiohttp client only; this adapter implements its
-``BaseAsyncClient`` (get / post / stream / close, each returning the SDK's ``Response``) on an
-``httpx.AsyncClient``::
+stellar-sdk ships ``ServerAsync`` and ``SorobanServerAsync`` with an aiohttp client only; this
+adapter implements its ``BaseAsyncClient`` (get / post / stream / close, each returning the SDK's
+``Response``)::
 
-    async with ServerAsync(url, client=HttpxAsyncClient()) as server:
+    async with ServerAsync(url, client=ThreadedRequestsClient()) as server:
         account = await server.load_account(gateway_key)
 
-Transport failures become the SDK's ``ConnectionError``; HTTP statuses are left to the SDK
-(404 → NotFoundError, 4xx → BadRequestError, 5xx → BadResponseError). A POST that times out
-raises ``ConnectionError`` too: for a transaction that means "outcome unknown", not "failed".
-Streaming (Server-Sent Events) is not used by the gateway and is refused.
+Why requests and not the gateway's httpx: stellar-sdk's package ``__init__`` imports requests
+whatever a caller uses, so a box with ``[stellar]`` has it in memory anyway, while httpx and
+httpcore would add about 2 MiB there (issue 11: a [stellar] daemon may not cost more than the
+ThingsBoard gateway's 69.7 MiB). Horizon and Soroban RPC see a few requests a minute, so a thread
+per request costs nothing that matters.
+
+A thread cannot be cancelled. When the awaiting task is (a timeout, SIGTERM), it stops waiting at
+once and the thread runs to the end of its own timeout and is forgotten: threads are daemonic, so
+they never hold up the daemon's exit, and a result that comes back after the loop has closed is
+dropped. For a POST that is what a cancelled httpx request was too: sent or not, its outcome is
+unknown, and the uplinks reconcile by sequence number and hash.
+
+Transport failures and the total time bound become the SDK's ``ConnectionError``; HTTP statuses are
+left to the SDK (404 → NotFoundError, 4xx → BadRequestError, 5xx → BadResponseError). Streaming
+(Server-Sent Events) is not used by the gateway and is refused. TLS goes through the process's one
+verifying context (``cloud_sync.tls``), never a CA bundle parsed per connection pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from typing import Any, Final
+import asyncio
+import contextlib
+import ssl
+import threading
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Final, TypeVar
 
-import httpx
+import requests
+from requests.adapters import HTTPAdapter
 from stellar_sdk.client.base_async_client import BaseAsyncClient
 from stellar_sdk.client.response import Response
 from stellar_sdk.exceptions import ConnectionError as SdkConnectionError
@@ -26,50 +43,115 @@ from stellar_sdk.exceptions import ContentSizeLimitExceededError
 
 from cloud_sync.tls import client_context
 
+T = TypeVar("T")
+
 GET_TIMEOUT_S: Final = 10.0
 """A Horizon read answers in milliseconds; ten seconds means the server or the path is in trouble."""
 POST_TIMEOUT_S: Final = 35.0
 """Horizon holds a submission up to ~30 s waiting for the ledger to close before answering 504."""
+CHUNK_BYTES: Final = 64 * 1024
 
 
-class HttpxAsyncClient(BaseAsyncClient):
-    def __init__(self, client: httpx.AsyncClient | None = None, *, get_timeout_s: float = GET_TIMEOUT_S,
-                 post_timeout_s: float = POST_TIMEOUT_S) -> None:
-        # The process's one TLS context (cloud_sync.tls), not a CA bundle parsed per client.
-        self._client = client if client is not None else httpx.AsyncClient(verify=client_context())
-        self._owned = client is None
-        self._get_timeout = httpx.Timeout(get_timeout_s)
-        self._post_timeout = httpx.Timeout(post_timeout_s)
+class _SharedContextAdapter(HTTPAdapter):
+    """HTTPS through one given SSLContext (requests would otherwise load certifi's bundle per pool)."""
+
+    def __init__(self, context: Callable[[], ssl.SSLContext]) -> None:
+        self._context = context
+        super().__init__()
+
+    def build_connection_pool_key_attributes(self, request: requests.PreparedRequest, verify: Any,
+                                             cert: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
+        if host.get("scheme") == "https":
+            pool.pop("ca_certs", None)
+            pool.pop("ca_cert_dir", None)
+            pool["cert_reqs"] = "CERT_REQUIRED"
+            pool["ssl_context"] = self._context()
+        return host, pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # Always verified, by the shared context's CAs (it honours SSL_CERT_FILE / SSL_CERT_DIR).
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = None
+        conn.ca_cert_dir = None
+
+
+class ThreadedRequestsClient(BaseAsyncClient):
+    def __init__(self, *, get_timeout_s: float = GET_TIMEOUT_S, post_timeout_s: float = POST_TIMEOUT_S) -> None:
+        self._session = requests.Session()
+        self._session.mount("https://", _SharedContextAdapter(client_context))
+        self._get_timeout = get_timeout_s
+        self._post_timeout = post_timeout_s
 
     async def get(self, url: str, params: dict[str, str] | None = None,
                   max_content_size: int | None = None) -> Response:
-        try:
-            async with self._client.stream("GET", url, params=params, timeout=self._get_timeout) as resp:
+        timeout = self._get_timeout
+
+        def fetch() -> Response:
+            with self._session.get(url, params=params, timeout=(timeout, timeout), stream=True) as resp:
                 body = bytearray()
-                async for chunk in resp.aiter_bytes():
+                for chunk in resp.iter_content(CHUNK_BYTES):
                     body += chunk
                     if max_content_size is not None and len(body) > max_content_size:
                         raise ContentSizeLimitExceededError(max_content_size, len(body))
                 return _response(resp, bytes(body))
-        except httpx.HTTPError as exc:
-            raise SdkConnectionError(exc) from exc
+
+        return await _in_thread(fetch, timeout, url)
 
     async def post(self, url: str, data: dict[str, str] | None = None,
                    json_data: dict[str, Any] | None = None) -> Response:
-        try:
-            resp = await self._client.post(url, data=data, json=json_data, timeout=self._post_timeout)
-        except httpx.HTTPError as exc:
-            raise SdkConnectionError(exc) from exc
-        return _response(resp, resp.content)
+        timeout = self._post_timeout
+
+        def send() -> Response:
+            resp = self._session.post(url, data=data, json=json_data, timeout=(timeout, timeout))
+            return _response(resp, resp.content)
+
+        return await _in_thread(send, timeout, url)
 
     def stream(self, url: str, params: dict[str, str] | None = None) -> AsyncGenerator[dict[str, Any], None]:
-        raise NotImplementedError("HttpxAsyncClient does not stream Server-Sent Events; poll instead")
+        raise NotImplementedError("ThreadedRequestsClient does not stream Server-Sent Events; poll instead")
 
     async def close(self) -> None:
-        if self._owned:
-            await self._client.aclose()
+        self._session.close()
 
 
-def _response(resp: httpx.Response, body: bytes) -> Response:
-    return Response(status_code=resp.status_code, text=body.decode(resp.encoding or "utf-8", errors="replace"),
-                    headers=dict(resp.headers), url=str(resp.url))
+async def _in_thread(call: Callable[[], T], bound_s: float, url: str) -> T:
+    """``call()`` in a daemonic thread; its result or exception here, within ``bound_s`` seconds."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # the caller stopped waiting
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = call()
+        except requests.RequestException as exc:
+            error = SdkConnectionError(exc)
+            error.__cause__ = exc  # raise ... from exc, across the thread
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting task, which raises it
+            error = exc
+        # RuntimeError: the loop has closed (the daemon stopped); nobody waits for this any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="stellar-http", daemon=True).start()
+    try:
+        async with asyncio.timeout(bound_s):
+            return await future
+    except TimeoutError:
+        raise SdkConnectionError(f"no answer from {url} within {bound_s:g} s") from None
+
+
+def _response(resp: requests.Response, body: bytes) -> Response:
+    # Only a charset the server names; requests would guess ISO-8859-1 for text/* and Horizon sends UTF-8.
+    encoding = resp.encoding if "charset=" in resp.headers.get("content-type", "").lower() else None
+    return Response(status_code=resp.status_code, text=body.decode(encoding or "utf-8", errors="replace"),
+                    headers={k.lower(): v for k, v in resp.headers.items()}, url=str(resp.url))

@@ -1,4 +1,5 @@
-"""One TLS client context for every httpx client in the process (billing API, Horizon, Soroban RPC).
+"""One TLS client context for every HTTP client in the process (billing API over httpx; Horizon and
+Soroban RPC over requests, ``cloud_sync.horizon_http``).
 
 httpx builds a fresh ``SSLContext`` for each client and loads certifi's CA bundle into it: about
 1.3 MiB of parsed certificates per client, most of them never used (a gateway talks to one or two
@@ -44,6 +45,6 @@ def client_context() -> ssl.SSLContext:
     paths = ssl.get_default_verify_paths()
     if capath := _hashed_dir(paths.capath) or _hashed_dir(paths.openssl_capath):
         return ssl.create_default_context(capath=capath)
-    import certifi  # httpx's own dependency, and its default
+    import certifi  # requests' and httpx's own dependency, and their default
 
     return ssl.create_default_context(cafile=str(Path(certifi.where())))

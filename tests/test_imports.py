@@ -180,6 +180,7 @@ STELLAR_CHILD = textwrap.dedent("""
                                      if m.__module__.startswith(("gateway", "cloud_sync"))}})
             seen["loaded"] = sorted(m for m in NEVER if m in sys.modules)
             seen["sdk"] = "stellar_sdk" in sys.modules
+            seen["client"] = "cloud_sync.horizon_http" in sys.modules
             stop.set()
 
         await run_daemon(cfg, SystemClock(), stop, on_started=started, final_sync_s=0)
@@ -193,14 +194,16 @@ STELLAR_CHILD = textwrap.dedent("""
 def test_a_stellar_daemon_builds_no_pydantic_model_and_loads_no_stellar_tool(tmp_path: Path) -> None:
     """Issue 11: a daemon with [stellar] may cost no more than the peer's 69.7 MiB, and stellar-sdk's own import
     is ~26 MiB of it. What the gateway adds is checked here: no pydantic model of its own (the [stellar]
-    model's schema cost 1.2 MiB), and none of the Stellar commands' modules (onboarding, invoices, the CLI),
-    the local Horizon ledger or the [p2p] section's models, which only other commands and sections use."""
+    model's schema cost 1.2 MiB), none of the Stellar commands' modules (onboarding, invoices, the CLI),
+    the local Horizon ledger or the [p2p] section's models, which only other commands and sections use, and no
+    second HTTP library (httpx and httpcore, about 2 MiB) beside stellar-sdk's requests."""
     never = ("cloud_sync.stellar.cli", "cloud_sync.stellar.onboarding", "cloud_sync.stellar.invoice",
-             "cloud_sync.horizon", "cloud_sync.soroban", "gateway.config.p2p")
+             "cloud_sync.horizon", "cloud_sync.soroban", "gateway.config.p2p",
+             "httpx")  # Horizon goes through the requests that stellar-sdk loads anyway (cloud_sync.horizon_http)
     out = subprocess.run([sys.executable, "-c", STELLAR_CHILD.format(never=never)], input=_stellar_config(tmp_path),
                          capture_output=True, text=True, timeout=90, check=True, cwd=tmp_path)
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen == {"models": [], "loaded": [], "sdk": True}
+    assert seen == {"models": [], "loaded": [], "sdk": True, "client": True}
 
 
 def _stellar_config(tmp_path: Path) -> str:

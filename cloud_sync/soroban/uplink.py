@@ -45,7 +45,7 @@ from stellar_sdk.soroban_rpc import GetTransactionStatus, SendTransactionStatus
 from stellar_sdk.soroban_server_async import SorobanServerAsync
 
 from cloud_sync.backoff import Backoff
-from cloud_sync.horizon_http import HttpxAsyncClient
+from cloud_sync.horizon_http import ThreadedRequestsClient
 from cloud_sync.keys import Keypair as GatewayKeypair
 from cloud_sync.soroban.errors import from_events
 from cloud_sync.soroban.invocation import Delivery, Envelope, SimulationRefused, build, recorded
@@ -102,7 +102,7 @@ class SorobanUplink:
         """Records whose simulation failed for a reason other than a contract error (retried after a wait)."""
 
     def _open(self) -> SorobanServerAsync:
-        client = HttpxAsyncClient(get_timeout_s=self.cfg.timeout_s, post_timeout_s=self.cfg.timeout_s)
+        client = ThreadedRequestsClient(get_timeout_s=self.cfg.timeout_s, post_timeout_s=self.cfg.timeout_s)
         return SorobanServerAsync(self.cfg.rpc_url, client=client)
 
     @contextlib.asynccontextmanager

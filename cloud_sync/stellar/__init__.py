@@ -10,7 +10,7 @@ correction back but never change who controls the account.
 Layout. ``amounts`` (exact Wh → stroops) and ``txbuild`` (envelopes: credit batches,
 provisioning, invoices) are pure; ``store`` keeps what must survive a power cut (every
 envelope is stored before its first submit) in the gateway's ledger file; ``horizon`` is the
-thin I/O to Horizon (stellar-sdk's ``ServerAsync`` over httpx); ``submitter`` is the
+thin I/O to Horizon (stellar-sdk's ``ServerAsync`` over requests); ``submitter`` is the
 exactly-once state machine of one stored envelope; ``provision`` and ``uplink`` drive it;
 ``invoice`` is seed 000's CreateInvoice; ``onboarding`` checks a tenant's set-up; ``cli`` the
 ``meter-gateway stellar …`` commands.

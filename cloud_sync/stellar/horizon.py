@@ -1,4 +1,5 @@
-"""The thin I/O layer to Horizon: stellar-sdk's ``ServerAsync`` over the gateway's httpx stack.
+"""The thin I/O layer to Horizon: stellar-sdk's ``ServerAsync`` over requests
+(worker threads, ``cloud_sync.horizon_http``).
 
 It only translates: every answer becomes plain data, every failure one of two exceptions that
 say what the caller should do — :class:`HorizonUnavailable` (no clear answer: a timeout, a
@@ -27,7 +28,7 @@ from stellar_sdk.exceptions import (
 )
 from stellar_sdk.server_async import ServerAsync
 
-from cloud_sync.horizon_http import HttpxAsyncClient
+from cloud_sync.horizon_http import ThreadedRequestsClient
 from cloud_sync.stellar.amounts import to_stroops
 from cloud_sync.stellar.txbuild import NetworkView, result_codes
 from gateway.errors import GatewayError
@@ -141,11 +142,11 @@ def data_value(account: dict[str, Any], key: str) -> str | None:
 
 
 class HorizonClient:
-    """One Horizon server; ``async with`` it (it owns an httpx client)."""
+    """One Horizon server; ``async with`` it (it owns an HTTP session)."""
 
     def __init__(self, url: str, *, post_timeout_s: float) -> None:
         self.url = url.rstrip("/")
-        self._client = HttpxAsyncClient(get_timeout_s=GET_TIMEOUT_S, post_timeout_s=post_timeout_s)
+        self._client = ThreadedRequestsClient(get_timeout_s=GET_TIMEOUT_S, post_timeout_s=post_timeout_s)
         self._server = ServerAsync(self.url, client=self._client)
 
     async def __aenter__(self) -> HorizonClient:

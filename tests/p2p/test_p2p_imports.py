@@ -1,4 +1,4 @@
-"""[p2p] alone loads no stellar-sdk (records are made and signed with PyNaCl); [soroban] loads it."""
+"""[p2p] alone loads no stellar-sdk (records are made and signed with PyNaCl); [soroban] loads it, and no httpx."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def test_agreements_alone_load_no_stellar_sdk(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_soroban_loads_the_sdk_and_its_http_client(tmp_path: Path) -> None:
+def test_soroban_loads_the_sdk_and_no_second_http_client(tmp_path: Path) -> None:
+    # Soroban RPC goes through stellar-sdk's own requests (cloud_sync.horizon_http), not httpx
     config = BASE.format(data=tmp_path / "b", web="false") + AGREEMENT + SOROBAN
-    assert _loaded_by_daemon(tmp_path, config) == ["httpx", "pydantic", "stellar_sdk"]
+    assert _loaded_by_daemon(tmp_path, config) == ["pydantic", "stellar_sdk"]

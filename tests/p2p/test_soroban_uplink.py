@@ -8,7 +8,7 @@ from stellar_sdk import Keypair as SdkKeypair
 from stellar_sdk.auth import authorize_entry
 from stellar_sdk.soroban_server_async import SorobanServerAsync
 
-from cloud_sync.horizon_http import HttpxAsyncClient
+from cloud_sync.horizon_http import ThreadedRequestsClient
 from cloud_sync.soroban.errors import CONTRACT_ERRORS
 from cloud_sync.soroban.invocation import FUNCTION, Delivery, arguments, build
 from cloud_sync.soroban.uplink import SorobanUplink
@@ -143,7 +143,7 @@ async def test_forged_auth_entry_is_rejected(net: Net, ledger: Ledger, forgery: 
     store = P2PStore(ledger)
     await insert(store, net, a, 10)
     gw = net.sdk_gateway
-    async with SorobanServerAsync(net.net.rpc_url, client=HttpxAsyncClient()) as rpc:
+    async with SorobanServerAsync(net.net.rpc_url, client=ThreadedRequestsClient()) as rpc:
         account = await rpc.load_account(gw.public_key)
         latest = await rpc.get_latest_ledger()
         args = arguments(Delivery(a.terms.agreement_id, 10, 1, a.provider))
@@ -183,7 +183,7 @@ async def test_sequence_used_by_another_transaction_voids_and_rebuilds(net: Net,
     store = P2PStore(ledger)
     await insert(store, net, a, 10)
     up = uplink(net, ledger)
-    async with up.session(), SorobanServerAsync(net.net.rpc_url, client=HttpxAsyncClient()) as rpc:
+    async with up.session(), SorobanServerAsync(net.net.rpc_url, client=ThreadedRequestsClient()) as rpc:
         env = await build(rpc, gateway=net.sdk_gateway, passphrase=net.net.network_passphrase,
                           contract_id=net.net.contract_id, delivery=Delivery(a.terms.agreement_id, 10, 5, a.provider),
                           timeout_s=120)
@@ -207,7 +207,7 @@ async def test_a_delivery_the_rpc_forgot_is_found_in_the_contracts_history(net: 
     a = net.agreement(kwh=10)
     store = P2PStore(ledger)
     await insert(store, net, a, 10, reading=55_000)
-    async with SorobanServerAsync(net.net.rpc_url, client=HttpxAsyncClient()) as rpc:
+    async with SorobanServerAsync(net.net.rpc_url, client=ThreadedRequestsClient()) as rpc:
         env = await build(rpc, gateway=net.sdk_gateway, passphrase=net.net.network_passphrase,
                           contract_id=net.net.contract_id, delivery=Delivery(a.terms.agreement_id, 10, 55_000,
                                                                               a.provider), timeout_s=120)

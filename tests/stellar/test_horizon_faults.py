@@ -14,7 +14,7 @@ from stellar_sdk.exceptions import ConnectionError as SdkConnectionError
 from cloud_sync.horizon.faults import FaultMode, FaultPlan, FaultRule
 from cloud_sync.horizon.ledger import LocalLedger
 from cloud_sync.horizon.server import RunningLedger, serve_ledger
-from cloud_sync.horizon_http import HttpxAsyncClient
+from cloud_sync.horizon_http import ThreadedRequestsClient
 from gateway.clock import SystemClock
 from tests.stellar.conftest import PASSPHRASE, XLM
 
@@ -51,7 +51,7 @@ def balance(running: RunningLedger, kp: Keypair) -> int:
 async def test_504_after_applying_then_the_same_envelope_gets_the_stored_result(running: RunningLedger) -> None:
     running.faults.add(FaultRule("/transactions", (FaultMode.TIMEOUT_504_AFTER,), method="POST"))
     tx, b = await payment(running)
-    async with ServerAsync(running.url, client=HttpxAsyncClient()) as server:
+    async with ServerAsync(running.url, client=ThreadedRequestsClient()) as server:
         with pytest.raises(BadResponseError) as exc:
             await server.submit_transaction(tx)
         assert exc.value.status == 504
@@ -85,7 +85,7 @@ async def test_503_and_429_answer_before_applying(running: RunningLedger) -> Non
 async def test_429_reaches_the_sdk_as_a_bad_request_with_its_retry_after(running: RunningLedger) -> None:
     running.faults.add(FaultRule("/transactions", (FaultMode.RATE_LIMITED_429,), retry_after_s=3))
     tx, _ = await payment(running)
-    async with ServerAsync(running.url, client=HttpxAsyncClient()) as server:
+    async with ServerAsync(running.url, client=ThreadedRequestsClient()) as server:
         with pytest.raises(BadRequestError) as exc:
             await server.submit_transaction(tx)
     assert exc.value.status == 429
@@ -96,7 +96,7 @@ async def test_429_reaches_the_sdk_as_a_bad_request_with_its_retry_after(running
 async def test_reset_after_applying_loses_the_answer_not_the_transaction(running: RunningLedger) -> None:
     running.faults.add(FaultRule("/transactions", (FaultMode.RESET_AFTER,)))
     tx, b = await payment(running)
-    async with ServerAsync(running.url, client=HttpxAsyncClient()) as server:
+    async with ServerAsync(running.url, client=ThreadedRequestsClient()) as server:
         with pytest.raises(SdkConnectionError):
             await server.submit_transaction(tx)
         assert balance(running, b) == 10_005 * XLM

@@ -1,4 +1,4 @@
-"""The unmodified stellar-sdk against the local ledger over real HTTP: Server (requests) and ServerAsync (httpx)."""
+"""The unmodified stellar-sdk against the local ledger over real HTTP: Server and ServerAsync (both over requests)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from stellar_sdk.exceptions import ConnectionError as SdkConnectionError
 
 from cloud_sync.horizon.ledger import LocalLedger
 from cloud_sync.horizon.server import serve_ledger
-from cloud_sync.horizon_http import HttpxAsyncClient
+from cloud_sync.horizon_http import ThreadedRequestsClient
 from gateway.clock import SystemClock
 from gateway.web.server import free_port
 from tests.stellar.conftest import PASSPHRASE, ThreadedLedger
@@ -226,10 +226,10 @@ def test_transactions_async_and_malformed_envelopes(horizon: ThreadedLedger) -> 
     assert missing.json()["title"] == "Resource Missing"
 
 
-async def test_server_async_over_httpx(tmp_path: Path) -> None:
+async def test_server_async_over_the_threaded_requests_client(tmp_path: Path) -> None:
     ledger = LocalLedger(tmp_path / "ledger", SystemClock())
     try:
-        async with serve_ledger(ledger) as running, ServerAsync(running.url, client=HttpxAsyncClient()) as server:
+        async with serve_ledger(ledger) as running, ServerAsync(running.url, client=ThreadedRequestsClient()) as server:
             a, b = Keypair.random(), Keypair.random()
             async with httpx.AsyncClient() as client:
                 for kp in (a, b):
@@ -256,11 +256,11 @@ async def test_server_async_over_httpx(tmp_path: Path) -> None:
         ledger.close()
 
 
-async def test_httpx_adapter_enforces_the_sdks_content_size_limit(tmp_path: Path) -> None:
+async def test_the_adapter_enforces_the_sdks_content_size_limit(tmp_path: Path) -> None:
     from stellar_sdk.exceptions import ContentSizeLimitExceededError
 
     ledger = LocalLedger(tmp_path / "ledger", SystemClock())
-    client = HttpxAsyncClient()
+    client = ThreadedRequestsClient()
     try:
         async with serve_ledger(ledger) as running:
             small = await client.get(f"{running.url}/fee_stats", max_content_size=100_000)
@@ -274,7 +274,7 @@ async def test_httpx_adapter_enforces_the_sdks_content_size_limit(tmp_path: Path
 
 
 async def test_server_async_connection_errors_are_the_sdks() -> None:
-    async with ServerAsync(f"http://127.0.0.1:{free_port()}", client=HttpxAsyncClient()) as nowhere:
+    async with ServerAsync(f"http://127.0.0.1:{free_port()}", client=ThreadedRequestsClient()) as nowhere:
         with pytest.raises(SdkConnectionError):
             await nowhere.root().call()
         a = Keypair.random()
