@@ -19,6 +19,11 @@ they never hold up the daemon's exit, and a result that comes back after the loo
 dropped. For a POST that is what a cancelled httpx request was too: sent or not, its outcome is
 unknown, and the uplinks reconcile by sequence number and hash.
 
+requests' timeouts bound the connect and each socket read, not a whole answer, so a thread also
+gives up between chunks of the body once its bound has passed, and at most ``MAX_IN_FLIGHT``
+threads per client are alive at once: a server that trickles bytes or a DNS lookup that hangs costs
+a few threads, never one per retry.
+
 Transport failures and the total time bound become the SDK's ``ConnectionError``; HTTP statuses are
 left to the SDK (404 → NotFoundError, 4xx → BadRequestError, 5xx → BadResponseError). Streaming
 (Server-Sent Events) is not used by the gateway and is refused. TLS goes through the process's one
@@ -28,10 +33,13 @@ verifying context (``cloud_sync.tls``), never a CA bundle parsed per connection 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import ssl
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any, Final, TypeVar
 
 import requests
@@ -50,6 +58,10 @@ GET_TIMEOUT_S: Final = 10.0
 POST_TIMEOUT_S: Final = 35.0
 """Horizon holds a submission up to ~30 s waiting for the ledger to close before answering 504."""
 CHUNK_BYTES: Final = 64 * 1024
+MAX_IN_FLIGHT: Final = 8
+"""Threads one client may have alive. The uplinks send one request at a time, so more than a few
+alive means earlier ones are stuck on a server that does not answer; a new request then fails at once
+as unreachable (the uplinks back off) instead of adding a thread."""
 
 
 class _SharedContextAdapter(HTTPAdapter):
@@ -80,33 +92,32 @@ class ThreadedRequestsClient(BaseAsyncClient):
     def __init__(self, *, get_timeout_s: float = GET_TIMEOUT_S, post_timeout_s: float = POST_TIMEOUT_S) -> None:
         self._session = requests.Session()
         self._session.mount("https://", _SharedContextAdapter(client_context))
+        # Horizon and Soroban RPC set no cookies worth keeping, and the jar is the one part of a Session
+        # its threads would mutate without a lock.
+        self._session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         self._get_timeout = get_timeout_s
         self._post_timeout = post_timeout_s
+        self._slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
 
     async def get(self, url: str, params: dict[str, str] | None = None,
                   max_content_size: int | None = None) -> Response:
         timeout = self._get_timeout
 
-        def fetch() -> Response:
+        def fetch(deadline: float) -> Response:
             with self._session.get(url, params=params, timeout=(timeout, timeout), stream=True) as resp:
-                body = bytearray()
-                for chunk in resp.iter_content(CHUNK_BYTES):
-                    body += chunk
-                    if max_content_size is not None and len(body) > max_content_size:
-                        raise ContentSizeLimitExceededError(max_content_size, len(body))
-                return _response(resp, bytes(body))
+                return _response(resp, _body(resp, deadline, url, max_content_size))
 
-        return await _in_thread(fetch, timeout, url)
+        return await _in_thread(fetch, timeout, url, self._slots)
 
     async def post(self, url: str, data: dict[str, str] | None = None,
                    json_data: dict[str, Any] | None = None) -> Response:
         timeout = self._post_timeout
 
-        def send() -> Response:
-            resp = self._session.post(url, data=data, json=json_data, timeout=(timeout, timeout))
-            return _response(resp, resp.content)
+        def send(deadline: float) -> Response:
+            with self._session.post(url, data=data, json=json_data, timeout=(timeout, timeout), stream=True) as resp:
+                return _response(resp, _body(resp, deadline, url, None))
 
-        return await _in_thread(send, timeout, url)
+        return await _in_thread(send, timeout, url, self._slots)
 
     def stream(self, url: str, params: dict[str, str] | None = None) -> AsyncGenerator[dict[str, Any], None]:
         raise NotImplementedError("ThreadedRequestsClient does not stream Server-Sent Events; poll instead")
@@ -115,8 +126,22 @@ class ThreadedRequestsClient(BaseAsyncClient):
         self._session.close()
 
 
-async def _in_thread(call: Callable[[], T], bound_s: float, url: str) -> T:
-    """``call()`` in a daemonic thread; its result or exception here, within ``bound_s`` seconds."""
+def _body(resp: requests.Response, deadline: float, url: str, max_content_size: int | None) -> bytes:
+    body = bytearray()
+    for chunk in resp.iter_content(CHUNK_BYTES):
+        body += chunk
+        if max_content_size is not None and len(body) > max_content_size:
+            raise ContentSizeLimitExceededError(max_content_size, len(body))
+        if time.monotonic() > deadline:
+            raise SdkConnectionError(f"{url} was still sending its answer at the time bound")
+    return bytes(body)
+
+
+async def _in_thread(call: Callable[[float], T], bound_s: float, url: str, slots: threading.BoundedSemaphore) -> T:
+    """``call(deadline)`` in a daemonic thread; its result or exception here, within ``bound_s`` seconds."""
+    if not slots.acquire(blocking=False):
+        raise SdkConnectionError(f"{MAX_IN_FLIGHT} earlier requests to this server are still unanswered; "
+                                 f"not sending another to {url}")
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -128,21 +153,29 @@ async def _in_thread(call: Callable[[], T], bound_s: float, url: str) -> T:
         else:
             future.set_result(result)  # type: ignore[arg-type]
 
+    deadline = time.monotonic() + bound_s
+
     def run() -> None:
         result: T | None = None
         error: BaseException | None = None
         try:
-            result = call()
+            result = call(deadline)
         except requests.RequestException as exc:
             error = SdkConnectionError(exc)
             error.__cause__ = exc  # raise ... from exc, across the thread
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting task, which raises it
             error = exc
+        finally:
+            slots.release()
         # RuntimeError: the loop has closed (the daemon stopped); nobody waits for this any more.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, result, error)
 
-    threading.Thread(target=run, name="stellar-http", daemon=True).start()
+    try:
+        threading.Thread(target=run, name="stellar-http", daemon=True).start()
+    except BaseException:
+        slots.release()
+        raise
     try:
         async with asyncio.timeout(bound_s):
             return await future
@@ -153,5 +186,10 @@ async def _in_thread(call: Callable[[], T], bound_s: float, url: str) -> T:
 def _response(resp: requests.Response, body: bytes) -> Response:
     # Only a charset the server names; requests would guess ISO-8859-1 for text/* and Horizon sends UTF-8.
     encoding = resp.encoding if "charset=" in resp.headers.get("content-type", "").lower() else None
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:  # a charset Python does not know: read it as what Horizon really sends
+            encoding = None
     return Response(status_code=resp.status_code, text=body.decode(encoding or "utf-8", errors="replace"),
                     headers={k.lower(): v for k, v in resp.headers.items()}, url=str(resp.url))
