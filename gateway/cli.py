@@ -44,6 +44,19 @@ def _force_exit(reason: str) -> None:
     os._exit(EXIT_FAILURE)
 
 
+def _print_tasks() -> None:
+    """SIGUSR1: what every task is waiting on, to stderr; for a daemon that seems stuck (``kill -USR1 PID``).
+
+    It changes nothing and the daemon goes on; threads' stacks come from ``PYTHONFAULTHANDLER=1`` and SIGABRT."""
+    tasks = asyncio.all_tasks()
+    print(f"--- {len(tasks)} asyncio tasks (SIGUSR1)", file=sys.stderr)
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        print(f"task {task.get_name()}:", file=sys.stderr)
+        with contextlib.suppress(Exception):  # a diagnostic must never take the daemon down
+            task.print_stack(limit=12, file=sys.stderr)
+    sys.stderr.flush()
+
+
 def _run_until_signal(make: Callable[[asyncio.Event], Coroutine[Any, Any, Any]], *,
                       deadline_s: float = STOP_DEADLINE_S, bound_own_stop: bool = True) -> Any:
     """Run a coroutine that stops when its event is set; SIGTERM and SIGINT set it.
@@ -72,6 +85,7 @@ def _run_until_signal(make: Callable[[asyncio.Event], Coroutine[Any, Any, Any]],
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(signal.SIGUSR1, _print_tasks)
 
         async def armed_on_stop() -> None:  # a stop the daemon sets itself (a fatal failure) is bounded too
             await stop.wait()

@@ -209,3 +209,42 @@ def test_sigterm_ends_the_process_within_the_deadline_even_if_the_stop_hangs(tmp
     assert took < 5.0, f"exit took {took:.1f} s"
     assert code == 1
     assert "shutdown_forced" in err
+
+
+def test_sigusr1_prints_every_task_and_the_daemon_goes_on(tmp_path: Path) -> None:
+    """On site, a daemon that seems stuck can say what each task waits on without being stopped."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio\n"
+        "from gateway import logs\n"
+        "from gateway.cli import _run_until_signal\n"
+        "logs.configure('info', 'json')\n"
+        "async def waits_for_the_meter():\n"
+        "    await asyncio.sleep(3600)\n"
+        "async def daemon(stop):\n"
+        "    asyncio.create_task(waits_for_the_meter(), name='bus:rs485-1')\n"
+        "    print('ready', flush=True)\n"
+        "    await stop.wait()\n"
+        "    print('stopped', flush=True)\n"
+        "_run_until_signal(daemon)\n"
+    )
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        assert proc.poll() is None, "SIGUSR1 must not end the daemon"
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, err
+    assert out.split() == ["stopped"]
+    assert "task bus:rs485-1:" in err
+    assert "in waits_for_the_meter" in err, err

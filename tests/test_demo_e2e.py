@@ -30,9 +30,36 @@ from tests.stellar.demo_checks import assert_stellar_report, check_status_api
 DEMO = [sys.executable, "-m", "gateway", "demo", "--speed", "900", "--web-port", "0"]
 
 
+HANG_S = 60.0
+"""Beyond its run, what the demo may take to start and to stop (final sync, reports) before it counts as hung."""
+STACKS_S = 10.0
+"""How long a hung demo gets to print its tasks' (SIGUSR1) and threads' (SIGABRT) stacks before it is killed."""
+
+
 def _run(data_dir: Path, duration: float) -> subprocess.CompletedProcess[str]:
-    return children.run([*DEMO, "--duration", str(duration), "--data-dir", str(data_dir)],
-                        capture_output=True, text=True, timeout=duration + 60, check=False)
+    """The demo for ``duration`` s; one that does not end within a minute more fails the test with every
+    thread's stack (a hang seen once in CI left nothing to go on)."""
+    argv = [*DEMO, "--duration", str(duration), "--data-dir", str(data_dir)]
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
+    with children.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            out, err = proc.communicate(timeout=duration + HANG_S)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # every asyncio task's stack (gateway.cli), then the threads'
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGABRT)
+            try:
+                out, err = proc.communicate(timeout=STACKS_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            raise AssertionError(f"the demo did not end {HANG_S:g} s after a {duration:g}-s run; "
+                                 f"its output:\n{out[-2000:]}\nits tasks and threads:\n{err[-12000:]}") from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 Series = tuple[str, Channel]
