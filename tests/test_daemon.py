@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -176,27 +179,28 @@ async def test_a_bus_cancelled_while_it_stops_its_waits_does_not_run_on() -> Non
     assert task.cancelled(), "the cancellation reached the bus instead of being swallowed"
 
 
+def _ready_child(daemon: str) -> subprocess.Popen[str]:
+    """A process running ``daemon`` (the source of ``async def daemon(stop)``) under the CLI's signal
+    handling, once it has printed ``ready``."""
+    script = ("import asyncio, time\nfrom gateway import logs\nfrom gateway.cli import _run_until_signal\n"
+              "logs.configure('info', 'json')\n" + daemon + "_run_until_signal(daemon)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"the child did not start: {err[-2000:]}")
+    return proc
+
+
 def test_sigterm_ends_the_process_within_the_deadline_even_if_the_stop_hangs(tmp_path: Path) -> None:
     """The last net under "SIGTERM always exits within 5 s": a stop stuck anywhere (here a blocked loop)."""
-    import signal
-    import subprocess
-    import sys
-
-    script = (
-        "import asyncio, time\n"
-        "from gateway import logs\n"
-        "from gateway.cli import _run_until_signal\n"
-        "logs.configure('info', 'json')\n"
+    with _ready_child(
         "async def daemon(stop):\n"
         "    print('ready', flush=True)\n"
         "    await stop.wait()\n"
         "    time.sleep(60)  # a stop that never ends: the loop itself is stuck\n"
-        "_run_until_signal(daemon)\n"
-    )
-    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
+    ) as proc:
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         try:
@@ -213,15 +217,7 @@ def test_sigterm_ends_the_process_within_the_deadline_even_if_the_stop_hangs(tmp
 
 def test_sigusr1_prints_every_task_and_the_daemon_goes_on(tmp_path: Path) -> None:
     """On site, a daemon that seems stuck can say what each task waits on without being stopped."""
-    import signal
-    import subprocess
-    import sys
-
-    script = (
-        "import asyncio\n"
-        "from gateway import logs\n"
-        "from gateway.cli import _run_until_signal\n"
-        "logs.configure('info', 'json')\n"
+    with _ready_child(
         "async def waits_for_the_meter():\n"
         "    await asyncio.sleep(3600)\n"
         "async def daemon(stop):\n"
@@ -229,12 +225,7 @@ def test_sigusr1_prints_every_task_and_the_daemon_goes_on(tmp_path: Path) -> Non
         "    print('ready', flush=True)\n"
         "    await stop.wait()\n"
         "    print('stopped', flush=True)\n"
-        "_run_until_signal(daemon)\n"
-    )
-    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as proc:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
+    ) as proc:
         proc.send_signal(signal.SIGUSR1)
         time.sleep(0.5)
         assert proc.poll() is None, "SIGUSR1 must not end the daemon"
