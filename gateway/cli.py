@@ -49,12 +49,12 @@ def _print_tasks() -> None:
 
     It changes nothing and the daemon goes on; threads' stacks come from ``PYTHONFAULTHANDLER=1`` and SIGABRT."""
     tasks = asyncio.all_tasks()
-    print(f"--- {len(tasks)} asyncio tasks (SIGUSR1)", file=sys.stderr)
-    for task in sorted(tasks, key=lambda t: t.get_name()):
-        print(f"task {task.get_name()}:", file=sys.stderr)
-        with contextlib.suppress(Exception):  # a diagnostic must never take the daemon down
+    with contextlib.suppress(Exception):  # a diagnostic must never take the daemon down (a closed stderr, say)
+        print(f"--- {len(tasks)} asyncio tasks (SIGUSR1)", file=sys.stderr)
+        for task in sorted(tasks, key=lambda t: t.get_name()):
+            print(f"task {task.get_name()}:", file=sys.stderr)
             task.print_stack(limit=12, file=sys.stderr)
-    sys.stderr.flush()
+        sys.stderr.flush()
 
 
 def _run_until_signal(make: Callable[[asyncio.Event], Coroutine[Any, Any, Any]], *,

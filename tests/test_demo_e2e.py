@@ -37,29 +37,16 @@ STACKS_S = 10.0
 
 
 def _run(data_dir: Path, duration: float) -> subprocess.CompletedProcess[str]:
-    """The demo for ``duration`` s; one that does not end within a minute more fails the test with every
-    thread's stack (a hang seen once in CI left nothing to go on)."""
+    """The demo for ``duration`` s; one that does not end within ``HANG_S`` more fails the test with every
+    task's and thread's stack (a hang seen once in CI left nothing to go on)."""
     argv = [*DEMO, "--duration", str(duration), "--data-dir", str(data_dir)]
-    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
-    with children.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
-        try:
-            out, err = proc.communicate(timeout=duration + HANG_S)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGUSR1)  # every asyncio task's stack (gateway.cli), then the threads'
-            time.sleep(1.0)
-            proc.send_signal(signal.SIGABRT)
-            try:
-                out, err = proc.communicate(timeout=STACKS_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, err = proc.communicate()
-            raise AssertionError(f"the demo did not end {HANG_S:g} s after a {duration:g}-s run; "
-                                 f"its output:\n{out[-2000:]}\nits tasks and threads:\n{err[-12000:]}") from None
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+    try:
+        return children.run(argv, capture_output=True, text=True, timeout=duration + HANG_S, check=False,
+                            stacks_s=STACKS_S, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    except subprocess.TimeoutExpired as exc:
+        out, err = exc.stdout or "", exc.stderr or ""
+        raise AssertionError(f"the demo did not end {HANG_S:g} s after a {duration:g}-s run; "
+                             f"its output:\n{out[-2000:]}\nits tasks and threads:\n{err[-12000:]}") from None
 
 
 Series = tuple[str, Channel]

@@ -34,6 +34,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,9 +76,18 @@ def spawn(argv: Sequence[str], *, death_signal: int = signal.SIGKILL, **popen: A
     return subprocess.Popen([*trampoline, program, *argv[1:]], **popen)
 
 
+STACKS_GRACE_S = 1.0
+"""After SIGUSR1, before SIGABRT: time for a gateway's loop to print its tasks."""
+
+
 def run(argv: Sequence[str], *, timeout: float | None = None, check: bool = False,
-        **popen: Any) -> subprocess.CompletedProcess[Any]:
-    """:func:`subprocess.run` through :func:`spawn`: the child dies with us (or after ``timeout`` seconds)."""
+        stacks_s: float | None = None, **popen: Any) -> subprocess.CompletedProcess[Any]:
+    """:func:`subprocess.run` through :func:`spawn`: the child dies with us (or after ``timeout`` seconds).
+
+    ``stacks_s``: a gateway child that outlives ``timeout`` is first asked for its stacks, SIGUSR1 for its
+    asyncio tasks (``gateway.cli``) and SIGABRT for its threads (faulthandler: run it with
+    ``PYTHONFAULTHANDLER=1``), and given this long to print them; the ``TimeoutExpired`` carries them.
+    """
     if popen.pop("capture_output", False):
         popen["stdout"] = popen["stderr"] = subprocess.PIPE
     stdin = popen.pop("input", None)
@@ -86,6 +96,20 @@ def run(argv: Sequence[str], *, timeout: float | None = None, check: bool = Fals
     with spawn(argv, **popen) as proc:
         try:
             out, err = proc.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            if stacks_s is None:
+                proc.kill()
+                proc.wait()
+                raise
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(STACKS_GRACE_S)
+            proc.send_signal(signal.SIGABRT)
+            try:
+                out, err = proc.communicate(timeout=stacks_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            raise subprocess.TimeoutExpired(exc.cmd, exc.timeout, out, err) from None
         except BaseException:
             proc.kill()
             proc.wait()
